@@ -1,0 +1,34 @@
+# vbon_exp — `make run` and `make test` set everything up from nothing (a .venv), then run.
+PYTHON ?= python3
+VENV   ?= .venv
+# The CPU build of torch by default (it comes from this machine's local wheel). GPU users:
+#   make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"   (or TORCH=skip to keep yours)
+TORCH  ?= torch==2.13.0
+PY     := $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: install run test test-all clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if [ "$(TORCH)" != "skip" ]; then $(PY) -m pip install -q $(TORCH); fi
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# One run with the default config (override with ARGS="objective=bon objective.n=8 ...").
+run: install
+	$(PY) -m vbon_exp $(ARGS)
+
+# Fast suite (< 15 min on 2 cores). wandb never needs a server in tests.
+test: install
+	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Everything, slow tests included.
+test-all: install
+	WANDB_MODE=offline $(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,217 @@
+"""Best-of-N math: pure functions on tensors, no model code.
+
+Notation follows Amini, Vieira, Ash & Cotterell, *Variational Best-of-N Alignment* (ICLR 2025), §3:
+π_ref is the reference policy, r the reward, F_x(t) = P_{y'~π_ref(·|x)}(r(y') ≤ t) the reward CDF under π_ref,
+N the number of BoN samples and β = 1/(N−1) the KL coefficient under which RL recovers π_BoN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# --------------------------------------------------------------------------- N <-> β
+
+
+def n_from_beta(beta: float) -> float:
+    """N = 1/β + 1: the BoN sample count whose distribution is the optimum of RL with KL coefficient β (§3)."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    return 1.0 / beta + 1.0
+
+
+def beta_from_n(n: float) -> float:
+    """β = 1/(N−1); N = 1 (no selection) has no finite β."""
+    if n <= 1:
+        raise ValueError(f"beta_from_n needs N > 1, got {n}")
+    return 1.0 / (n - 1.0)
+
+
+def kl_bon_analytic(n: float) -> float:
+    """KL(π_BoN ‖ π_ref) = log N − (N−1)/N for continuous rewards (§3; Beirami et al. 2024 show it bounds the
+    discrete case from above)."""
+    return math.log(n) - (n - 1.0) / n
+
+
+def win_rate_bon_analytic(n: float) -> float:
+    """P(a BoN sample's reward beats one reference sample's) = N/(N+1) for continuous rewards:
+    the max of N i.i.d. uniforms beats an (N+1)-th with probability N/(N+1)."""
+    return n / (n + 1.0)
+
+
+# --------------------------------------------------------------------------- empirical CDF of cached rewards
+
+
+def pad_sorted_rewards(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ragged per-prompt reward lists into a [P, M_max] table of sorted rewards padded with +inf.
+
+    +inf padding keeps searchsorted counts right: no finite reward is ≥ +inf. Returns (table, lengths)."""
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    table = torch.full((len(rows), int(lengths.max())), math.inf, dtype=torch.float64)
+    for i, r in enumerate(rows):
+        table[i, : len(r)] = torch.sort(r.to(torch.float64)).values
+    return table, lengths
+
+
+def _gather_rows(sorted_table: torch.Tensor, prompt_index: torch.Tensor) -> torch.Tensor:
+    return sorted_table.index_select(0, prompt_index.long())
+
+
+def count_less(sorted_table: torch.Tensor, prompt_index: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+    """Number of cached rewards of each pair's prompt strictly below its reward (searchsorted, side='left')."""
+    rows = _gather_rows(sorted_table, prompt_index)
+    return torch.searchsorted(rows, rewards.to(rows.dtype)[:, None].contiguous(), side="left").squeeze(1)
+
+
+def count_less_equal(sorted_table: torch.Tensor, prompt_index: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+    """Number of cached rewards of each pair's prompt at or below its reward (searchsorted, side='right')."""
+    rows = _gather_rows(sorted_table, prompt_index)
+    return torch.searchsorted(rows, rewards.to(rows.dtype)[:, None].contiguous(), side="right").squeeze(1)
+
+
+def log_cdf_hat(
+    sorted_table: torch.Tensor, lengths: torch.Tensor, prompt_index: torch.Tensor, rewards: torch.Tensor
+) -> torch.Tensor:
+    """log F̂_x(r) with F̂ = (rank + 1)/(M + 1), rank = #{cached < r} (the seed code's searchsorted-left rule).
+
+    The +1s make F̂ ∈ (0, 1] so log F̂ is always finite; F̂ is the CDF of the cache with the new sample
+    itself included, the plug-in estimate of F_x used by the vBoN reward (§3, Eq. for L)."""
+    rank = count_less(sorted_table, prompt_index, rewards).to(torch.float64)
+    m = lengths.index_select(0, prompt_index.long()).to(torch.float64)
+    return torch.log((rank + 1.0) / (m + 1.0))
+
+
+def cdf_le(sorted_table, lengths, prompt_index, rewards) -> torch.Tensor:
+    """Tie-aware empirical F(t) = P(r ≤ t) over the cache."""
+    m = lengths.index_select(0, prompt_index.long()).to(torch.float64)
+    return count_less_equal(sorted_table, prompt_index, rewards).to(torch.float64) / m
+
+
+def cdf_lt(sorted_table, lengths, prompt_index, rewards) -> torch.Tensor:
+    """Tie-aware empirical F⁻(t) = P(r < t) over the cache."""
+    m = lengths.index_select(0, prompt_index.long()).to(torch.float64)
+    return count_less(sorted_table, prompt_index, rewards).to(torch.float64) / m
+
+
+def win_prob(sorted_table, lengths, prompt_index, rewards) -> torch.Tensor:
+    """P(reward beats a cached reference reward), ties counted ½: F⁻(r) + ½·(F(r) − F⁻(r))."""
+    lt = cdf_lt(sorted_table, lengths, prompt_index, rewards)
+    le = cdf_le(sorted_table, lengths, prompt_index, rewards)
+    return 0.5 * (lt + le)
+
+
+# --------------------------------------------------------------------------- vBoN sequence rewards
+# Both rewards equal β·log(π_BoN(y)/π_ref(y)) up to a constant, so maximising E_π[reward] − β·KL(π‖π_ref)
+# has π_BoN as its optimum (§3): that is minimising KL(π‖π_BoN).
+
+
+def log_binomial(n: int, i: torch.Tensor) -> torch.Tensor:
+    """log C(n, i) via lgamma, elementwise over i."""
+    n_t = torch.tensor(float(n), dtype=torch.float64)
+    i = i.to(torch.float64)
+    return torch.lgamma(n_t + 1) - torch.lgamma(i + 1) - torch.lgamma(n_t - i + 1)
+
+
+def log_bon_ratio_exact(log_f: torch.Tensor, logp_ref: torch.Tensor, n: int) -> torch.Tensor:
+    """log(π_BoN(y)/π_ref(y)) = log Σ_{i=1..N} C(N,i) F^(N−i) π_ref(y)^(i−1), distinct rewards (§3, Eq. for π_BoN).
+
+    Here F = P(r < r(y)) (or the cache's F̂ as a plug-in). Computed in log space with logsumexp, so tiny
+    π_ref(y) and F near 0 stay finite; F = 0 makes every term but i = N vanish (exp(−inf) = 0)."""
+    if int(n) != n or n < 1:
+        raise ValueError(f"the exact BoN ratio needs an integer N ≥ 1, got {n}")
+    n = int(n)
+    log_f = log_f.to(torch.float64)
+    logp_ref = logp_ref.to(torch.float64)
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    # terms[..., i-1] = log C(N,i) + (N−i)·log F + (i−1)·log π_ref; (N−i)·log F with N−i = 0 must be 0 even at F = 0
+    f_power = torch.where((n - i) == 0, torch.zeros_like(log_f[..., None]), (n - i) * log_f[..., None])
+    terms = log_binomial(n, i) + f_power + (i - 1) * logp_ref[..., None]
+    return torch.logsumexp(terms, dim=-1)
+
+
+def vbon_reward_l1(log_f_hat: torch.Tensor) -> torch.Tensor:
+    """The `l1` vBoN reward: log F̂_x(r(y)) — β·log(π_BoN/π_ref) for continuous rewards with the constant
+    β·log N dropped, since β(N−1) = 1 (§3, the bound L used in the experiments)."""
+    return log_f_hat
+
+
+def vbon_reward_exact(log_f_hat: torch.Tensor, logp_ref: torch.Tensor, n: int, scale: str = "beta") -> torch.Tensor:
+    """The `exact` vBoN reward: β·log Σ_{i=1..N} C(N,i) F̂^(N−i) π_ref(y)^(i−1), β = 1/(N−1).
+
+    `scale="seed"` multiplies by 1/N instead, as the seed code (rycolab/vbon) does; its RL optimum is then
+    π_ref^(1/N)·π_BoN^((N−1)/N) rather than π_BoN. Kept only for faithful reproduction."""
+    if scale == "beta":
+        coef = 1.0 / (n - 1.0)
+    elif scale == "seed":
+        coef = 1.0 / n
+    else:
+        raise ValueError(f"objective.exact_scale must be 'beta' or 'seed', got {scale!r}")
+    return coef * log_bon_ratio_exact(log_f_hat, logp_ref, n)
+
+
+VBON_BOUNDS = ("l1", "exact")
+
+
+def log_bon_ratio_estimate(log_f_hat: torch.Tensor, n: float) -> torch.Tensor:
+    """log π_BoN/π_ref ≈ log N + (N−1)·log F̂(r(y)) (continuous rewards): the per-sample k1 term for BoN,
+    whose token probabilities do not exist."""
+    return math.log(n) + (n - 1.0) * log_f_hat.to(torch.float64)
+
+
+# --------------------------------------------------------------------------- exact BoN on a finite support
+
+
+def log_reward_cdfs(logp_ref: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact log F(r(y)) = log P(r ≤ r(y)), log F⁻(r(y)) = log P(r < r(y)) and the log-mass of y's reward level
+    log P(r = r(y)) under π_ref, over an enumerated support [..., K].
+
+    All in log space (logcumsumexp; a per-level logsumexp), so responses whose π_ref underflows in linear
+    space keep finite, exact values."""
+    logp = logp_ref.to(torch.float64)
+    shape = logp.shape
+    logp2, r2 = logp.reshape(-1, shape[-1]), rewards.reshape(-1, shape[-1])
+    order = torch.argsort(r2, dim=-1)
+    r_sorted = torch.gather(r2, -1, order).contiguous()
+    lcum = torch.logcumsumexp(torch.gather(logp2, -1, order), dim=-1)
+    lcum = torch.cat([torch.full_like(lcum[:, :1], -math.inf), lcum], dim=-1)  # lcum[k]: log mass of the k lowest
+    lt_idx = torch.searchsorted(r_sorted, r2.contiguous(), side="left")  # also the id of y's reward level
+    le_idx = torch.searchsorted(r_sorted, r2.contiguous(), side="right")
+    log_le, log_lt = torch.gather(lcum, -1, le_idx), torch.gather(lcum, -1, lt_idx)
+    # log P(r = r(y)): a logsumexp over each level, as scatter ops (levels are keyed by lt_idx)
+    level_max = torch.full_like(logp2, -math.inf).scatter_reduce(-1, lt_idx, logp2, reduce="amax")
+    shifted = torch.exp(logp2 - torch.gather(level_max, -1, lt_idx))
+    level_sum = torch.zeros_like(logp2).scatter_add(-1, lt_idx, shifted)
+    log_level = torch.gather(level_max + torch.log(level_sum), -1, lt_idx)
+    return log_le.reshape(shape).clamp(max=0.0), log_lt.reshape(shape).clamp(max=0.0), log_level.reshape(shape)
+
+
+def reward_cdfs(logp_ref: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact F(r(y)) = P(r ≤ r(y)) and F⁻(r(y)) = P(r < r(y)) under π_ref over an enumerated support [..., K]."""
+    log_le, log_lt, _ = log_reward_cdfs(logp_ref, rewards)
+    return log_le.exp(), log_lt.exp()
+
+
+def bon_log_probs(logp_ref: torch.Tensor, rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """Exact log π_BoN(y) over an enumerated support [..., K], ties included.
+
+    With ties broken uniformly (or by first index: the two agree), the winner's reward level v is reached with
+    probability F(v)^N − F⁻(v)^N and shared among the tied responses in proportion to π_ref. With q = F − F⁻ the
+    level's mass,
+        π_BoN(y) = π_ref(y)·(F^N − F⁻^N)/q = π_ref(y)·Σ_{i=1..N} C(N,i) F⁻^(N−i) q^(i−1),
+    which for distinct rewards (q = π_ref(y)) is the paper's Σ_{i=1..N} C(N,i) F⁻^(N−i) π_ref(y)^i (§3)."""
+    _, log_lt, log_level = log_reward_cdfs(logp_ref, rewards)
+    return logp_ref.to(torch.float64) + log_bon_ratio_exact(log_lt, log_level, n)
+
+
+def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """KL(p‖q) = Σ p (log p − log q) over the last dim; terms with p = 0 contribute 0."""
+    p = logp.exp()
+    diff = torch.where(p > 0, logp - logq, torch.zeros_like(logp))
+    return (p * diff).sum(-1)
+
+
+def kl_regularised_optimum_log_probs(logp_ref: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """log π*(y) for π* ∝ π_ref(y)·exp(r(y)/β), the optimum of E[r] − β·KL(π‖π_ref) (§2)."""
+    logits = logp_ref.to(torch.float64) + rewards.to(torch.float64) / beta
+    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)

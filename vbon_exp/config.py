@@ -1,0 +1,113 @@
+"""Config resolvers and start-up validation: bad input fails here, naming the key, before any model loads."""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key and what is allowed."""
+
+
+def _n_from_beta(beta):
+    try:
+        beta = float(beta)
+    except (TypeError, ValueError):
+        return None
+    return 1.0 / beta + 1.0 if beta > 0 else None
+
+
+def _beta_from_n(n):
+    try:
+        n = float(n)
+    except (TypeError, ValueError):
+        return None
+    return 1.0 / (n - 1.0) if n > 1 else None
+
+
+def register_resolvers() -> None:
+    """`${n_from_beta:${.beta}}` and `${beta_from_n:${.n}}` tie N and β together (N = 1/β + 1) in objective
+    configs: each objective sets one and derives the other."""
+    for name, fn in (("n_from_beta", _n_from_beta), ("beta_from_n", _beta_from_n)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()
+
+
+def _get(cfg: DictConfig, key: str):
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except Exception as err:  # MissingMandatoryValue, InterpolationResolutionError, ...
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def _number(cfg, key, *, integer=False, minimum=None, exclusive_min=None, maximum=None, allow_none=False):
+    value = _get(cfg, key)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be finite, got {value!r}")
+    if integer and int(value) != value:
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key} must be ≥ {minimum}, got {value!r}")
+    if exclusive_min is not None and value <= exclusive_min:
+        raise ConfigError(f"{key} must be > {exclusive_min}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key} must be ≤ {maximum}, got {value!r}")
+    return value
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value a run depends on; raise ConfigError naming the first bad key."""
+    _number(cfg, "seed", integer=True)
+    _number(cfg, "sampling.temperature", exclusive_min=0)
+    _number(cfg, "sampling.top_k", integer=True, minimum=0)
+    _number(cfg, "sampling.top_p", exclusive_min=0, maximum=1)
+    _number(cfg, "sampling.max_new_tokens", integer=True, minimum=1)
+    _number(cfg, "sampling.batch_size", integer=True, minimum=1)
+    _number(cfg, "reference.m", integer=True, minimum=2)
+    _number(cfg, "reference.chunk_prompts", integer=True, minimum=1)
+    _number(cfg, "reference.keep_texts", integer=True, minimum=0)
+    _number(cfg, "eval.samples_per_prompt", integer=True, minimum=1)
+    _number(cfg, "eval.batch_size", integer=True, minimum=1)
+    _validate_objective(cfg)
+    mode = _get(cfg, "wandb.mode")
+    if mode not in (None, "online", "offline", "disabled"):
+        raise ConfigError(f"wandb.mode must be online, offline, disabled or null (auto), got {mode!r}")
+    if _get(cfg, "task.name") == "synthetic":
+        length = _get(cfg, "task.response_length")
+        if _get(cfg, "sampling.max_new_tokens") != length:
+            raise ConfigError(
+                f"sampling.max_new_tokens must equal task.response_length={length} on the synthetic task "
+                "(responses have a fixed length and no EOS)"
+            )
+
+
+def _validate_objective(cfg: DictConfig) -> None:
+    from vbon_exp.objectives import OBJECTIVES
+
+    name = _get(cfg, "objective.name")
+    if name not in OBJECTIVES:
+        raise ConfigError(f"objective.name must be one of {sorted(OBJECTIVES)}, got {name!r}")
+    n = _number(cfg, "objective.n", minimum=1, allow_none=True)
+    beta = _number(cfg, "objective.beta", exclusive_min=0, allow_none=True)
+    if name == "bon":
+        if n is None:
+            raise ConfigError("objective.n must be set for objective=bon (an integer ≥ 1)")
+        if int(n) != n:
+            raise ConfigError(f"objective.n must be an integer for objective=bon, got {n!r}")
+    elif beta is None:
+        raise ConfigError(f"objective.beta must be set (> 0) for objective={name}")
+    if n is not None and beta is not None and not math.isclose(n, 1.0 / beta + 1.0, rel_tol=1e-6):
+        primary = "objective.n" if name == "bon" else "objective.beta"
+        raise ConfigError(
+            f"objective.n={n} and objective.beta={beta} disagree (N = 1/β + 1); for objective={name} set "
+            f"{primary} only, the other follows it"
+        )

@@ -1,0 +1,200 @@
+"""Loading causal LMs and tokenizers (hub id or local directory), and the forward passes every module shares:
+one cached decoding step, and per-token log-probs of given responses."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def quiet_transformers() -> None:
+    """transformers draws a progress bar per weight load/save; a run loads several tiny models, so mute them."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message names the id/path and how to fix it."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load_error(kind: str, name_or_path: str, err: Exception) -> ModelLoadError:
+    looks_local = name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path and os.path.exists(
+        os.path.dirname(name_or_path) or "."
+    )
+    if looks_local and not os.path.exists(os.path.expanduser(name_or_path)):
+        hint = f"the local path {name_or_path!r} does not exist"
+    else:
+        hint = (
+            f"{name_or_path!r} is neither a local directory nor reachable on the model hub "
+            "(offline machines: download it elsewhere with `save_pretrained` and set the config key to that directory)"
+        )
+    return ModelLoadError(f"could not load {kind} {name_or_path!r}: {hint}. Original error: {type(err).__name__}: {err}")
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    if trust_remote_code:
+        log.warning("trust_remote_code=True for tokenizer %s: its repository code will run", name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as err:  # hub/file errors come in many types; re-raise one that names the path
+        raise _load_error("tokenizer", name_or_path, err) from err
+
+
+def load_causal_lm(name_or_path: str, device: torch.device, trust_remote_code: bool = False, dtype=None):
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    if trust_remote_code:
+        log.warning("trust_remote_code=True for model %s: its repository code will run", name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, dtype=dtype, use_safetensors=None
+        )
+    except Exception as err:
+        raise _load_error("model", name_or_path, err) from err
+    return model.to(device)
+
+
+def pad_token_id(tokenizer) -> int:
+    """The id used for padded positions. Padding is always tracked by masks, never by comparing ids, so any id
+    inside the vocabulary works; GPT-2 style tokenizers have none and use EOS (logged once by the task)."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+# --------------------------------------------------------------------------- forward passes
+
+_CACHE_KWARG: dict[type, str] = {}
+
+
+def _cache_kwarg(model) -> str:
+    """transformers ≥ 5.2x calls the KV cache `cache`; older versions `past_key_values`."""
+    cls = type(model)
+    if cls not in _CACHE_KWARG:
+        params = inspect.signature(model.forward).parameters
+        _CACHE_KWARG[cls] = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_KWARG[cls]
+
+
+def decode_step(model, input_ids, attention_mask, position_ids, cache):
+    """One forward pass with a KV cache; returns (logits of the last position [B, V], new cache)."""
+    kwargs = {_cache_kwarg(model): cache}
+    out = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **kwargs
+    )
+    new_cache = out.get("cache", None)
+    if new_cache is None:
+        new_cache = out.get("past_key_values", None)
+    return out.logits[:, -1], new_cache
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for left-padded rows: 0 at the first real token; padded slots get 0 (they are masked)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass
+class Samples:
+    """A batch of (prompt, response) pairs. Padding is described by the masks alone.
+
+    prompt_ids are left-padded, response_ids right-padded; response_mask is 1 on every generated token up to and
+    including EOS. `rewards` is filled once the pairs are scored, so nothing is scored twice."""
+
+    prompt_index: torch.Tensor  # [B] index into the prompt list the samples were drawn for
+    prompt_ids: torch.Tensor  # [B, Lp]
+    prompt_mask: torch.Tensor  # [B, Lp]
+    response_ids: torch.Tensor  # [B, Lr]
+    response_mask: torch.Tensor  # [B, Lr]
+    rewards: torch.Tensor | None = None  # [B] float32
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.prompt_index.shape[0])
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(-1)
+
+    def select(self, idx: torch.Tensor | slice) -> "Samples":
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return Samples(
+            pick(self.prompt_index), pick(self.prompt_ids), pick(self.prompt_mask), pick(self.response_ids),
+            pick(self.response_mask), pick(self.rewards), {k: pick(v) for k, v in self.extras.items()},
+        )
+
+    def to(self, device) -> "Samples":
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Samples(
+            mv(self.prompt_index), mv(self.prompt_ids), mv(self.prompt_mask), mv(self.response_ids),
+            mv(self.response_mask), mv(self.rewards), {k: mv(v) for k, v in self.extras.items()},
+        )
+
+    @staticmethod
+    def cat(parts: list["Samples"], pad_id: int) -> "Samples":
+        """Concatenate batches with different prompt/response widths (re-padding left and right)."""
+        lp = max(p.prompt_ids.shape[1] for p in parts)
+        lr = max(p.response_ids.shape[1] for p in parts)
+
+        def left(t, width, value):
+            return torch.nn.functional.pad(t, (width - t.shape[1], 0), value=value)
+
+        def right(t, width, value):
+            return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+        has_rewards = all(p.rewards is not None for p in parts)
+        keys = set.intersection(*(set(p.extras) for p in parts)) if parts else set()
+        return Samples(
+            torch.cat([p.prompt_index for p in parts]),
+            torch.cat([left(p.prompt_ids, lp, pad_id) for p in parts]),
+            torch.cat([left(p.prompt_mask, lp, 0) for p in parts]),
+            torch.cat([right(p.response_ids, lr, pad_id) for p in parts]),
+            torch.cat([right(p.response_mask, lr, 0) for p in parts]),
+            torch.cat([p.rewards for p in parts]) if has_rewards else None,
+            {k: torch.cat([p.extras[k] for p in parts]) for k in keys},
+        )
+
+
+def response_logits(model, samples: Samples, temperature: float) -> torch.Tensor:
+    """Temperature-scaled log-softmax over the vocabulary at every response position: [B, Lr, V].
+
+    The logits that predict response token t sit at input position Lp − 1 + t."""
+    ids = torch.cat([samples.prompt_ids, samples.response_ids], dim=1)
+    mask = torch.cat([samples.prompt_mask, samples.response_mask], dim=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False)
+    lp, lr = samples.prompt_ids.shape[1], samples.response_ids.shape[1]
+    logits = out.logits[:, lp - 1 : lp - 1 + lr]
+    logits = (logits if logits.dtype == torch.float64 else logits.float()) / temperature
+    return torch.log_softmax(logits, dim=-1)
+
+
+def token_log_probs(log_dist: torch.Tensor, samples: Samples) -> torch.Tensor:
+    """log π(y_t | x, y_<t) of the sampled tokens, zero on padding: [B, Lr]."""
+    lp = log_dist.gather(-1, samples.response_ids.unsqueeze(-1)).squeeze(-1)
+    return lp * samples.response_mask
+
+
+@torch.no_grad()
+def sequence_log_probs(model, samples: Samples, temperature: float, batch_size: int = 64) -> torch.Tensor:
+    """log π(y|x) summed over response tokens, in batches, without gradients: [B] float64."""
+    out = []
+    for start in range(0, len(samples), batch_size):
+        part = samples.select(slice(start, start + batch_size))
+        out.append(token_log_probs(response_logits(model, part, temperature), part).sum(-1).double())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)

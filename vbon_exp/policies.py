@@ -1,0 +1,94 @@
+"""Policies the evaluator can sample and measure: an autoregressive model, or BoN over the reference.
+
+Every policy samples (scored) responses for prompts, gives per-sample terms whose means estimate KL(policy‖π_ref),
+and, on a task with an exact oracle, its exact distribution."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vbon_exp import bon
+from vbon_exp.modeling import Samples, response_logits
+from vbon_exp.rewards import score_samples
+from vbon_exp.sampling import SamplingConfig, sample_responses
+
+
+class ModelPolicy:
+    """An autoregressive LM sampled with the task's sampling settings."""
+
+    def __init__(self, model, task, sampling: SamplingConfig, score_batch_size: int = 256):
+        self.model, self.task, self.sampling, self.score_batch_size = model, task, sampling, score_batch_size
+
+    def sample(self, prompts: list[list[int]], n: int, generator, desc: str | None = None) -> Samples:
+        samples = sample_responses(
+            self.model, prompts, n, self.sampling, eos_id=self.task.eos_id, pad_id=self.task.pad_id,
+            generator=generator, desc=desc,
+        )
+        return score_samples(self.task.reward, samples, self.score_batch_size, what=desc or "policy samples")
+
+    @torch.no_grad()
+    def kl_terms(self, samples: Samples, cache=None, batch_size: int = 64) -> dict[str, torch.Tensor]:
+        """Per-sample sequence-level KL terms, each an unbiased estimate of KL(π_θ‖π_ref) on average:
+        - full: Σ_t KL(π_θ(·|x,y_<t) ‖ π_ref(·|x,y_<t)) over the whole vocabulary (lowest variance);
+        - k1: log π_θ(y|x) − log π_ref(y|x);
+        - k3: (ρ − 1) − log ρ with ρ = π_ref(y|x)/π_θ(y|x) (non-negative per sample)."""
+        device = next(self.model.parameters()).device
+        full, k1 = [], []
+        for start in range(0, len(samples), batch_size):
+            part = samples.select(slice(start, start + batch_size)).to(device)
+            mask = part.response_mask.float()
+            logp = response_logits(self.model, part, self.sampling.temperature)
+            logq = response_logits(self.task.reference, part, self.sampling.temperature)
+            per_token = (logp.exp() * (logp - logq)).sum(-1)
+            full.append((per_token * mask).sum(-1).double().cpu())
+            tok = part.response_ids.unsqueeze(-1)
+            ratio = (logp.gather(-1, tok) - logq.gather(-1, tok)).squeeze(-1)
+            k1.append((ratio * mask).sum(-1).double().cpu())
+        full_t, k1_t = torch.cat(full), torch.cat(k1)
+        log_rho = -k1_t
+        return {"full": full_t, "k1": k1_t, "k3": torch.expm1(log_rho) - log_rho}
+
+    def exact_log_probs(self, oracle) -> torch.Tensor:
+        return oracle.model_log_probs(self.model)
+
+
+class BoNPolicy:
+    """Best-of-N over the reference: N reference samples per output, the highest reward kept (first on ties)."""
+
+    def __init__(self, reference: ModelPolicy, n: int):
+        self.reference, self.n = reference, int(n)
+
+    def sample(self, prompts: list[list[int]], n: int, generator, desc: str | None = None) -> Samples:
+        pool = self.reference.sample(prompts, n * self.n, generator, desc=desc)
+        groups = pool.rewards.view(len(prompts) * n, self.n)  # rows are grouped by prompt, in prompt order
+        best = groups.argmax(dim=-1) + torch.arange(groups.shape[0]) * self.n
+        return pool.select(best.to(pool.prompt_index.device))
+
+    def kl_terms(self, samples: Samples, cache, batch_size: int = 64) -> dict[str, torch.Tensor]:
+        """k1 with log π_BoN/π_ref ≈ log N + (N−1)·log F̂(r(y)) from the reference cache (BoN has no token
+        probabilities)."""
+        log_f = cache.log_cdf_hat(samples.prompt_index, samples.rewards)
+        return {"k1": bon.log_bon_ratio_estimate(log_f, self.n)}
+
+    def analytic_kl(self) -> float:
+        return bon.kl_bon_analytic(self.n) if self.n > 1 else 0.0
+
+    def exact_log_probs(self, oracle) -> torch.Tensor:
+        return oracle.bon_log_probs(self.n)
+
+
+def stratified_mean_se(values: torch.Tensor, groups: torch.Tensor) -> tuple[float, float]:
+    """Mean over groups of per-group means, and its standard error Σ_g var_g/n_g / G² (samples i.i.d. within a
+    group; prompts are the fixed evaluation set)."""
+    values, groups = values.double().cpu(), groups.cpu()
+    ids = torch.unique(groups)
+    means, var_terms = [], []
+    for g in ids:
+        v = values[groups == g]
+        means.append(v.mean())
+        var_terms.append(v.var(unbiased=True) / len(v) if len(v) > 1 else torch.tensor(math.nan))
+    means_t = torch.stack(means)
+    se = math.sqrt(float(torch.stack(var_terms).sum())) / len(ids)
+    return float(means_t.mean()), se

@@ -1,0 +1,126 @@
+"""One run, in data-flow order: task → reference caches → objective (trainer) → evaluator → results."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vbon_exp.config import validate
+from vbon_exp.evaluate import evaluate
+from vbon_exp.modeling import resolve_device
+from vbon_exp.objectives import RunContext, build_objective
+from vbon_exp.reference import build_reference_cache
+from vbon_exp.sampling import SamplingConfig
+from vbon_exp.tasks import build_task
+from vbon_exp.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def hydra_run_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def reference_caches(cfg: DictConfig, task, sampling: SamplingConfig, splits) -> dict:
+    caches = {}
+    for split in splits:
+        caches[split] = build_reference_cache(
+            reference=task.reference, reward=task.reward, tokenizer=task.tokenizer, prompts=task.prompts(split),
+            m=cfg.reference.m, sampling=sampling, seed=cfg.seed, cache_dir=cfg.reference.cache_dir,
+            key_parts={"reference": task.fingerprint["reference"], "reward": task.fingerprint["reward"],
+                       "prompts": task.fingerprint[f"{split}_prompts"]},
+            eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=cfg.reference.chunk_prompts,
+            keep_texts=cfg.reference.keep_texts, score_batch_size=cfg.eval.score_batch_size,
+            desc=f"reference cache ({split})",
+        )
+    return caches
+
+
+def base_point(cfg: DictConfig) -> dict:
+    """The identifying columns of a results line."""
+    return {
+        "task": cfg.task.name,
+        "objective": cfg.objective.name,
+        "algo": OmegaConf.select(cfg, "algo.name"),
+        "bound": OmegaConf.select(cfg, "objective.bound"),
+        "beta": OmegaConf.select(cfg, "objective.beta"),
+        "n": OmegaConf.select(cfg, "objective.n"),
+        "temperature": cfg.sampling.temperature,
+        "m": cfg.reference.m,
+        "seed": cfg.seed,
+    }
+
+
+def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
+    """Run one experiment and return its reward-vs-KL point (also written to results.jsonl and wandb)."""
+    t_start = time.perf_counter()
+    validate(cfg)
+    run_dir = Path(run_dir or hydra_run_dir() or cfg.paths.output_root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True))
+    objective = build_objective(cfg.objective)
+    tracker = Tracker(
+        run_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.wandb.mode, project=cfg.wandb.project,
+        entity=cfg.wandb.entity, group=cfg.wandb.group, tags=cfg.wandb.tags,
+        name=f"{cfg.task.name}-{cfg.objective.name}-b{cfg.objective.beta}-n{cfg.objective.n}-s{cfg.seed}",
+    )
+    ok = False
+    try:
+        stage = time.perf_counter()
+        task = build_task(cfg, device)
+        caches = reference_caches(cfg, task, sampling, dict.fromkeys(("test", *objective.cache_splits)))
+        timings = {"setup_s": time.perf_counter() - stage}
+
+        stage = time.perf_counter()
+        ctx = RunContext(cfg=cfg, task=task, device=device, run_dir=run_dir, sampling=sampling, tracker=tracker,
+                         caches=caches)
+        policy = objective.fit(ctx)
+        timings["train_s"] = time.perf_counter() - stage
+
+        target = objective.target_log_probs(task.oracle) if task.oracle is not None else None
+        metrics = evaluate(
+            policy, task, caches["test"], samples_per_prompt=cfg.eval.samples_per_prompt, seed=cfg.seed + 1,
+            batch_size=cfg.eval.batch_size, target_log_probs=target,
+        )
+        point = {**base_point(cfg), "status": "ok", **metrics, **timings,
+                 "wall_s": time.perf_counter() - t_start, "run_dir": str(run_dir)}
+        tracker.write_point(point)
+        ok = True
+    finally:
+        tracker.finish(exit_code=0 if ok else 1)
+    print(summary_line(point, tracker))
+    return point
+
+
+def summary_line(p: dict, tracker: Tracker) -> str:
+    lines = [
+        f"vbon_exp: task={p['task']} objective={p['objective']} N={p['n']} beta={p['beta']} seed={p['seed']}",
+        f"  reward {p['reward']:.4f} ± {p['reward_se']:.4f}   KL[{p['kl_estimator']}] {p['kl']:.4f} ± {p['kl_se']:.4f}"
+        + (f" (analytic {p['kl_analytic']:.4f})" if "kl_analytic" in p else "")
+        + f"   win rate {p['win_rate']:.4f} ± {p['win_rate_se']:.4f}   ({p['wall_s']:.1f} s)",
+    ]
+    if "exact_reward" in p:
+        lines.append(
+            f"  exact: reward {p['exact_reward']:.4f}   KL {p['exact_kl']:.4f}   win rate {p['exact_win_rate']:.4f}"
+            + (f"   KL to target {p['exact_kl_to_target']:.4g}" if "exact_kl_to_target" in p else "")
+        )
+    lines.append(f"  results: {tracker.results_path}")
+    if tracker.wandb_dir:
+        lines.append(f"  wandb ({tracker.mode}): {tracker.wandb_dir}")
+    return "\n".join(lines)

@@ -1,0 +1,300 @@
+"""An exactly solvable alignment task.
+
+A tiny GPT-2 (random weights from a fixed seed) over a vocabulary of V symbols writes responses of exactly L tokens
+(no EOS), so every response can be enumerated: V^L per prompt (6^5 = 7,776 by default). The reward is a fixed
+random function of (last prompt token, response) with (almost surely) distinct values. Everything the paper
+defines is then computable exactly: π_ref(y|x), F_x, π_BoN for any N, π* ∝ π_ref·exp(r/β), and KLs of any policy.
+
+The model, tokenizer and reward table are written with `save_pretrained` / safetensors and read back with
+`from_pretrained`, like any real model, so the synthetic task runs the same loading code as the real tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vbon_exp import bon
+from vbon_exp.modeling import Samples, load_causal_lm, load_tokenizer, sequence_log_probs
+from vbon_exp.tasks.base import Task, prompts_digest
+
+log = logging.getLogger(__name__)
+
+SYMBOLS = "abcdefghijklmnopqrstuvwxyz"
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    vocab_size: int = 6  # symbols; responses are drawn from all of them
+    response_length: int = 5  # tokens per response (fixed: there is no EOS)
+    prompt_length: int = 2  # tokens per prompt
+    num_prompts: int = 4  # distinct prompts (train = test: the task is solved exactly per prompt)
+    n_layer: int = 2
+    n_embd: int = 32
+    n_head: int = 2
+    init_std: float = 0.5  # weight init scale: larger → peakier π_ref
+    model_seed: int = 0
+    reward_seed: int = 0
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- the reward
+
+
+class TabularReward:
+    """r(x, y) = Σ_t W[t, y_t] + Σ_t U[y_t, y_{t+1}] + Σ_t Q[x_last, y_t]: position, transition and
+    prompt-interaction terms with Gaussian weights, so rewards are distinct with probability 1."""
+
+    name = "synthetic-tabular"
+
+    def __init__(self, tables: dict[str, torch.Tensor], fingerprint: str):
+        self.w, self.u, self.q = tables["w"], tables["u"], tables["q"]
+        self.fingerprint = fingerprint
+
+    @classmethod
+    def random(cls, spec: SyntheticSpec) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(spec.reward_seed)
+        v, length = spec.vocab_size, spec.response_length
+        scale = (3 * length - 1) ** -0.5  # reward std ≈ 1
+        return {
+            "w": torch.randn(length, v, generator=g, dtype=torch.float64) * scale,
+            "u": torch.randn(v, v, generator=g, dtype=torch.float64) * scale,
+            "q": torch.randn(v, v, generator=g, dtype=torch.float64) * scale,
+        }
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "TabularReward":
+        path = Path(directory) / "reward.safetensors"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return cls(load_file(str(path)), fingerprint=f"{cls.name}:{digest}")
+
+    def score_ids(self, prompt_last: torch.Tensor, response_ids: torch.Tensor) -> torch.Tensor:
+        """float64 rewards for [B] last prompt tokens and [B, L] responses."""
+        prompt_last, response_ids = prompt_last.cpu(), response_ids.cpu()
+        length = response_ids.shape[1]
+        r = self.w[torch.arange(length), response_ids].sum(-1)
+        r = r + self.u[response_ids[:, :-1], response_ids[:, 1:]].sum(-1)
+        r = r + self.q[prompt_last[:, None], response_ids].sum(-1)
+        return r
+
+    def __call__(self, samples: Samples) -> torch.Tensor:
+        # rewards are float32 everywhere in the pipeline (cache, comparisons), as a neural reward model's would be
+        return self.score_ids(samples.prompt_ids[:, -1], samples.response_ids).float()
+
+
+# --------------------------------------------------------------------------- building the artifacts
+
+
+def _make_tokenizer(spec: SyntheticSpec):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {SYMBOLS[i]: i for i in range(spec.vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def _make_model(spec: SyntheticSpec):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=spec.vocab_size,
+        n_positions=spec.prompt_length + spec.response_length,
+        n_embd=spec.n_embd,
+        n_layer=spec.n_layer,
+        n_head=spec.n_head,
+        initializer_range=spec.init_std,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(spec.model_seed)
+    return GPT2LMHeadModel(config)
+
+
+def ensure_artifacts(spec: SyntheticSpec, root: str | Path) -> Path:
+    """Build (once) and return the directory holding the synthetic model, tokenizer and reward table.
+
+    Built in a temp dir and renamed into place, so a crash never leaves a half-written model behind."""
+    target = Path(root) / f"synthetic-{spec.digest()}"
+    if (target / "spec.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-synthetic-"))
+    try:
+        _make_model(spec).save_pretrained(tmp)
+        _make_tokenizer(spec).save_pretrained(tmp)
+        save_file(TabularReward.random(spec), str(tmp / "reward.safetensors"))
+        (tmp / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process won the race: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("built synthetic task artifacts in %s", target)
+    return target
+
+
+def _weights_digest(directory: Path) -> str:
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        if name.endswith((".safetensors", ".json")):
+            h.update(name.encode())
+            h.update((directory / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _choose_prompts(spec: SyntheticSpec) -> list[list[int]]:
+    all_prompts = list(itertools.product(range(spec.vocab_size), repeat=spec.prompt_length))
+    if spec.num_prompts > len(all_prompts):
+        raise ValueError(
+            f"task.num_prompts={spec.num_prompts} exceeds the {len(all_prompts)} distinct prompts of "
+            f"length {spec.prompt_length} over {spec.vocab_size} symbols"
+        )
+    g = torch.Generator().manual_seed(spec.model_seed + 1)
+    pick = torch.randperm(len(all_prompts), generator=g)[: spec.num_prompts].sort().values
+    return [list(all_prompts[int(i)]) for i in pick]
+
+
+# --------------------------------------------------------------------------- the exact oracle
+
+
+class SyntheticOracle:
+    """Exact distributions over all V^L responses of each prompt, at the task's sampling temperature."""
+
+    def __init__(self, spec: SyntheticSpec, prompts: list[list[int]], reward: TabularReward, temperature: float):
+        self.spec, self.prompts, self.temperature = spec, prompts, temperature
+        self.responses = torch.tensor(
+            list(itertools.product(range(spec.vocab_size), repeat=spec.response_length)), dtype=torch.long
+        )  # [K, L]
+        k, p = self.responses.shape[0], len(prompts)
+        prompt_ids = torch.tensor(prompts, dtype=torch.long)
+        self.rewards = torch.stack(
+            [reward.score_ids(prompt_ids[i].expand(k, -1)[:, -1], self.responses).float().double() for i in range(p)]
+        )  # [P, K], float32 values (as the pipeline sees them), held in float64
+        self._ref_logp = None
+
+    @property
+    def num_responses(self) -> int:
+        return int(self.responses.shape[0])
+
+    def all_pairs(self, prompt_i: int) -> Samples:
+        k = self.num_responses
+        p_ids = torch.tensor(self.prompts[prompt_i], dtype=torch.long).expand(k, -1).contiguous()
+        return Samples(
+            torch.full((k,), prompt_i, dtype=torch.long), p_ids, torch.ones_like(p_ids), self.responses,
+            torch.ones_like(self.responses),
+        )
+
+    def model_log_probs(self, model, batch_size: int = 4096) -> torch.Tensor:
+        """Exact log π(y|x) of an autoregressive model at the task temperature, [P, K] float64."""
+        # a float64 CPU copy: exact values must not carry float32 round-off (sums to 1 within 1e-12)
+        model64 = copy.deepcopy(model).to(device="cpu", dtype=torch.float64).eval()
+        rows = [
+            sequence_log_probs(model64, self.all_pairs(i), self.temperature, batch_size)
+            for i in range(len(self.prompts))
+        ]
+        return torch.stack(rows)
+
+    def set_reference(self, model) -> None:
+        self._ref_logp = self.model_log_probs(model)
+
+    @property
+    def ref_log_probs(self) -> torch.Tensor:
+        if self._ref_logp is None:
+            raise RuntimeError("SyntheticOracle.set_reference(model) must be called first")
+        return self._ref_logp
+
+    def bon_log_probs(self, n: int) -> torch.Tensor:
+        return bon.bon_log_probs(self.ref_log_probs, self.rewards, n)
+
+    def optimum_log_probs(self, beta: float) -> torch.Tensor:
+        return bon.kl_regularised_optimum_log_probs(self.ref_log_probs, self.rewards, beta)
+
+    def index_of(self, samples: Samples) -> torch.Tensor:
+        """Position of each sampled response in the enumeration (base-V number)."""
+        v, length = self.spec.vocab_size, self.spec.response_length
+        weights = v ** torch.arange(length - 1, -1, -1)
+        return (samples.response_ids.cpu() * weights).sum(-1)
+
+    def metrics(self, logp: torch.Tensor, target_logp: torch.Tensor | None = None) -> dict[str, float]:
+        """Exact reward, KL to π_ref, win rate vs one reference sample (ties ½) and KL to a target, averaged over
+        prompts."""
+        p = logp.exp()
+        f_le, f_lt = bon.reward_cdfs(self.ref_log_probs, self.rewards)
+        out = {
+            "exact_reward": float((p * self.rewards).sum(-1).mean()),
+            "exact_kl": float(bon.kl(logp, self.ref_log_probs).mean()),
+            "exact_win_rate": float((p * 0.5 * (f_le + f_lt)).sum(-1).mean()),
+        }
+        if target_logp is not None:
+            out["exact_kl_to_target"] = float(bon.kl(logp, target_logp).mean())
+        return out
+
+
+# --------------------------------------------------------------------------- the task
+
+
+def build(
+    *,
+    device: torch.device,
+    cache_dir: str,
+    vocab_size: int = 6,
+    response_length: int = 5,
+    prompt_length: int = 2,
+    num_prompts: int = 4,
+    n_layer: int = 2,
+    n_embd: int = 32,
+    n_head: int = 2,
+    init_std: float = 0.5,
+    model_seed: int = 0,
+    reward_seed: int = 0,
+    temperature: float = 1.0,
+    **_sampling_keys,
+) -> Task:
+    spec = SyntheticSpec(
+        vocab_size, response_length, prompt_length, num_prompts, n_layer, n_embd, n_head, init_std, model_seed,
+        reward_seed,
+    )
+    directory = ensure_artifacts(spec, Path(cache_dir) / "models")
+    tokenizer = load_tokenizer(str(directory))
+    reference = load_causal_lm(str(directory), device).eval().requires_grad_(False)
+    reward = TabularReward.from_pretrained(directory)
+    prompts = _choose_prompts(spec)
+    oracle = SyntheticOracle(spec, prompts, reward, temperature)
+    oracle.set_reference(reference)
+    return Task(
+        name="synthetic",
+        tokenizer=tokenizer,
+        reference=reference,
+        policy_init=str(directory),
+        reward=reward,
+        train_prompts=prompts,
+        test_prompts=prompts,
+        eos_id=None,
+        pad_id=0,
+        fingerprint={
+            "reference": f"{directory.name}:{_weights_digest(directory)}",
+            "reward": reward.fingerprint,
+            "train_prompts": prompts_digest(prompts),
+            "test_prompts": prompts_digest(prompts),
+        },
+        oracle=oracle,
+    )

@@ -1,0 +1,117 @@
+"""Experiment tracking: wandb (online, offline or disabled) and the local results table.
+
+Every run appends one line to `<run_dir>/results.jsonl` (its reward-vs-KL point), whatever wandb's mode, so a sweep
+can be aggregated without any server. Secrets never reach a log, a config or a results line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def wandb_api_key_configured() -> bool:
+    """True when wandb could authenticate: WANDB_API_KEY set, or a netrc entry for the wandb host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def resolve_wandb_mode(mode: str | None) -> str:
+    """Config `wandb.mode` (null = auto) → online | offline | disabled. Auto: WANDB_MODE if set, else online
+    with an API key, else offline (no server needed)."""
+    if mode is None:
+        mode = os.environ.get("WANDB_MODE") or ("online" if wandb_api_key_configured() else "offline")
+    if mode == "dryrun":
+        mode = "offline"
+    if mode not in WANDB_MODES:
+        raise ValueError(f"wandb.mode must be one of {WANDB_MODES} or null, got {mode!r}")
+    return mode
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return _jsonable(value.item())
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one whole line: a single write on an O_APPEND descriptor, fsynced, so a crash never leaves half a
+    line and concurrent writers never interleave within a line."""
+    line = (json.dumps(_jsonable(record), sort_keys=True) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Tracker:
+    """wandb run + local results file for one vbon_exp run."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        config: dict,
+        *,
+        mode: str | None,
+        project: str,
+        entity: str | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        job_type: str = "train",
+    ):
+        self.run_dir = Path(run_dir)
+        self.results_path = self.run_dir / "results.jsonl"
+        self.mode = resolve_wandb_mode(mode)
+        self.t0 = time.perf_counter()
+        self.run = None
+        self.wandb_dir: str | None = None
+        if self.mode != "disabled":
+            import wandb
+
+            self.run = wandb.init(
+                project=project, entity=entity, name=name, group=group, tags=list(tags or []), job_type=job_type,
+                dir=str(self.run_dir), mode=self.mode, config=config, reinit="finish_previous",
+                settings=wandb.Settings(silent=True, console="off"),
+            )
+            self.wandb_dir = str(Path(self.run.dir).parent)
+            log.info("wandb %s run in %s", self.mode, self.wandb_dir)
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        if self.run is not None:
+            self.run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+
+    def write_point(self, point: dict) -> None:
+        """The run's reward-vs-KL point: to results.jsonl (always) and wandb's summary."""
+        append_jsonl(self.results_path, point)
+        if self.run is not None:
+            numeric = {k: v for k, v in point.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self.run.summary.update(_jsonable(numeric))
+            self.run.log({f"final/{k}": v for k, v in numeric.items()})
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=exit_code)
+            self.run = None
