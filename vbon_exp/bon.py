@@ -192,7 +192,7 @@ def reward_cdfs(logp_ref: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Te
     return log_le.exp(), log_lt.exp()
 
 
-def bon_log_probs(logp_ref: torch.Tensor, rewards: torch.Tensor, n: int) -> torch.Tensor:
+def bon_log_probs(logp_ref: torch.Tensor, rewards: torch.Tensor, n: float) -> torch.Tensor:
     """Exact log π_BoN(y) over an enumerated support [..., K], ties included.
 
     With ties broken uniformly (or by first index: the two agree), the winner's reward level v is reached with
@@ -201,7 +201,16 @@ def bon_log_probs(logp_ref: torch.Tensor, rewards: torch.Tensor, n: int) -> torc
         π_BoN(y) = π_ref(y)·(F^N − F⁻^N)/q = π_ref(y)·Σ_{i=1..N} C(N,i) F⁻^(N−i) q^(i−1),
     which for distinct rewards (q = π_ref(y)) is the paper's Σ_{i=1..N} C(N,i) F⁻^(N−i) π_ref(y)^i (§3)."""
     _, log_lt, log_level = log_reward_cdfs(logp_ref, rewards)
-    return logp_ref.to(torch.float64) + log_bon_ratio_exact(log_lt, log_level, n)
+    if int(n) == n:
+        return logp_ref.to(torch.float64) + log_bon_ratio_exact(log_lt, log_level, int(n))
+    # real N (e.g. N = 1/β + 1 for a β whose inverse is not an integer): the closed form (F^N − F⁻^N)/q with
+    # F = F⁻ + q, as N·log F + log(1 − (1 − q/F)^N) − log q, where log(1 − q/F) = log1p(−exp(log q − log F)).
+    if n < 1:
+        raise ValueError(f"BoN needs N ≥ 1, got {n}")
+    log_f = torch.logaddexp(log_lt, log_level)
+    log_keep = torch.log1p(-torch.exp(log_level - log_f).clamp(max=1.0))
+    log_ratio = n * log_f + torch.log(-torch.expm1(n * log_keep)) - log_level
+    return logp_ref.to(torch.float64) + log_ratio
 
 
 def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:

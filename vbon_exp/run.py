@@ -50,12 +50,15 @@ def reference_caches(cfg: DictConfig, task, sampling: SamplingConfig, splits) ->
     return caches
 
 
+RL_OBJECTIVES = ("vbon", "kl_rl")
+
+
 def base_point(cfg: DictConfig) -> dict:
     """The identifying columns of a results line."""
     return {
         "task": cfg.task.name,
         "objective": cfg.objective.name,
-        "algo": OmegaConf.select(cfg, "algo.name"),
+        "algo": OmegaConf.select(cfg, "algo.name") if cfg.objective.name in RL_OBJECTIVES else None,
         "bound": OmegaConf.select(cfg, "objective.bound"),
         "beta": OmegaConf.select(cfg, "objective.beta"),
         "n": OmegaConf.select(cfg, "objective.n"),
@@ -69,43 +72,63 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Run one experiment and return its reward-vs-KL point (also written to results.jsonl and wandb)."""
     t_start = time.perf_counter()
     validate(cfg)
+    from accelerate import Accelerator
+
+    # one process unless started with `accelerate launch`; then every process runs this function
+    accelerator = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
+    main = accelerator.is_main_process
+    device = accelerator.device
     run_dir = Path(run_dir or hydra_run_dir() or cfg.paths.output_root)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True))
     objective = build_objective(cfg.objective)
     tracker = Tracker(
-        run_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.wandb.mode, project=cfg.wandb.project,
+        run_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.wandb.mode if main else "disabled",
+        project=cfg.wandb.project, write_results=main,
         entity=cfg.wandb.entity, group=cfg.wandb.group, tags=cfg.wandb.tags,
         name=f"{cfg.task.name}-{cfg.objective.name}-b{cfg.objective.beta}-n{cfg.objective.n}-s{cfg.seed}",
     )
     ok = False
     try:
         stage = time.perf_counter()
-        task = build_task(cfg, device)
-        caches = reference_caches(cfg, task, sampling, dict.fromkeys(("test", *objective.cache_splits)))
+        with accelerator.main_process_first():  # the main process builds artifacts and caches; others then load
+            task = build_task(cfg, device)
+            caches = reference_caches(cfg, task, sampling, dict.fromkeys(("test", *objective.cache_splits)))
         timings = {"setup_s": time.perf_counter() - stage}
 
         stage = time.perf_counter()
         ctx = RunContext(cfg=cfg, task=task, device=device, run_dir=run_dir, sampling=sampling, tracker=tracker,
-                         caches=caches)
+                         caches=caches, accelerator=accelerator)
         policy = objective.fit(ctx)
         timings["train_s"] = time.perf_counter() - stage
 
-        target = objective.target_log_probs(task.oracle) if task.oracle is not None else None
-        metrics = evaluate(
-            policy, task, caches["test"], samples_per_prompt=cfg.eval.samples_per_prompt, seed=cfg.seed + 1,
-            batch_size=cfg.eval.batch_size, target_log_probs=target,
-        )
-        point = {**base_point(cfg), "status": "ok", **metrics, **timings,
-                 "wall_s": time.perf_counter() - t_start, "run_dir": str(run_dir)}
-        tracker.write_point(point)
+        point = {**base_point(cfg), "status": "ok", "num_processes": accelerator.num_processes}
+        if main:
+            point.update(evaluate_point(cfg, objective, policy, task, caches["test"]))
+            point.update(timings, wall_s=time.perf_counter() - t_start, run_dir=str(run_dir))
+            tracker.write_point(point)
+            print(summary_line(point, tracker))
+        accelerator.wait_for_everyone()
         ok = True
     finally:
         tracker.finish(exit_code=0 if ok else 1)
-    print(summary_line(point, tracker))
     return point
+
+
+def evaluate_point(cfg: DictConfig, objective, policy, task, test_cache) -> dict:
+    """The evaluator's metrics; on a task with an oracle also KL(π_ref ‖ target), so convergence reads off one line."""
+    stage = time.perf_counter()
+    target = objective.target_log_probs(task.oracle) if task.oracle is not None else None
+    metrics = evaluate(
+        policy, task, test_cache, samples_per_prompt=cfg.eval.samples_per_prompt, seed=cfg.seed + 1,
+        batch_size=cfg.eval.batch_size, target_log_probs=target,
+    )
+    if target is not None:
+        metrics["exact_kl_to_target_init"] = task.oracle.metrics(task.oracle.ref_log_probs, target)[
+            "exact_kl_to_target"]
+    metrics["eval_s"] = time.perf_counter() - stage
+    return metrics
 
 
 def summary_line(p: dict, tracker: Tracker) -> str:
@@ -119,6 +142,7 @@ def summary_line(p: dict, tracker: Tracker) -> str:
         lines.append(
             f"  exact: reward {p['exact_reward']:.4f}   KL {p['exact_kl']:.4f}   win rate {p['exact_win_rate']:.4f}"
             + (f"   KL to target {p['exact_kl_to_target']:.4g}" if "exact_kl_to_target" in p else "")
+            + (f" (π_ref: {p['exact_kl_to_target_init']:.4g})" if "exact_kl_to_target_init" in p else "")
         )
     lines.append(f"  results: {tracker.results_path}")
     if tracker.wandb_dir:

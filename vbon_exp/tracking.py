@@ -81,9 +81,11 @@ class Tracker:
         group: str | None = None,
         tags: list[str] | None = None,
         job_type: str = "train",
+        write_results: bool = True,
     ):
         self.run_dir = Path(run_dir)
         self.results_path = self.run_dir / "results.jsonl"
+        self.write_results = write_results  # false on non-main processes of a multi-process run
         self.mode = resolve_wandb_mode(mode)
         self.t0 = time.perf_counter()
         self.run = None
@@ -105,7 +107,8 @@ class Tracker:
 
     def write_point(self, point: dict) -> None:
         """The run's reward-vs-KL point: to results.jsonl (always) and wandb's summary."""
-        append_jsonl(self.results_path, point)
+        if self.write_results:
+            append_jsonl(self.results_path, point)
         if self.run is not None:
             numeric = {k: v for k, v in point.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             self.run.summary.update(_jsonable(numeric))

@@ -22,6 +22,7 @@ class RunContext:
     run_dir: Path
     sampling: SamplingConfig
     tracker: Any  # vbon_exp.tracking.Tracker
+    accelerator: Any = None  # accelerate.Accelerator (one process unless started with `accelerate launch`)
     caches: dict[str, Any] = field(default_factory=dict)  # split -> ReferenceCache
 
 

@@ -1,0 +1,391 @@
+"""On-policy RL for causal LMs with a per-token KL penalty: what PPO and RLOO share.
+
+One update: sample a batch of responses from the policy, score them, compute per-token log-probs under the policy
+(old) and the frozen reference, turn the objective's sequence reward and the KL penalty into advantages (the
+subclass's job: GAE for PPO, leave-one-out for RLOO), then a few epochs of clipped policy-gradient steps over
+minibatches. Padding after EOS is masked out of every loss, advantage and KL.
+
+Every random draw of update u comes from generators seeded by (seed, u, rank, purpose), so a resumed run repeats
+an uninterrupted one exactly."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from vbon_exp.modeling import Samples, positions_from_mask, response_logits
+from vbon_exp.rewards import RewardError, score_samples
+from vbon_exp.sampling import SamplingConfig, sample_responses
+from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RLConfig:
+    """conf/algo/<name>.yaml. Defaults are the paper's (Amini et al. 2025, App. on hyperparameters)."""
+
+    name: str = "ppo"
+    lr: float = 3e-6  # AdamW learning rate
+    adam_eps: float = 1e-5
+    weight_decay: float = 0.0
+    schedule: str = "linear"  # linear (decay to 0 over training) | constant
+    batch_size: int = 32  # episodes (responses) per update, over all processes
+    minibatch_size: int = 8  # episodes per optimizer step (per process)
+    ppo_epochs: int = 4  # passes over each batch
+    total_episodes: int = 10_000  # training length in episodes; updates = total_episodes / batch_size
+    gamma: float = 1.0  # GAE discount (PPO)
+    lam: float = 0.95  # GAE λ (PPO)
+    clip: float = 0.2  # policy ratio clip ε
+    vf_clip: float = 0.2  # value clip (PPO)
+    vf_coef: float = 0.2  # value loss weight (PPO)
+    max_grad_norm: float | None = 1.0  # gradient clipping; null = off
+    whiten_advantages: bool = True  # normalise advantages over each batch's real tokens
+    trainable_layers: int | None = None  # train only the top k transformer blocks (+ final norm); null = all
+    rloo_k: int = 4  # responses per prompt (RLOO's leave-one-out group)
+    value_head_lr_scale: float = 1.0  # value head lr = lr × this
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RLConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown algo keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainConfig:
+    """conf/config.yaml `train:`: run-level training settings shared by all trainers."""
+
+    checkpoint_every: int = 50  # updates between checkpoints (0 = only at the end)
+    resume: str | bool = "auto"  # auto: continue from <run_dir>/checkpoints if present; true: require; false: fresh
+    log_every: int = 1  # updates between wandb logs
+    max_updates: int | None = None  # stop after this many updates (the schedule still spans the full run)
+
+
+def derived_seed(*parts) -> int:
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def freeze_lower_layers(model: nn.Module, trainable_layers: int | None) -> None:
+    """Train only the top `trainable_layers` transformer blocks and the final norm (the seed code trained the top 2
+    of GPT-2's 12). Embeddings (tied to the LM head in GPT-2) stay frozen."""
+    if trainable_layers is None:
+        return
+    blocks = None
+    for path in ("transformer.h", "model.layers", "gpt_neox.layers", "model.decoder.layers"):
+        obj = model
+        try:
+            for attr in path.split("."):
+                obj = getattr(obj, attr)
+        except AttributeError:
+            continue
+        blocks = obj
+        break
+    if blocks is None:
+        raise ValueError(f"algo.trainable_layers: cannot find the transformer blocks of {type(model).__name__}")
+    model.requires_grad_(False)
+    for block in list(blocks)[len(blocks) - trainable_layers :]:
+        block.requires_grad_(True)
+    for name in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm"):
+        obj = model
+        try:
+            for attr in name.split("."):
+                obj = getattr(obj, attr)
+            obj.requires_grad_(True)
+        except AttributeError:
+            pass
+
+
+class PolicyWithValue(nn.Module):
+    """The trainable LM and (for PPO) a scalar value head on its last hidden state; one module so that DDP wraps and
+    synchronises both."""
+
+    def __init__(self, lm: nn.Module, with_value: bool):
+        super().__init__()
+        self.lm = lm
+        hidden = lm.config.hidden_size
+        self.value_head = nn.Linear(hidden, 1) if with_value else None
+        if self.value_head is not None:
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+            self.value_head.to(next(lm.parameters()).device)
+
+    def forward(self, samples: Samples, temperature: float):
+        """(log-softmax over the vocabulary at each response position [B, Lr, V], values [B, Lr] or None)."""
+        ids = torch.cat([samples.prompt_ids, samples.response_ids], dim=1)
+        mask = torch.cat([samples.prompt_mask, samples.response_mask], dim=1)
+        out = self.lm(
+            input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
+            output_hidden_states=self.value_head is not None,
+        )
+        lp, lr = samples.prompt_ids.shape[1], samples.response_ids.shape[1]
+        window = slice(lp - 1, lp - 1 + lr)  # the positions that predict response tokens
+        log_dist = torch.log_softmax(out.logits[:, window].float() / temperature, dim=-1)
+        values = None
+        if self.value_head is not None:
+            values = self.value_head(out.hidden_states[-1][:, window].float()).squeeze(-1)
+        return log_dist, values
+
+
+def gather_tokens(log_dist: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return log_dist.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+
+
+@dataclass
+class Rollout:
+    samples: Samples
+    mask: torch.Tensor  # [B, Lr] float
+    logp_old: torch.Tensor  # [B, Lr]
+    logp_ref: torch.Tensor  # [B, Lr]
+    values: torch.Tensor | None  # [B, Lr]
+    seq_reward: torch.Tensor  # [B] the objective's sequence reward
+    advantages: torch.Tensor | None = None  # [B, Lr]
+    returns: torch.Tensor | None = None  # [B, Lr]
+
+    def minibatch(self, idx: torch.Tensor) -> "Rollout":
+        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        return Rollout(self.samples.select(idx), self.mask[idx], self.logp_old[idx], self.logp_ref[idx],
+                       pick(self.values), self.seq_reward[idx], pick(self.advantages), pick(self.returns))
+
+
+SequenceReward = Callable[[Samples, torch.Tensor], torch.Tensor]  # (scored samples, log π_ref(y|x)) -> [B]
+
+
+class OnPolicyTrainer:
+    """Shared loop; subclasses set `uses_value_head`, `responses_per_prompt` and `compute_advantages`."""
+
+    uses_value_head = True
+
+    def __init__(
+        self,
+        cfg: RLConfig,
+        train_cfg: TrainConfig,
+        *,
+        policy: nn.Module,
+        task,
+        sampling: SamplingConfig,
+        sequence_reward: SequenceReward,
+        kl_coef: float,
+        accelerator,
+        run_dir: Path,
+        tracker=None,
+        seed: int = 0,
+    ):
+        self.cfg, self.train_cfg, self.task, self.sampling = cfg, train_cfg, task, sampling
+        self.sequence_reward, self.kl_coef, self.accelerator = sequence_reward, kl_coef, accelerator
+        self.run_dir, self.tracker, self.seed = Path(run_dir), tracker, seed
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        self.k = self.responses_per_prompt()
+        self._check_batch_shape()
+        self.num_updates = max(1, cfg.total_episodes // cfg.batch_size)
+        self.steps_per_update = cfg.ppo_epochs * math.ceil(self.local_batch / cfg.minibatch_size)
+
+        freeze_lower_layers(policy, cfg.trainable_layers)
+        policy.eval()  # no dropout: rollout and training log-probs must come from the same function
+        self.model = PolicyWithValue(policy, self.uses_value_head)
+        groups = [{"params": [p for p in self.model.lm.parameters() if p.requires_grad], "lr": cfg.lr}]
+        if self.model.value_head is not None:
+            groups.append({"params": list(self.model.value_head.parameters()), "lr": cfg.lr * cfg.value_head_lr_scale})
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        total_steps = self.num_updates * self.steps_per_update
+        decay = (lambda s: max(0.0, 1.0 - s / total_steps)) if cfg.schedule == "linear" else (lambda s: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
+        # the scheduler is stepped by hand once per optimizer step (accelerate would step it once per process)
+        self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
+        self.update = 0
+
+    # ------------------------------------------------------------------ subclass hooks
+    def responses_per_prompt(self) -> int:
+        return 1
+
+    def compute_advantages(self, ro: Rollout) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shapes and data
+    @property
+    def unwrapped(self) -> PolicyWithValue:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _check_batch_shape(self) -> None:
+        b, w, k = self.cfg.batch_size, self.world, self.k
+        if b % (w * k):
+            raise ValueError(
+                f"algo.batch_size={b} must be divisible by processes × responses per prompt = {w} × {k}"
+            )
+        self.local_batch = b // w
+
+    def prompt_indices(self, update: int) -> list[int]:
+        """This process's prompts for an update: a stream of seeded permutations of the train prompts."""
+        n_prompts = len(self.task.train_prompts)
+        per_update = self.cfg.batch_size // self.k
+        start = update * per_update + self.rank * (per_update // self.world)
+        out, perms = [], {}
+        for pos in range(start, start + per_update // self.world):
+            epoch = pos // n_prompts
+            if epoch not in perms:
+                g = torch.Generator().manual_seed(derived_seed(self.seed, "prompts", epoch))
+                perms[epoch] = torch.randperm(n_prompts, generator=g)
+            out.append(int(perms[epoch][pos % n_prompts]))
+        return out
+
+    def generator(self, update: int, purpose: str) -> torch.Generator:
+        device = self.accelerator.device
+        return torch.Generator(device=device).manual_seed(derived_seed(self.seed, purpose, update, self.rank))
+
+    # ------------------------------------------------------------------ one update
+    @torch.no_grad()
+    def rollout(self, update: int) -> Rollout:
+        idx = self.prompt_indices(update)
+        prompts = [self.task.train_prompts[i] for i in idx]
+        samples = sample_responses(
+            self.unwrapped.lm, prompts, self.k, self.sampling, eos_id=self.task.eos_id, pad_id=self.task.pad_id,
+            generator=self.generator(update, "rollout"), prompt_index=idx,
+        )
+        score_samples(self.task.reward, samples, what=f"training update {update}")
+        samples = samples.to(self.accelerator.device)
+        mask = samples.response_mask.float()
+        logp_old, logp_ref, values = [], [], []
+        for start in range(0, len(samples), self.cfg.minibatch_size):
+            part = samples.select(slice(start, start + self.cfg.minibatch_size))
+            log_dist, v = self.unwrapped(part, self.sampling.temperature)
+            logp_old.append(gather_tokens(log_dist, part.response_ids))
+            ref_dist = response_logits(self.task.reference, part, self.sampling.temperature)
+            logp_ref.append(gather_tokens(ref_dist, part.response_ids))
+            if v is not None:
+                values.append(v)
+        logp_old = torch.cat(logp_old) * mask
+        logp_ref = torch.cat(logp_ref) * mask
+        seq_reward = self.sequence_reward(samples, logp_ref.sum(-1).double()).float().to(mask.device)
+        if not bool(torch.isfinite(seq_reward).all()):
+            raise RewardError(
+                f"the objective's sequence reward is not finite in training update {update} "
+                f"(reward model {self.task.reward.name!r}); no checkpoint was written"
+            )
+        return Rollout(samples, mask, logp_old, logp_ref, torch.cat(values) * mask if values else None, seq_reward)
+
+    def loss(self, mb: Rollout) -> tuple[torch.Tensor, dict]:
+        c = self.cfg
+        log_dist, values = self.model(mb.samples, self.sampling.temperature)
+        logp = gather_tokens(log_dist, mb.samples.response_ids)
+        ratio = torch.exp(logp - mb.logp_old)
+        pg = torch.maximum(-mb.advantages * ratio, -mb.advantages * ratio.clamp(1 - c.clip, 1 + c.clip))
+        pg_loss = masked_mean(pg, mb.mask)
+        stats = {
+            "pg_loss": pg_loss.detach(),
+            "clipfrac": masked_mean(((ratio - 1).abs() > c.clip).float(), mb.mask).detach(),
+            "approx_kl": masked_mean(0.5 * (logp - mb.logp_old) ** 2, mb.mask).detach(),
+            "entropy": masked_mean(-(log_dist.exp() * log_dist).sum(-1), mb.mask).detach(),
+        }
+        loss = pg_loss
+        if values is not None:
+            v_clipped = mb.values + (values - mb.values).clamp(-c.vf_clip, c.vf_clip)
+            vf = 0.5 * torch.maximum((values - mb.returns) ** 2, (v_clipped - mb.returns) ** 2)
+            vf_loss = masked_mean(vf, mb.mask)
+            loss = loss + c.vf_coef * vf_loss
+            stats["vf_loss"] = vf_loss.detach()
+        return loss, stats
+
+    def optimise(self, ro: Rollout, update: int) -> dict:
+        sums: dict[str, float] = {}
+        count = 0
+        for epoch in range(self.cfg.ppo_epochs):
+            g = torch.Generator().manual_seed(derived_seed(self.seed, "minibatch", update, epoch, self.rank))
+            order = torch.randperm(len(ro.samples), generator=g).to(ro.mask.device)
+            for start in range(0, len(order), self.cfg.minibatch_size):
+                mb = ro.minibatch(order[start : start + self.cfg.minibatch_size])
+                loss, stats = self.loss(mb)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.accelerator.backward(loss)
+                if self.cfg.max_grad_norm:
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                count += 1
+        return {key: value / count for key, value in sums.items()}
+
+    def rollout_stats(self, ro: Rollout) -> dict:
+        kl_seq = ((ro.logp_old - ro.logp_ref) * ro.mask).sum(-1)
+        return {
+            "reward": float(ro.samples.rewards.float().mean()),
+            "objective_reward": float(ro.seq_reward.mean()),
+            "kl": float(kl_seq.mean()),
+            "response_length": float(ro.mask.sum(-1).mean()),
+        }
+
+    # ------------------------------------------------------------------ checkpoints and the loop
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def save(self) -> None:
+        if self.accelerator.is_main_process:
+            state = {"update": self.update, "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict()}
+            path = save_checkpoint(self.checkpoint_root, self.update, {"policy": self.unwrapped}, state)
+            log.info("checkpoint at update %d: %s", self.update, path)
+        self.accelerator.wait_for_everyone()
+
+    def maybe_resume(self) -> None:
+        resume = self.train_cfg.resume
+        path = latest_checkpoint(self.checkpoint_root)
+        if resume is True and path is None:
+            raise FileNotFoundError(f"train.resume=true but there is no checkpoint under {self.checkpoint_root}")
+        if path is None or resume is False:
+            return
+        state = load_checkpoint(path, {"policy": self.unwrapped})
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.update = int(state["update"])
+        log.info("resumed from %s (update %d of %d)", path, self.update, self.num_updates)
+
+    def train(self) -> nn.Module:
+        self.maybe_resume()
+        stop = self.num_updates if self.train_cfg.max_updates is None else min(
+            self.num_updates, self.train_cfg.max_updates)
+        bar = tqdm(total=stop, initial=self.update, desc=f"{self.cfg.name} updates", unit="update",
+                   disable=not self.accelerator.is_main_process)
+        while self.update < stop:
+            t0 = time.perf_counter()
+            ro = self.rollout(self.update)
+            self.compute_advantages(ro)
+            t1 = time.perf_counter()
+            stats = {**self.rollout_stats(ro), **self.optimise(ro, self.update)}
+            t2 = time.perf_counter()
+            tokens = float(ro.mask.sum()) * self.world
+            stats.update(lr=self.scheduler.get_last_lr()[0], rollout_s=t1 - t0, update_s=t2 - t1,
+                         generation_tok_s=tokens / max(t1 - t0, 1e-9),
+                         update_tok_s=tokens * self.cfg.ppo_epochs / max(t2 - t1, 1e-9))
+            self.update += 1
+            if self.tracker is not None and self.accelerator.is_main_process and (
+                    self.update % self.train_cfg.log_every == 0 or self.update == stop):
+                self.tracker.log({f"train/{k}": v for k, v in stats.items()}, step=self.update)
+            bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
+            bar.update(1)
+            every = self.train_cfg.checkpoint_every
+            if (every and self.update % every == 0) or self.update == stop:
+                self.save()
+        bar.close()
+        return self.unwrapped.lm

@@ -1,0 +1,116 @@
+"""Supervised fine-tuning on fixed (prompt, response) pairs: cross-entropy on response tokens only.
+
+Used by BoN-SFT. The loss is the mean token negative log-likelihood under the policy at the sampling temperature,
+so the policy as sampled (logits / T) is what fits the data."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from vbon_exp.modeling import Samples, response_logits, token_log_probs
+from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vbon_exp.trainers.rl import TrainConfig, derived_seed, freeze_lower_layers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTConfig:
+    lr: float = 1e-5  # AdamW learning rate
+    adam_eps: float = 1e-5
+    weight_decay: float = 0.0
+    schedule: str = "linear"  # linear decay to 0 | constant
+    epochs: int = 1  # passes over the fine-tuning set
+    batch_size: int = 32  # sequences per optimizer step (per process)
+    max_grad_norm: float | None = 1.0
+    trainable_layers: int | None = None  # as in RLConfig
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SFTConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class SFTTrainer:
+    def __init__(self, cfg: SFTConfig, train_cfg: TrainConfig, *, policy, data: Samples, temperature: float,
+                 accelerator, run_dir: Path, tracker=None, seed: int = 0):
+        self.cfg, self.train_cfg, self.data, self.temperature = cfg, train_cfg, data, temperature
+        self.accelerator, self.run_dir, self.tracker, self.seed = accelerator, Path(run_dir), tracker, seed
+        freeze_lower_layers(policy, cfg.trainable_layers)
+        policy.eval()  # no dropout, as in the RL trainers
+        self.steps_per_epoch = max(1, -(-len(data) // cfg.batch_size))
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        params = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        decay = (lambda s: max(0.0, 1.0 - s / self.total_steps)) if cfg.schedule == "linear" else (lambda s: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
+        self.model, self.optimizer = accelerator.prepare(policy, self.optimizer)
+        self.step = 0
+
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def batch(self, step: int) -> Samples:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        g = torch.Generator().manual_seed(derived_seed(self.seed, "sft-epoch", epoch))
+        order = torch.randperm(len(self.data), generator=g)
+        idx = order[within * self.cfg.batch_size : (within + 1) * self.cfg.batch_size]
+        return self.data.select(idx).to(self.accelerator.device)
+
+    def save(self) -> None:
+        if self.accelerator.is_main_process:
+            state = {"update": self.step, "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict()}
+            save_checkpoint(self.run_dir / "checkpoints", self.step, {"policy": self.unwrapped}, state)
+        self.accelerator.wait_for_everyone()
+
+    def maybe_resume(self) -> None:
+        path = latest_checkpoint(self.run_dir / "checkpoints")
+        if self.train_cfg.resume is True and path is None:
+            raise FileNotFoundError(f"train.resume=true but there is no checkpoint under {self.run_dir}/checkpoints")
+        if path is None or self.train_cfg.resume is False:
+            return
+        state = load_checkpoint(path, {"policy": self.unwrapped})
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["update"])
+        log.info("resumed SFT from %s (step %d of %d)", path, self.step, self.total_steps)
+
+    def train(self):
+        self.maybe_resume()
+        stop = self.total_steps if self.train_cfg.max_updates is None else min(self.total_steps,
+                                                                               self.train_cfg.max_updates)
+        bar = tqdm(total=stop, initial=self.step, desc="sft steps", unit="step",
+                   disable=not self.accelerator.is_main_process)
+        while self.step < stop:
+            t0 = time.perf_counter()
+            mb = self.batch(self.step)
+            logp = token_log_probs(response_logits(self.model, mb, self.temperature), mb)
+            mask = mb.response_mask.float()
+            loss = -(logp * mask).sum() / mask.sum().clamp(min=1)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.accelerator.backward(loss)
+            if self.cfg.max_grad_norm:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            if self.tracker is not None and self.accelerator.is_main_process:
+                tokens = float(mask.sum())
+                self.tracker.log({"train/sft_loss": float(loss), "train/lr": self.scheduler.get_last_lr()[0],
+                                  "train/update_tok_s": tokens / max(time.perf_counter() - t0, 1e-9)},
+                                 step=self.step)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.update(1)
+            every = self.train_cfg.checkpoint_every
+            if (every and self.step % every == 0) or self.step == stop:
+                self.save()
+        bar.close()
+        return self.unwrapped
