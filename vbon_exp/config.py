@@ -78,6 +78,7 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "eval.samples_per_prompt", integer=True, minimum=1)
     _number(cfg, "eval.batch_size", integer=True, minimum=1)
     _validate_objective(cfg)
+    _validate_training(cfg)
     mode = _get(cfg, "wandb.mode")
     if mode not in (None, "online", "offline", "disabled"):
         raise ConfigError(f"wandb.mode must be online, offline, disabled or null (auto), got {mode!r}")
@@ -105,9 +106,59 @@ def _validate_objective(cfg: DictConfig) -> None:
             raise ConfigError(f"objective.n must be an integer for objective=bon, got {n!r}")
     elif beta is None:
         raise ConfigError(f"objective.beta must be set (> 0) for objective={name}")
+    if name == "vbon":
+        _choice(cfg, "objective.bound", ("l1", "exact"))
+        _choice(cfg, "objective.exact_scale", ("beta", "seed"))
+    if name == "bon_sft":
+        _number(cfg, "objective.samples_per_prompt", integer=True, minimum=1)
+        if int(n) != n:
+            raise ConfigError(f"objective.n must be an integer for objective=bon_sft, got {n!r}")
     if n is not None and beta is not None and not math.isclose(n, 1.0 / beta + 1.0, rel_tol=1e-6):
         primary = "objective.n" if name == "bon" else "objective.beta"
         raise ConfigError(
             f"objective.n={n} and objective.beta={beta} disagree (N = 1/β + 1); for objective={name} set "
             f"{primary} only, the other follows it"
         )
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple):
+    value = _get(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _validate_training(cfg: DictConfig) -> None:
+    from vbon_exp.trainers import ALGOS
+
+    resume = _get(cfg, "train.resume")
+    if resume not in ("auto", True, False):
+        raise ConfigError(f"train.resume must be auto, true or false, got {resume!r}")
+    _number(cfg, "train.checkpoint_every", integer=True, minimum=0)
+    _number(cfg, "train.log_every", integer=True, minimum=1)
+    _number(cfg, "train.max_updates", integer=True, minimum=0, allow_none=True)
+    name = _get(cfg, "objective.name")
+    if name == "bon_sft":
+        prefix = "objective.sft"
+        _number(cfg, f"{prefix}.epochs", integer=True, minimum=1)
+        _number(cfg, f"{prefix}.batch_size", integer=True, minimum=1)
+    elif name in ("vbon", "kl_rl"):
+        prefix = "algo"
+        _choice(cfg, "algo.name", tuple(ALGOS))
+        for key in ("batch_size", "minibatch_size", "ppo_epochs", "total_episodes"):
+            _number(cfg, f"algo.{key}", integer=True, minimum=1)
+        _number(cfg, "algo.clip", exclusive_min=0)
+        _number(cfg, "algo.vf_clip", exclusive_min=0)
+        _number(cfg, "algo.vf_coef", minimum=0)
+        _number(cfg, "algo.gamma", minimum=0, maximum=1)
+        _number(cfg, "algo.lam", minimum=0, maximum=1)
+        if _get(cfg, "algo.name") == "rloo":
+            k = _number(cfg, "algo.rloo_k", integer=True, minimum=2)
+            if _get(cfg, "algo.batch_size") % k:
+                raise ConfigError(f"algo.batch_size={_get(cfg, 'algo.batch_size')} must be divisible by "
+                                  f"algo.rloo_k={k}")
+    else:
+        return
+    _number(cfg, f"{prefix}.lr", exclusive_min=0)
+    _choice(cfg, f"{prefix}.schedule", ("linear", "constant"))
+    _number(cfg, f"{prefix}.trainable_layers", integer=True, minimum=1, allow_none=True)

@@ -79,6 +79,11 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     main = accelerator.is_main_process
     device = accelerator.device
     run_dir = Path(run_dir or hydra_run_dir() or cfg.paths.output_root)
+    if accelerator.num_processes > 1:
+        # Hydra names the run dir from the clock in each process; all must use the main process's (checkpoints)
+        from accelerate.utils import broadcast_object_list
+
+        run_dir = Path(broadcast_object_list([str(run_dir)])[0])
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True))
@@ -103,7 +108,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         policy = objective.fit(ctx)
         timings["train_s"] = time.perf_counter() - stage
 
-        point = {**base_point(cfg), "status": "ok", "num_processes": accelerator.num_processes}
+        point = {**base_point(cfg), "status": "ok", "num_processes": accelerator.num_processes, **ctx.extras}
         if main:
             point.update(evaluate_point(cfg, objective, policy, task, caches["test"]))
             point.update(timings, wall_s=time.perf_counter() - t_start, run_dir=str(run_dir))

@@ -24,6 +24,7 @@ class RunContext:
     tracker: Any  # vbon_exp.tracking.Tracker
     accelerator: Any = None  # accelerate.Accelerator (one process unless started with `accelerate launch`)
     caches: dict[str, Any] = field(default_factory=dict)  # split -> ReferenceCache
+    extras: dict[str, Any] = field(default_factory=dict)  # objective facts for the results line
 
 
 class Objective:

@@ -45,6 +45,7 @@ class BoNSFTObjective(Objective):
         trainer = SFTTrainer(sft, train, policy=policy, data=self.bon_data(ctx), temperature=ctx.sampling.temperature,
                              accelerator=ctx.accelerator, run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.cfg.seed)
         lm = trainer.train()
+        ctx.extras["param_checksums"] = trainer.checksums
         save_policy(ctx, lm)
         return ModelPolicy(lm, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
 

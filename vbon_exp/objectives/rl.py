@@ -39,5 +39,6 @@ class RLObjective(Objective):
             run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.cfg.seed,
         )
         lm = trainer.train()
+        ctx.extras["param_checksums"] = trainer.checksums
         save_policy(ctx, lm)
         return ModelPolicy(lm, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)

@@ -77,6 +77,19 @@ def derived_seed(*parts) -> int:
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
 
 
+@torch.no_grad()
+def replica_checksums(module: nn.Module, accelerator) -> list[float]:
+    """A float64 checksum of the parameters on every process. DDP keeps replicas identical; if they ever diverge
+    (a desync), training must not silently continue, so a mismatch raises."""
+    total = sum((p.double() * (1 + torch.arange(p.numel(), device=p.device).view_as(p) % 7)).sum()
+                for p in module.parameters())
+    sums = accelerator.gather(torch.tensor([float(total)], dtype=torch.float64, device=accelerator.device))
+    sums = [float(x) for x in sums.cpu()]
+    if max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
+        raise RuntimeError(f"parameters differ across processes after training: checksums {sums}")
+    return sums
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
@@ -388,4 +401,7 @@ class OnPolicyTrainer:
             if (every and self.update % every == 0) or self.update == stop:
                 self.save()
         bar.close()
+        self.checksums = replica_checksums(self.unwrapped, self.accelerator)
+        if self.world > 1:
+            log.info("parameters identical on all %d processes (checksum %.12g)", self.world, self.checksums[0])
         return self.unwrapped.lm

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from vbon_exp.modeling import Samples, response_logits, token_log_probs
 from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from vbon_exp.trainers.rl import TrainConfig, derived_seed, freeze_lower_layers
+from vbon_exp.trainers.rl import TrainConfig, derived_seed, freeze_lower_layers, replica_checksums
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,14 @@ class SFTTrainer:
             self.step += 1
             if self.tracker is not None and self.accelerator.is_main_process:
                 tokens = float(mask.sum())
-                self.tracker.log({"train/sft_loss": float(loss), "train/lr": self.scheduler.get_last_lr()[0],
+                self.tracker.log({"train/sft_loss": float(loss.detach()), "train/lr": self.scheduler.get_last_lr()[0],
                                   "train/update_tok_s": tokens / max(time.perf_counter() - t0, 1e-9)},
                                  step=self.step)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             bar.update(1)
             every = self.train_cfg.checkpoint_every
             if (every and self.step % every == 0) or self.step == stop:
                 self.save()
         bar.close()
+        self.checksums = replica_checksums(self.unwrapped, self.accelerator)
         return self.unwrapped
