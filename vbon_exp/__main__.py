@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> float | None:
     except USER_ERRORS as err:
         print(f"vbon_exp: error: {err}", file=sys.stderr)
         sys.exit(2)
-    return point["reward"]
+    return point.get("reward")  # the metric a sweeper optimises; None on non-main processes
 
 
 if __name__ == "__main__":
