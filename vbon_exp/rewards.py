@@ -47,3 +47,112 @@ def score_samples(reward: Reward, samples: Samples, batch_size: int = 256, what:
     if samples.rewards is None:
         samples.rewards = score(reward, samples, batch_size, what)
     return samples
+
+
+# --------------------------------------------------------------------------- reward models
+
+
+def decode_pairs(tokenizer, samples: Samples, with_prompt: bool = True) -> list[str]:
+    """Texts the reward model reads: prompt + response (or the response alone), special tokens dropped."""
+    out = []
+    for i in range(len(samples)):
+        ids = samples.response_ids[i][samples.response_mask[i].bool()].tolist()
+        if with_prompt:
+            ids = samples.prompt_ids[i][samples.prompt_mask[i].bool()].tolist() + ids
+        out.append(tokenizer.decode(ids, skip_special_tokens=True))
+    return out
+
+
+class ClassifierReward:
+    """A sequence classifier's logit as the reward (no softmax): the class named `label` in the model config's
+    id2label (looked up by name, never by index), or the single output of a one-logit reward head (`label: null`).
+
+    Optionally a fixed score (`eos_penalty`, e.g. −20 for TL;DR as in the seed code) replaces the reward of responses
+    that end without EOS."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        device,
+        policy_tokenizer,
+        label: str | None = None,
+        with_prompt: bool = True,
+        max_length: int = 512,
+        batch_size: int = 64,
+        eos_penalty: float | None = None,
+        eos_id: int | None = None,
+        trust_remote_code: bool = False,
+        dtype: str | None = None,
+    ):
+        from transformers import AutoModelForSequenceClassification
+
+        from vbon_exp.modeling import _load_error, load_tokenizer, quiet_transformers
+
+        quiet_transformers()
+        self.name = name_or_path
+        self.policy_tokenizer, self.with_prompt = policy_tokenizer, with_prompt
+        self.max_length, self.batch_size, self.device = max_length, batch_size, device
+        self.eos_penalty, self.eos_id = eos_penalty, eos_id
+        self.tokenizer = load_tokenizer(name_or_path, trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, trust_remote_code=trust_remote_code, dtype=getattr(torch, dtype) if dtype else None
+            )
+        except Exception as err:
+            raise _load_error("reward model", name_or_path, err) from err
+        self.model.to(device).eval().requires_grad_(False)
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.index = self._label_index(label)
+        self.fingerprint = f"classifier:{name_or_path}:{label}:{with_prompt}:{max_length}:{eos_penalty}"
+
+    def _label_index(self, label: str | None) -> int:
+        id2label = {int(k): v for k, v in (self.model.config.id2label or {}).items()}
+        if label is None:
+            if self.model.config.num_labels != 1:
+                raise ValueError(
+                    f"reward model {self.name!r} has {self.model.config.num_labels} classes {id2label}: set "
+                    "reward.label to the class whose logit is the reward"
+                )
+            return 0
+        matches = [i for i, name in id2label.items() if str(name).lower() == str(label).lower()]
+        if not matches:
+            raise ValueError(f"reward.label={label!r} is not a class of {self.name!r}; its classes are {id2label}")
+        return matches[0]
+
+    @torch.inference_mode()
+    def __call__(self, samples: Samples) -> torch.Tensor:
+        texts = decode_pairs(self.policy_tokenizer, samples, self.with_prompt)
+        scores = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[start : start + self.batch_size], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            scores.append(self.model(**enc).logits[:, self.index].float().cpu())
+        r = torch.cat(scores)
+        if self.eos_penalty is not None and self.eos_id is not None:
+            ended = ((samples.response_ids == self.eos_id) & samples.response_mask.bool()).any(-1).cpu()
+            r = torch.where(ended, r, torch.full_like(r, float(self.eos_penalty)))
+        return r
+
+
+class VaderReward:
+    """VADER's compound sentiment score in [−1, 1] (Hutto & Gilbert 2014; lexicon shipped in the PyPI package
+    `vaderSentiment`): an offline sentiment reward that needs no model download."""
+
+    name = "vader"
+
+    def __init__(self, *, policy_tokenizer, with_prompt: bool = True, device=None, **_):
+        try:
+            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        except ImportError as err:
+            raise ImportError("reward=vader needs the vaderSentiment package: pip install vaderSentiment") from err
+        self.analyzer = SentimentIntensityAnalyzer()
+        self.policy_tokenizer, self.with_prompt = policy_tokenizer, with_prompt
+        self.fingerprint = f"vader:{with_prompt}"
+
+    def __call__(self, samples: Samples) -> torch.Tensor:
+        texts = decode_pairs(self.policy_tokenizer, samples, self.with_prompt)
+        return torch.tensor([self.analyzer.polarity_scores(t)["compound"] for t in texts], dtype=torch.float32)

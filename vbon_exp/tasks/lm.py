@@ -1,0 +1,62 @@
+"""What the real (language-model) tasks share: loading the policy/reference and the reward model from the `model`
+and `reward` config groups (hub ids or local directories), and fingerprints for cache keys."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+
+import torch
+
+from vbon_exp.modeling import ModelLoadError, load_causal_lm, load_tokenizer, pad_token_id
+
+log = logging.getLogger(__name__)
+
+_HASH_CONTENT_BELOW = 64 * 2**20  # files smaller than this are hashed by content, larger ones by size and mtime
+
+
+def path_fingerprint(name_or_path: str, revision: str | None = None) -> str:
+    """A hub id as itself (+ revision); a local directory by what is in it, so retraining a model invalidates the
+    caches built from it."""
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        return f"{name_or_path}@{revision or 'main'}"
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        h.update(f"{file.relative_to(path)}:{stat.st_size}".encode())
+        h.update(file.read_bytes() if stat.st_size < _HASH_CONTENT_BELOW else str(stat.st_mtime_ns).encode())
+    return f"{path.name}:{h.hexdigest()[:16]}"
+
+
+def load_policy(model_cfg, device):
+    """(tokenizer, frozen reference model) from the `model` group; a tokenizer without a pad token pads with EOS
+    (padding is tracked by masks, so the id only needs to exist), and says so."""
+    name = model_cfg["name_or_path"]
+    require_artifact(name, model_cfg.get("made_by"), "model.name_or_path")
+    tokenizer = load_tokenizer(name, model_cfg.get("trust_remote_code", False))
+    if tokenizer.pad_token is None:
+        log.info("tokenizer of %s has no pad token: padding with EOS id %s", name, tokenizer.eos_token_id)
+    dtype = model_cfg.get("dtype")
+    reference = load_causal_lm(name, device, model_cfg.get("trust_remote_code", False),
+                               dtype=getattr(torch, dtype) if dtype else None)
+    return tokenizer, reference.eval().requires_grad_(False), pad_token_id(tokenizer)
+
+
+def require_artifact(name_or_path: str, made_by: str | None, key: str) -> None:
+    """Locally built models (the tiny IMDB ones) say which script makes them when they are missing."""
+    if made_by and not Path(name_or_path).expanduser().exists():
+        raise ModelLoadError(f"{key}={name_or_path} does not exist: make it with `{made_by}`")
+
+
+def load_reward(reward_cfg, device, tokenizer):
+    """Instantiate the `reward` group's `_target_` with the run's device and the policy tokenizer (for decoding)."""
+    reward_cfg = dict(reward_cfg)
+    if "name_or_path" in reward_cfg:
+        require_artifact(reward_cfg["name_or_path"], reward_cfg.get("made_by"), "reward.name_or_path")
+    reward_cfg.pop("made_by", None)
+    return instantiate(reward_cfg, device=device, policy_tokenizer=tokenizer, eos_id=tokenizer.eos_token_id,
+                       _convert_="object")
