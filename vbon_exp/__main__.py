@@ -3,31 +3,89 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vbon_exp import config as _config  # noqa: F401  (registers the n_from_beta / beta_from_n resolvers)
 from vbon_exp.config import ConfigError
 from vbon_exp.modeling import ModelLoadError
 from vbon_exp.rewards import RewardError
+from vbon_exp.tasks.data import DataError
 
 log = logging.getLogger("vbon_exp")
 
 # Errors a user can fix from the message alone: shown without a traceback.
-USER_ERRORS = (ConfigError, ModelLoadError, RewardError, FileNotFoundError)
+USER_ERRORS = (ConfigError, ModelLoadError, RewardError, DataError, FileNotFoundError)
+
+# The identifying columns of a results line, read one by one when a member fails (any of them may be the bad one).
+_ID_KEYS = {
+    "task": "task.name", "objective": "objective.name", "algo": "algo.name", "bound": "objective.bound",
+    "beta": "objective.beta", "n": "objective.n", "temperature": "sampling.temperature", "m": "reference.m",
+    "seed": "seed",
+}
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _failed_point(cfg: DictConfig, err: Exception, t_start: float) -> dict:
+    """The results line of a sweep member that failed: its identifying columns, status failed and the error."""
+    from vbon_exp.run import base_point, hydra_run_dir
+
+    try:
+        point = base_point(cfg)
+    except Exception:  # the bad value is one of the identifying columns: read each alone, None where it fails
+        point = {}
+        for column, key in _ID_KEYS.items():
+            try:
+                point[column] = OmegaConf.select(cfg, key)
+            except Exception:
+                point[column] = None
+    run_dir = hydra_run_dir()
+    return {
+        **point, "status": "failed", "error": str(err) or repr(err), "error_type": type(err).__name__,
+        "wall_s": time.perf_counter() - t_start, "run_dir": str(run_dir) if run_dir else None,
+    }
+
+
+def _record_failure(cfg: DictConfig, err: Exception, t_start: float) -> None:
+    """Log a failed sweep member and append its results line, so the other members go on and the failure shows in
+    the sweep's table (`make pareto-plot`)."""
+    from vbon_exp.tracking import append_jsonl
+
+    log.error("sweep member failed (%s: %s); the sweep goes on", type(err).__name__, err,
+              exc_info=not isinstance(err, USER_ERRORS))
+    point = _failed_point(cfg, err, t_start)
+    if os.environ.get("RANK", "0") == "0" and point["run_dir"]:  # one line per member, from the main process
+        path = Path(point["run_dir"]) / "results.jsonl"
+        append_jsonl(path, point)
+        log.error("recorded as failed in %s", path)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from vbon_exp.run import run  # heavy imports after Hydra has parsed the command line (fast --help)
 
+    t_start = time.perf_counter()
     try:
         point = run(cfg)
-    except USER_ERRORS as err:
-        print(f"vbon_exp: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as err:
+        if _is_multirun():  # a sweep member: recorded as failed, the sweep goes on
+            _record_failure(cfg, err, t_start)
+            return None
+        if isinstance(err, USER_ERRORS):
+            print(f"vbon_exp: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
     return point.get("reward")  # the metric a sweeper optimises; None on non-main processes
 
 

@@ -54,20 +54,28 @@ def pad_sorted_rewards(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
     return table, lengths
 
 
-def _gather_rows(sorted_table: torch.Tensor, prompt_index: torch.Tensor) -> torch.Tensor:
-    return sorted_table.index_select(0, prompt_index.long())
+def _search(sorted_table: torch.Tensor, prompt_index: torch.Tensor, rewards: torch.Tensor, side: str) -> torch.Tensor:
+    """searchsorted of each reward in its own prompt's row, one 1-D search per distinct prompt.
+
+    Memory O(B), not O(B·M): gathering each pair's row first would build a [B, M] float64 copy (4 GB for
+    B = 31k pairs against M = 16k cached rewards)."""
+    prompt_index = prompt_index.long().to(sorted_table.device)
+    values = rewards.to(device=sorted_table.device, dtype=sorted_table.dtype).reshape(-1)
+    out = torch.empty(values.shape[0], dtype=torch.long, device=sorted_table.device)
+    for p in torch.unique(prompt_index).tolist():
+        sel = prompt_index == p
+        out[sel] = torch.searchsorted(sorted_table[p], values[sel].contiguous(), side=side)
+    return out
 
 
 def count_less(sorted_table: torch.Tensor, prompt_index: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
     """Number of cached rewards of each pair's prompt strictly below its reward (searchsorted, side='left')."""
-    rows = _gather_rows(sorted_table, prompt_index)
-    return torch.searchsorted(rows, rewards.to(rows.dtype)[:, None].contiguous(), side="left").squeeze(1)
+    return _search(sorted_table, prompt_index, rewards, "left")
 
 
 def count_less_equal(sorted_table: torch.Tensor, prompt_index: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
     """Number of cached rewards of each pair's prompt at or below its reward (searchsorted, side='right')."""
-    rows = _gather_rows(sorted_table, prompt_index)
-    return torch.searchsorted(rows, rewards.to(rows.dtype)[:, None].contiguous(), side="right").squeeze(1)
+    return _search(sorted_table, prompt_index, rewards, "right")
 
 
 def log_cdf_hat(

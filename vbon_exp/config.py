@@ -27,10 +27,28 @@ def _beta_from_n(n):
     return 1.0 / (n - 1.0) if n > 1 else None
 
 
+def _whole_if_close(n):
+    """N = 1/β + 1 computed in floating point (1/(1/15) + 1 = 15.999…): the integer when within 1e-9 of one."""
+    if n is not None and abs(n - round(n)) <= 1e-9 * max(1.0, abs(n)):
+        return int(round(n))
+    return n
+
+
+def _n_from_beta_if_set(default, *, _parent_):
+    """`${n_from_beta_if_set:4}` (bon, bon_sft): N = 1/β + 1 when the objective's `beta` was set to a value (a β
+    sweep shared with vbon and kl_rl), else `default`. `beta` itself is `${beta_from_n:${.n}}`: whichever of the
+    two the user sets, the other follows, with no cycle (this looks at `beta` only when it is not derived)."""
+    if "beta" not in _parent_ or OmegaConf.is_interpolation(_parent_, "beta"):
+        return default
+    return _whole_if_close(_n_from_beta(_parent_.beta))
+
+
 def register_resolvers() -> None:
     """`${n_from_beta:${.beta}}` and `${beta_from_n:${.n}}` tie N and β together (N = 1/β + 1) in objective
-    configs: each objective sets one and derives the other."""
-    for name, fn in (("n_from_beta", _n_from_beta), ("beta_from_n", _beta_from_n)):
+    configs: each objective sets one and derives the other; `${n_from_beta_if_set:4}` lets bon and bon_sft take
+    either (N by default, β in sweeps)."""
+    for name, fn in (("n_from_beta", _n_from_beta), ("beta_from_n", _beta_from_n),
+                     ("n_from_beta_if_set", _n_from_beta_if_set)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
@@ -97,13 +115,17 @@ def _validate_objective(cfg: DictConfig) -> None:
     name = _get(cfg, "objective.name")
     if name not in OBJECTIVES:
         raise ConfigError(f"objective.name must be one of {sorted(OBJECTIVES)}, got {name!r}")
-    n = _number(cfg, "objective.n", minimum=1, allow_none=True)
     beta = _number(cfg, "objective.beta", exclusive_min=0, allow_none=True)
-    if name == "bon":
+    n = _number(cfg, "objective.n", minimum=1, allow_none=True)
+    if name in ("bon", "bon_sft"):
         if n is None:
-            raise ConfigError("objective.n must be set for objective=bon (an integer ≥ 1)")
+            raise ConfigError(f"objective.n must be set for objective={name} (an integer ≥ 1)")
         if int(n) != n:
-            raise ConfigError(f"objective.n must be an integer for objective=bon, got {n!r}")
+            hint = ""
+            if not OmegaConf.is_interpolation(cfg.objective, "beta"):
+                hint = (f" (N = 1/β + 1 from objective.beta={beta!r}; choose β = 1/(N − 1) for a whole N, "
+                        "e.g. 1/3, 1/7, 1/15)")
+            raise ConfigError(f"objective.n must be an integer for objective={name}, got {n!r}{hint}")
     elif beta is None:
         raise ConfigError(f"objective.beta must be set (> 0) for objective={name}")
     if name == "vbon":
@@ -111,10 +133,8 @@ def _validate_objective(cfg: DictConfig) -> None:
         _choice(cfg, "objective.exact_scale", ("beta", "seed"))
     if name == "bon_sft":
         _number(cfg, "objective.samples_per_prompt", integer=True, minimum=1)
-        if int(n) != n:
-            raise ConfigError(f"objective.n must be an integer for objective=bon_sft, got {n!r}")
     if n is not None and beta is not None and not math.isclose(n, 1.0 / beta + 1.0, rel_tol=1e-6):
-        primary = "objective.n" if name == "bon" else "objective.beta"
+        primary = "objective.n or objective.beta" if name in ("bon", "bon_sft") else "objective.beta"
         raise ConfigError(
             f"objective.n={n} and objective.beta={beta} disagree (N = 1/β + 1); for objective={name} set "
             f"{primary} only, the other follows it"

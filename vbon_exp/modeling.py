@@ -30,21 +30,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _load_error(kind: str, name_or_path: str, err: Exception) -> ModelLoadError:
+def _load_error(kind: str, name_or_path: str, err: Exception, key: str | None = None) -> ModelLoadError:
     looks_local = name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path and os.path.exists(
         os.path.dirname(name_or_path) or "."
     )
     if looks_local and not os.path.exists(os.path.expanduser(name_or_path)):
         hint = f"the local path {name_or_path!r} does not exist"
     else:
+        where = key or "the config key naming it"
         hint = (
-            f"{name_or_path!r} is neither a local directory nor reachable on the model hub "
-            "(offline machines: download it elsewhere with `save_pretrained` and set the config key to that directory)"
+            f"{name_or_path!r} is neither a local directory nor reachable on the model hub. Offline: save it "
+            f"elsewhere with `save_pretrained`, copy the directory here and set {where}=<that directory> "
+            "(HF_HUB_OFFLINE=1 makes hub look-ups fail at once instead of retrying)"
         )
     return ModelLoadError(f"could not load {kind} {name_or_path!r}: {hint}. Original error: {type(err).__name__}: {err}")
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, key: str | None = None):
     from transformers import AutoTokenizer
 
     if trust_remote_code:
@@ -52,10 +54,11 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     try:
         return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as err:  # hub/file errors come in many types; re-raise one that names the path
-        raise _load_error("tokenizer", name_or_path, err) from err
+        raise _load_error("tokenizer", name_or_path, err, key) from err
 
 
-def load_causal_lm(name_or_path: str, device: torch.device, trust_remote_code: bool = False, dtype=None):
+def load_causal_lm(name_or_path: str, device: torch.device, trust_remote_code: bool = False, dtype=None,
+                   key: str | None = None):
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
@@ -66,7 +69,7 @@ def load_causal_lm(name_or_path: str, device: torch.device, trust_remote_code: b
             name_or_path, trust_remote_code=trust_remote_code, dtype=dtype, use_safetensors=None
         )
     except Exception as err:
-        raise _load_error("model", name_or_path, err) from err
+        raise _load_error("model", name_or_path, err, key) from err
     return model.to(device)
 
 

@@ -94,7 +94,7 @@ class ClassifierReward:
         self.policy_tokenizer, self.with_prompt = policy_tokenizer, with_prompt
         self.max_length, self.batch_size, self.device = max_length, batch_size, device
         self.eos_penalty, self.eos_id = eos_penalty, eos_id
-        self.tokenizer = load_tokenizer(name_or_path, trust_remote_code)
+        self.tokenizer = load_tokenizer(name_or_path, trust_remote_code, key="reward.name_or_path")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         try:
@@ -102,7 +102,7 @@ class ClassifierReward:
                 name_or_path, trust_remote_code=trust_remote_code, dtype=getattr(torch, dtype) if dtype else None
             )
         except Exception as err:
-            raise _load_error("reward model", name_or_path, err) from err
+            raise _load_error("reward model", name_or_path, err, "reward.name_or_path") from err
         self.model.to(device).eval().requires_grad_(False)
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id

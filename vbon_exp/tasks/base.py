@@ -42,8 +42,15 @@ def prompts_digest(prompts: list[list[int]]) -> str:
 def build_task(cfg: DictConfig, device: torch.device) -> Task:
     """Instantiate conf/task/<name>.yaml's `_target_` with the task node and the run's device."""
     # the sampling temperature defines π_ref (the synthetic oracle enumerates at it), so it overrides the task default
+    from hydra.errors import InstantiationException
+
     extra = {key: cfg[key] for key in ("model", "reward") if key in cfg}  # the real tasks' model groups
-    return instantiate(
-        cfg.task, _convert_="object", _recursive_=False, device=device, cache_dir=cfg.paths.cache_dir,
-        temperature=cfg.sampling.temperature, **extra,
-    )
+    try:
+        return instantiate(
+            cfg.task, _convert_="object", _recursive_=False, device=device, cache_dir=cfg.paths.cache_dir,
+            temperature=cfg.sampling.temperature, **extra,
+        )
+    except InstantiationException as err:  # Hydra wraps the builder's own (clear) error: surface that one
+        if isinstance(err.__cause__, Exception):
+            raise err.__cause__ from None
+        raise

@@ -37,12 +37,12 @@ def load_policy(model_cfg, device):
     (padding is tracked by masks, so the id only needs to exist), and says so."""
     name = model_cfg["name_or_path"]
     require_artifact(name, model_cfg.get("made_by"), "model.name_or_path")
-    tokenizer = load_tokenizer(name, model_cfg.get("trust_remote_code", False))
+    tokenizer = load_tokenizer(name, model_cfg.get("trust_remote_code", False), key="model.name_or_path")
     if tokenizer.pad_token is None:
         log.info("tokenizer of %s has no pad token: padding with EOS id %s", name, tokenizer.eos_token_id)
     dtype = model_cfg.get("dtype")
     reference = load_causal_lm(name, device, model_cfg.get("trust_remote_code", False),
-                               dtype=getattr(torch, dtype) if dtype else None)
+                               dtype=getattr(torch, dtype) if dtype else None, key="model.name_or_path")
     return tokenizer, reference.eval().requires_grad_(False), pad_token_id(tokenizer)
 
 
