@@ -101,6 +101,11 @@ def validate(cfg: DictConfig) -> None:
     if mode not in (None, "online", "offline", "disabled"):
         raise ConfigError(f"wandb.mode must be online, offline, disabled or null (auto), got {mode!r}")
     if _get(cfg, "task.name") == "synthetic":
+        # the oracle enumerates the temperature-scaled model; a top-k/top-p sampler draws from another distribution
+        for key, neutral in (("sampling.top_k", 0), ("sampling.top_p", 1.0)):
+            if _get(cfg, key) != neutral:
+                raise ConfigError(f"{key}={_get(cfg, key)} is not supported on the synthetic task (its exact values "
+                                  f"describe the unfiltered sampler); use {key}={neutral}")
         length = _get(cfg, "task.response_length")
         if _get(cfg, "sampling.max_new_tokens") != length:
             raise ConfigError(

@@ -1,0 +1,96 @@
+"""Shared fixtures for the vbon_exp test suite.
+
+Everything runs on CPU, offline: wandb is forced into offline mode (no server), the Hugging Face hub is never
+contacted (all models are built locally from fixed seeds), and torch uses one thread (the models are tiny; on a
+2-core machine shared with another process, OpenMP spin-waiting made 2-thread sampling ~100× slower).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports wandb / transformers: no server, no hub, no prompts, no console capture.
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ["WANDB_CONSOLE"] = "off"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+# The flat reference: init_std small enough that no response carries more than 1e-3 of π_ref's mass, so rewards
+# behave as continuous and the BoN formulas for continuous rewards (KL = log N − (N−1)/N, ...) hold to ~1e-5.
+FLAT_INIT_STD = 0.04
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _wandb_dirs(tmp_path_factory):
+    """Keep wandb's cache/config/data dirs out of $HOME."""
+    root = tmp_path_factory.mktemp("wandb-home")
+    old = {k: os.environ.get(k) for k in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_DIR")}
+    for key in old:
+        os.environ[key] = str(root / key.lower())
+    yield
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory) -> Path:
+    """One cache_dir shared by every synthetic task the session builds (the model artifacts are keyed by spec)."""
+    return tmp_path_factory.mktemp("synthetic-cache")
+
+
+def build_synthetic(cache_dir: Path, **kwargs):
+    from vbon_exp.tasks import synthetic
+
+    return synthetic.build(device=torch.device("cpu"), cache_dir=str(cache_dir), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def synthetic_task(artifacts_dir):
+    """The synthetic task with `synthetic.build`'s default spec (init_std=0.5: a peaky π_ref), temperature 1."""
+    return build_synthetic(artifacts_dir)
+
+
+@pytest.fixture(scope="session")
+def flat_synthetic_task(artifacts_dir):
+    """The synthetic task with a flat π_ref (init_std=0.04; max response mass ≈ 7e-4, checked where it matters)."""
+    return build_synthetic(artifacts_dir, init_std=FLAT_INIT_STD)
+
+
+@pytest.fixture(scope="session")
+def synthetic_task_t07(artifacts_dir):
+    """The default synthetic task whose π_ref (and exact oracle) is the model sampled at temperature 0.7."""
+    return build_synthetic(artifacts_dir, temperature=0.7)
+
+
+def compose_config(output_root, overrides=()):
+    """Compose conf/config.yaml like the CLI does, with `paths.output_root` redirected."""
+    import vbon_exp.config  # noqa: F401  (registers the n_from_beta / beta_from_n resolvers)
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_root={output_root}", *overrides])
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """`make_config(*overrides)` → composed DictConfig writing under this test's tmp_path."""
+
+    def make(*overrides):
+        return compose_config(tmp_path / "out", overrides)
+
+    return make

@@ -1,0 +1,301 @@
+"""vbon_exp/bon.py: the BoN math, checked against brute-force Python loops and enumerations in float64.
+
+All inputs come from fixed-seed generators; every comparison is exact or to 1e-12 / 1e-9 (float64 round-off),
+so nothing here is statistical."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from vbon_exp import bon
+
+
+# --------------------------------------------------------------------------- empirical CDF of cached rewards
+
+
+def _ragged_rows(seed: int = 0):
+    """Rows of different M with rewards from a small integer set (many ties), unsorted."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(-3, 4, (m,), generator=g).to(torch.float32) for m in (1, 2, 5, 17, 64)]
+
+
+def _queries(rows, seed: int = 1):
+    """Queries per row: every value of the small set (so many equal cached values), out-of-range values and
+    non-integers, each tagged with its row."""
+    values = [-5.0, -3.0, -2.5, -1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 3.5, 7.0]
+    prompt, rewards = [], []
+    for i in range(len(rows)):
+        for v in values:
+            prompt.append(i)
+            rewards.append(v)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(prompt), generator=g)  # queries in no particular row order
+    return torch.tensor(prompt)[perm], torch.tensor(rewards, dtype=torch.float32)[perm]
+
+
+def test_pad_sorted_rewards_sorts_and_pads_with_inf():
+    rows = _ragged_rows()
+    table, lengths = bon.pad_sorted_rewards(rows)
+    assert table.dtype == torch.float64
+    assert lengths.tolist() == [len(r) for r in rows]
+    assert table.shape == (len(rows), max(len(r) for r in rows))
+    for i, r in enumerate(rows):
+        assert table[i, : len(r)].tolist() == sorted(r.tolist())
+        assert torch.isinf(table[i, len(r) :]).all() and (table[i, len(r) :] > 0).all()
+
+
+def test_cdf_lookups_match_brute_force_with_ties_and_ragged_rows():
+    rows = _ragged_rows()
+    table, lengths = bon.pad_sorted_rewards(rows)
+    pidx, r = _queries(rows)
+    log_f = bon.log_cdf_hat(table, lengths, pidx, r)
+    le = bon.cdf_le(table, lengths, pidx, r)
+    lt = bon.cdf_lt(table, lengths, pidx, r)
+    win = bon.win_prob(table, lengths, pidx, r)
+    for j in range(len(pidx)):
+        cached = rows[int(pidx[j])].tolist()
+        q = float(r[j])
+        m = len(cached)
+        less = sum(c < q for c in cached)
+        equal = sum(c == q for c in cached)
+        assert log_f[j].item() == pytest.approx(math.log((less + 1) / (m + 1)), abs=1e-12)
+        assert lt[j].item() == pytest.approx(less / m, abs=1e-12)
+        assert le[j].item() == pytest.approx((less + equal) / m, abs=1e-12)
+        assert win[j].item() == pytest.approx((less + 0.5 * equal) / m, abs=1e-12)
+    assert torch.isfinite(log_f).all() and (log_f <= 0).all()
+
+
+def test_count_helpers_match_brute_force():
+    rows = _ragged_rows(3)
+    table, _ = bon.pad_sorted_rewards(rows)
+    pidx, r = _queries(rows, 4)
+    less = bon.count_less(table, pidx, r)
+    less_eq = bon.count_less_equal(table, pidx, r)
+    for j in range(len(pidx)):
+        cached = rows[int(pidx[j])].tolist()
+        assert int(less[j]) == sum(c < float(r[j]) for c in cached)
+        assert int(less_eq[j]) == sum(c <= float(r[j]) for c in cached)
+
+
+# --------------------------------------------------------------------------- exact BoN on a finite support
+
+
+def _random_support(k: int, ties: bool, seed: int, batch=(3,)):
+    g = torch.Generator().manual_seed(seed)
+    logp = torch.log_softmax(torch.randn(*batch, k, generator=g, dtype=torch.float64) * 2, dim=-1)
+    if ties:
+        rewards = torch.randint(0, max(2, k // 3), (*batch, k), generator=g).to(torch.float64)
+    else:
+        rewards = torch.randn(*batch, k, generator=g, dtype=torch.float64)
+    return logp, rewards
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 50])
+def test_bon_log_probs_normalised(ties, n):
+    logp, rewards = _random_support(40, ties, seed=n)
+    lp_bon = bon.bon_log_probs(logp, rewards, n)
+    assert lp_bon.shape == logp.shape
+    assert torch.allclose(lp_bon.exp().sum(-1), torch.ones(3, dtype=torch.float64), atol=1e-9, rtol=0)
+
+
+def test_bon_with_n1_is_the_reference():
+    logp, rewards = _random_support(30, True, seed=7)
+    assert torch.allclose(bon.bon_log_probs(logp, rewards, 1), logp, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 16])
+def test_bon_log_probs_match_paper_formula_for_distinct_rewards(n):
+    """π_BoN(y) = Σ_{i=1..N} C(N,i) F⁻(y)^(N−i) π_ref(y)^i with F⁻(y) = P(r < r(y)), computed naively."""
+    logp, rewards = _random_support(25, ties=False, seed=100 + n)
+    lp_bon = bon.bon_log_probs(logp, rewards, n)
+    p = logp.exp()
+    for b in range(p.shape[0]):
+        for y in range(p.shape[1]):
+            f_lt = float(p[b][rewards[b] < rewards[b, y]].sum())
+            expected = sum(math.comb(n, i) * f_lt ** (n - i) * float(p[b, y]) ** i for i in range(1, n + 1))
+            assert math.exp(lp_bon[b, y].item()) == pytest.approx(expected, abs=1e-12, rel=1e-9)
+
+
+def _bon_by_enumeration(p: list[float], r: list[float], n: int) -> list[float]:
+    """Enumerate all K^N draws; the winner is the first index holding the maximum reward."""
+    k = len(p)
+    out = [0.0] * k
+    for draw in itertools.product(range(k), repeat=n):
+        best = draw[0]
+        for y in draw[1:]:
+            if r[y] > r[best]:
+                best = y
+        out[best] += math.prod(p[y] for y in draw)
+    return out
+
+
+@pytest.mark.parametrize(
+    "rewards",
+    [[1.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 2.0, 1.0], [3.0, 1.0, 2.0, 0.0]],
+    ids=["pair-tie", "all-tied", "two-pairs", "distinct"],
+)
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_bon_log_probs_match_enumeration_with_ties(rewards, n):
+    p = [0.1, 0.2, 0.3, 0.4]
+    got = bon.bon_log_probs(torch.tensor(p, dtype=torch.float64).log(), torch.tensor(rewards), n).exp()
+    expected = _bon_by_enumeration(p, rewards, n)
+    for a, b in zip(got.tolist(), expected):
+        assert a == pytest.approx(b, abs=1e-12)
+
+
+def test_bon_log_probs_match_enumeration_on_random_tied_support():
+    g = torch.Generator().manual_seed(5)
+    p = torch.softmax(torch.randn(5, generator=g, dtype=torch.float64), -1)
+    r = torch.tensor([1.0, 0.0, 1.0, 2.0, 0.0])
+    got = bon.bon_log_probs(p.log(), r, 4).exp()
+    expected = _bon_by_enumeration(p.tolist(), r.tolist(), 4)
+    assert torch.allclose(got, torch.tensor(expected, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_log_reward_cdfs_stay_finite_where_linear_space_underflows():
+    """π_ref masses of e^-800 underflow to 0 in float64; the log-space CDFs must still be exact."""
+    logp = torch.tensor([-800.0, -801.0, -802.0, 0.0], dtype=torch.float64)  # (not normalised: fine here)
+    rewards = torch.tensor([0.0, 1.0, 1.0, 5.0], dtype=torch.float64)
+    log_le, log_lt, log_level = bon.log_reward_cdfs(logp, rewards)
+    assert torch.isinf(log_lt[0]) and log_lt[0] < 0  # nothing below the lowest reward
+    assert log_lt[1].item() == pytest.approx(-800.0, abs=1e-12)
+    assert log_lt[2].item() == pytest.approx(-800.0, abs=1e-12)
+    assert log_level[1].item() == pytest.approx(torch.logsumexp(logp[1:3], 0).item(), abs=1e-12)
+    assert log_le[2].item() == pytest.approx(torch.logsumexp(logp[:3], 0).item(), abs=1e-12)
+    assert log_lt[3].item() == pytest.approx(torch.logsumexp(logp[:3], 0).item(), abs=1e-12)
+    assert log_le[3].item() == 0.0  # clamped: the whole mass
+
+
+def test_reward_cdfs_match_brute_force_with_ties():
+    logp, rewards = _random_support(12, ties=True, seed=9, batch=(2,))
+    f_le, f_lt = bon.reward_cdfs(logp, rewards)
+    p = logp.exp()
+    for b in range(2):
+        for y in range(12):
+            assert f_le[b, y].item() == pytest.approx(float(p[b][rewards[b] <= rewards[b, y]].sum()), abs=1e-12)
+            assert f_lt[b, y].item() == pytest.approx(float(p[b][rewards[b] < rewards[b, y]].sum()), abs=1e-12)
+
+
+def test_kl_ignores_zero_mass_terms():
+    logp = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64).log()
+    logq = torch.tensor([0.25, 0.25, 0.5], dtype=torch.float64).log()
+    assert bon.kl(logp, logq).item() == pytest.approx(math.log(2), abs=1e-15)
+    assert bon.kl(logq, logq).item() == 0.0
+
+
+# --------------------------------------------------------------------------- vBoN rewards
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 9])
+def test_log_bon_ratio_exact_matches_naive_sum(n):
+    g = torch.Generator().manual_seed(n)
+    f = torch.rand(50, generator=g, dtype=torch.float64) * 0.999 + 1e-3
+    pref = torch.rand(50, generator=g, dtype=torch.float64) * 0.2 + 1e-6
+    got = bon.log_bon_ratio_exact(f.log(), pref.log(), n)
+    for j in range(50):
+        naive = sum(math.comb(n, i) * float(f[j]) ** (n - i) * float(pref[j]) ** (i - 1) for i in range(1, n + 1))
+        assert got[j].item() == pytest.approx(math.log(naive), abs=1e-12)
+
+
+def test_log_bon_ratio_exact_at_zero_cdf_keeps_only_the_last_term():
+    """F = 0 (log F = −inf): only i = N survives, ratio = π_ref^(N−1); N = 1 gives ratio 1."""
+    log_f = torch.tensor([-math.inf, -math.inf], dtype=torch.float64)
+    logp = torch.tensor([math.log(0.3), math.log(1e-200)], dtype=torch.float64)
+    got = bon.log_bon_ratio_exact(log_f, logp, 3)
+    assert torch.allclose(got, 2 * logp, atol=1e-12, rtol=0)
+    assert bon.log_bon_ratio_exact(log_f, logp, 1).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("bad", [0, 2.5, -1])
+def test_log_bon_ratio_exact_rejects_non_integer_n(bad):
+    with pytest.raises(ValueError):
+        bon.log_bon_ratio_exact(torch.zeros(1), torch.zeros(1), bad)
+
+
+@pytest.mark.parametrize("n", [2, 4, 16])
+def test_vbon_reward_exact_scales(n):
+    g = torch.Generator().manual_seed(n)
+    log_f = torch.log(torch.rand(20, generator=g, dtype=torch.float64))
+    logp = torch.log(torch.rand(20, generator=g, dtype=torch.float64) * 0.1)
+    ratio = bon.log_bon_ratio_exact(log_f, logp, n)
+    assert torch.allclose(bon.vbon_reward_exact(log_f, logp, n), ratio / (n - 1), atol=1e-14, rtol=0)
+    assert torch.allclose(bon.vbon_reward_exact(log_f, logp, n, scale="beta"), ratio / (n - 1), atol=1e-14, rtol=0)
+    assert torch.allclose(bon.vbon_reward_exact(log_f, logp, n, scale="seed"), ratio / n, atol=1e-14, rtol=0)
+    with pytest.raises(ValueError, match="exact_scale"):
+        bon.vbon_reward_exact(log_f, logp, n, scale="nope")
+
+
+def test_vbon_reward_l1_is_identity():
+    x = torch.tensor([-3.0, -0.5, 0.0], dtype=torch.float64)
+    assert torch.equal(bon.vbon_reward_l1(x), x)
+
+
+def test_log_bon_ratio_estimate():
+    log_f = torch.tensor([0.0, -1.0, -2.5], dtype=torch.float64)
+    expected = [math.log(4) + 3 * v for v in log_f.tolist()]
+    assert torch.allclose(bon.log_bon_ratio_estimate(log_f, 4), torch.tensor(expected, dtype=torch.float64))
+
+
+# --------------------------------------------------------------------------- N <-> β, analytic values
+
+
+@pytest.mark.parametrize("n", [1.5, 2, 4, 16, 257])
+def test_n_beta_round_trip(n):
+    beta = bon.beta_from_n(n)
+    assert beta == pytest.approx(1 / (n - 1), rel=1e-15)
+    assert bon.n_from_beta(beta) == pytest.approx(n, rel=1e-12)
+    assert bon.beta_from_n(bon.n_from_beta(0.1)) == pytest.approx(0.1, rel=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0, -0.5])
+def test_n_from_beta_rejects_non_positive(beta):
+    with pytest.raises(ValueError):
+        bon.n_from_beta(beta)
+
+
+@pytest.mark.parametrize("n", [1, 0.5, -2])
+def test_beta_from_n_rejects_n_le_1(n):
+    with pytest.raises(ValueError):
+        bon.beta_from_n(n)
+
+
+def test_analytic_values():
+    assert bon.kl_bon_analytic(1) == 0.0
+    assert bon.kl_bon_analytic(2) == pytest.approx(math.log(2) - 0.5, abs=1e-15)
+    assert bon.kl_bon_analytic(4) == pytest.approx(math.log(4) - 0.75, abs=1e-15)
+    assert bon.win_rate_bon_analytic(1) == 0.5
+    assert bon.win_rate_bon_analytic(4) == pytest.approx(0.8)
+
+
+def test_exact_bon_kl_and_win_rate_approach_analytic_on_a_fine_continuous_support():
+    """K = 4000 distinct rewards with max mass ~1e-3: the exact BoN KL sits just below log N − (N−1)/N and the
+    exact win rate vs one reference draw is N/(N+1) (ties impossible); both to within O(max mass)."""
+    g = torch.Generator().manual_seed(11)
+    logp = torch.log_softmax(torch.randn(4000, generator=g, dtype=torch.float64) * 0.5, -1)
+    rewards = torch.randn(4000, generator=g, dtype=torch.float64)
+    f_le, f_lt = bon.reward_cdfs(logp, rewards)
+    for n in (2, 4, 16):
+        lp = bon.bon_log_probs(logp, rewards, n)
+        kl = bon.kl(lp, logp).item()
+        assert kl <= bon.kl_bon_analytic(n) + 1e-9
+        assert kl == pytest.approx(bon.kl_bon_analytic(n), abs=1e-2)
+        win = float((lp.exp() * 0.5 * (f_le + f_lt)).sum())
+        assert win == pytest.approx(bon.win_rate_bon_analytic(n), abs=1e-2)
+
+
+# --------------------------------------------------------------------------- KL-regularised optimum
+
+
+@pytest.mark.parametrize("beta", [0.05, 1 / 3, 2.0])
+def test_kl_regularised_optimum(beta):
+    logp, rewards = _random_support(30, ties=True, seed=21, batch=(2,))
+    lp = bon.kl_regularised_optimum_log_probs(logp, rewards, beta)
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(2, dtype=torch.float64), atol=1e-12, rtol=0)
+    # ∝ π_ref·exp(r/β): log π* − log π_ref − r/β is one constant per row
+    resid = lp - logp - rewards / beta
+    assert (resid.max(-1).values - resid.min(-1).values).max().item() < 1e-10

@@ -1,0 +1,207 @@
+"""`python -m vbon_exp` end to end (subprocesses) and `vbon_exp.config.validate` on composed configs.
+
+Subprocess runs cost seconds each, so there are few: one default run, --help, --cfg job, and the bad-input runs,
+which are started together and checked one per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+from vbon_exp.config import ConfigError, validate
+
+FAKE_KEY = "vbonfakekey0123456789abcdef0123456789abcd"
+RESULT_KEYS = {
+    "task", "objective", "beta", "n", "temperature", "seed", "reward", "kl", "win_rate", "wall_s",
+    "exact_reward", "exact_kl", "exact_kl_to_target",
+}
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "HYDRA_FULL_ERROR")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(extra)
+    return env
+
+
+def _start(output_root: Path, *args: str, **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vbon_exp", f"paths.output_root={output_root}", *args],
+        cwd=REPO_ROOT, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 240) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _run(output_root: Path, *args: str, **env) -> subprocess.CompletedProcess:
+    return _finish(_start(output_root, *args, **env))
+
+
+# --------------------------------------------------------------------------- the default run
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-default")
+    # a fake API key in the environment: the run stays offline (WANDB_MODE) and must not write the key anywhere
+    proc = _run(root, WANDB_API_KEY=FAKE_KEY)
+    return root, proc
+
+
+def test_default_run_succeeds_and_prints_results(default_run):
+    root, proc = default_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "results:" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_default_run_writes_a_complete_results_line(default_run):
+    root, proc = default_run
+    files = list((root / "runs").rglob("results.jsonl"))
+    assert len(files) == 1, files
+    lines = files[0].read_text().splitlines()
+    assert len(lines) == 1
+    point = json.loads(lines[0])
+    assert RESULT_KEYS <= set(point), RESULT_KEYS - set(point)
+    # (the default objective is whatever conf/config.yaml names; N and β always describe the same point)
+    assert point["task"] == "synthetic" and point["status"] == "ok" and isinstance(point["objective"], str)
+    assert point["n"] == pytest.approx(1 / point["beta"] + 1, rel=1e-9)
+    assert point["seed"] == 0 and point["temperature"] == 1.0
+    assert point["exact_kl"] >= 0 and point["exact_kl_to_target"] >= 0
+    assert 0 < point["win_rate"] < 1 and point["wall_s"] > 0
+    assert str(files[0].parent) in proc.stdout  # the printed path is the results file's run dir
+
+
+def test_default_run_writes_an_offline_wandb_run(default_run):
+    root, _ = default_run
+    run_dirs = [p.parent for p in (root / "runs").rglob("results.jsonl")]
+    offline = list(run_dirs[0].glob("wandb/offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("run-*.wandb")), offline
+
+
+def test_default_run_never_writes_the_api_key(default_run):
+    root, _ = default_run
+    leaked = [p for p in root.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
+    assert not leaked, leaked
+
+
+def test_help_and_cfg_job(tmp_path):
+    helped = _run(tmp_path, "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "objective" in helped.stdout and "task" in helped.stdout
+    cfg = _run(tmp_path, "--cfg", "job")
+    assert cfg.returncode == 0, cfg.stderr
+    assert "objective:" in cfg.stdout and "sampling:" in cfg.stdout and "seed: 0" in cfg.stdout
+    assert not (tmp_path / "cache").exists()  # printing the config runs nothing
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+BAD_INPUTS = {
+    # id: (overrides, the key (or words) the message must name)
+    "n=0": (["objective.n=0"], ["objective.n"]),
+    "m=1": (["reference.m=1"], ["reference.m"]),
+    "temperature=0": (["sampling.temperature=0"], ["sampling.temperature"]),
+    "temperature=-1": (["sampling.temperature=-1"], ["sampling.temperature"]),
+    "n=2.5": (["objective.n=2.5"], ["objective.n"]),
+    "beta=-1,n=4": (["objective.beta=-1", "objective.n=4"], ["objective.beta"]),
+    "task=nope": (["task=nope"], ["synthetic"]),
+    "objective=nope": (["objective=nope"], ["bon"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory):
+    """All bad-input runs, started together (two at a time would take twice as long on 2 cores)."""
+    root = tmp_path_factory.mktemp("cli-bad")
+    procs = {name: (_start(root / name.replace("=", "_").replace(",", "_"), *ov)) for name, (ov, _) in BAD_INPUTS.items()}
+    return root, {name: _finish(p) for name, p in procs.items()}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_fails_early_with_one_clear_message(bad_runs, name):
+    root, results = bad_runs
+    proc = results[name]
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert "Traceback" not in output, output
+    for word in BAD_INPUTS[name][1]:
+        assert word in output, output
+    out_root = root / name.replace("=", "_").replace(",", "_")
+    assert not (out_root / "cache").exists()  # failed before building the task or any reference cache
+    assert not list(out_root.rglob("results.jsonl"))
+    if not name.endswith("nope"):
+        # exactly one error line, from vbon_exp, naming the key
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("vbon_exp: error:")]
+        assert len(errors) == 1, proc.stderr
+        assert BAD_INPUTS[name][1][0] in errors[0]
+
+
+def test_bad_option_lists_the_available_options(bad_runs):
+    _, results = bad_runs
+    assert "Available options" in results["task=nope"].stderr + results["task=nope"].stdout
+    assert "Available options" in results["objective=nope"].stderr + results["objective=nope"].stdout
+
+
+# --------------------------------------------------------------------------- validate() directly
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["objective.n=0"], "objective.n"),
+        (["objective=bon", "objective.n=0"], "objective.n"),
+        (["reference.m=1"], "reference.m"),
+        (["reference.m=2.5"], "reference.m"),
+        (["sampling.temperature=0"], "sampling.temperature"),
+        (["sampling.temperature=-1"], "sampling.temperature"),
+        (["sampling.top_p=0"], "sampling.top_p"),
+        (["sampling.top_p=1.5"], "sampling.top_p"),
+        (["sampling.top_k=-1"], "sampling.top_k"),
+        (["objective.n=2.5"], "objective.n"),
+        (["objective=bon", "objective.n=2.5"], "objective.n"),  # BoN needs a whole N
+        (["objective.beta=-1", "objective.n=4"], "objective.beta"),
+        (["objective=bon", "objective.beta=-1", "objective.n=4"], "objective.beta"),
+        (["objective=bon", "objective.beta=0.5", "objective.n=4"], "objective.beta"),  # disagree: 1/β + 1 = 3
+        (["objective=vbon", "objective.beta=0"], "objective.beta"),
+        (["seed=1.5"], "seed"),
+        (["sampling.max_new_tokens=4"], "sampling.max_new_tokens"),  # the synthetic task's responses are 5 long
+        (["eval.samples_per_prompt=0"], "eval.samples_per_prompt"),
+        (["wandb.mode=sometimes"], "wandb.mode"),
+        (["sampling.temperature=abc"], "sampling.temperature"),
+    ],
+)
+def test_validate_names_the_bad_key(make_config, overrides, key):
+    cfg = make_config(*overrides)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["objective=bon"], ["objective=bon", "objective.n=1"], ["objective=bon", "objective.n=16"],
+     ["objective=bon", "objective.beta=0.25"], ["objective=vbon", "objective.beta=0.25"],
+     ["sampling.temperature=0.7"], ["wandb.mode=disabled"], ["reference.m=2"]],
+    ids=["default", "bon", "bon-n1", "bon-n16", "bon-beta", "vbon-beta", "t07", "wandb-disabled", "m2"],
+)
+def test_validate_accepts_good_configs(make_config, overrides):
+    validate(make_config(*overrides))
+
+
+def test_composed_config_ties_beta_to_n(make_config):
+    """N = 1/β + 1 whichever of the two an objective takes (the resolvers registered by vbon_exp.config)."""
+    cfg = make_config("objective=bon", "objective.n=5")
+    assert cfg.objective.beta == pytest.approx(0.25)
+    assert make_config("objective=bon").objective.beta == pytest.approx(1 / 3)
+    assert make_config("objective=vbon", "objective.beta=0.25").objective.n == pytest.approx(5)

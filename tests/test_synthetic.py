@@ -1,0 +1,246 @@
+"""vbon_exp/tasks/synthetic.py: the exactly solvable task, its oracle, and the samplers checked against it.
+
+Sampler tests are chi-square goodness-of-fit tests (tests/stats_helpers.py): all draws come from fixed-seed
+torch.Generators, so each p-value is a deterministic number; the bar p > 1e-3 would reject a correct sampler for
+only 1 in 1000 seeds. Each test also shows the same samples reject a slightly wrong distribution (p < 1e-6), so
+the goodness-of-fit check has power and can fail. Measured at these seeds (pooled over 4 prompts): BoN-4 p = 0.027
+(default task) and 0.93 (flat), π_ref p = 0.31 (T = 1) and 0.79 (T = 0.7), top-3 p = 0.87.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from stats_helpers import binned_chisquare
+
+from vbon_exp import bon
+from vbon_exp.policies import BoNPolicy, ModelPolicy
+from vbon_exp.sampling import SamplingConfig
+
+N_KL = (2, 4, 16, 64)
+
+
+@pytest.fixture(params=["synthetic_task", "flat_synthetic_task"], ids=["default", "flat"])
+def any_task(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_reference_is_normalised_per_prompt(any_task):
+    oracle = any_task.oracle
+    assert oracle.ref_log_probs.shape == (4, 6**5)
+    total = oracle.ref_log_probs.exp().sum(-1)
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-9, rtol=0)
+
+
+def test_rewards_are_almost_all_distinct(any_task):
+    oracle = any_task.oracle
+    for i in range(oracle.rewards.shape[0]):
+        assert torch.unique(oracle.rewards[i]).numel() >= 0.999 * oracle.num_responses
+    # float32 values, as the pipeline sees them
+    assert torch.equal(oracle.rewards, oracle.rewards.float().double())
+
+
+def test_oracle_rewards_match_the_task_reward(synthetic_task):
+    """The enumeration's rewards are exactly what the task's reward model gives the same (prompt, response)."""
+    oracle = synthetic_task.oracle
+    for i in range(len(oracle.prompts)):
+        pairs = oracle.all_pairs(i)
+        assert torch.equal(synthetic_task.reward(pairs).double(), oracle.rewards[i])
+
+
+def test_index_of_inverts_the_enumeration(synthetic_task):
+    oracle = synthetic_task.oracle
+    pairs = oracle.all_pairs(2)
+    assert torch.equal(oracle.index_of(pairs), torch.arange(oracle.num_responses))
+
+
+def test_build_is_deterministic_from_the_spec(synthetic_task, tmp_path):
+    """Rebuilding the artifacts from scratch (a fresh cache dir) gives the same prompts, weights and rewards."""
+    from conftest import build_synthetic
+
+    again = build_synthetic(tmp_path)
+    assert again.test_prompts == synthetic_task.test_prompts
+    assert again.fingerprint["reward"] == synthetic_task.fingerprint["reward"]
+    assert again.fingerprint["reference"] == synthetic_task.fingerprint["reference"]
+    assert torch.equal(again.oracle.rewards, synthetic_task.oracle.rewards)
+    assert torch.equal(again.oracle.ref_log_probs, synthetic_task.oracle.ref_log_probs)
+
+
+def test_flat_fixture_precondition(flat_synthetic_task):
+    assert flat_synthetic_task.oracle.ref_log_probs.exp().max().item() <= 1e-3
+
+
+@pytest.mark.parametrize("n", N_KL)
+def test_exact_bon_kl_never_exceeds_the_continuous_formula(any_task, n):
+    """KL(π_BoN‖π_ref) ≤ log N − (N−1)/N for discrete rewards (Beirami et al. 2024), per prompt."""
+    oracle = any_task.oracle
+    kl = bon.kl(oracle.bon_log_probs(n), oracle.ref_log_probs)
+    assert (kl <= bon.kl_bon_analytic(n) + 1e-9).all(), kl
+
+
+@pytest.mark.parametrize("n", (2, 4, 16))
+def test_exact_bon_kl_is_close_to_the_formula_on_a_flat_reference(flat_synthetic_task, n):
+    oracle = flat_synthetic_task.oracle
+    assert oracle.ref_log_probs.exp().max().item() <= 1e-3  # precondition: rewards behave as continuous
+    kl = bon.kl(oracle.bon_log_probs(n), oracle.ref_log_probs)
+    assert ((kl - bon.kl_bon_analytic(n)).abs() <= 1e-2).all(), kl
+
+
+def test_exact_metrics_of_the_reference(flat_synthetic_task):
+    """π_ref against itself: KL 0 and win rate exactly ½ (ties counted ½)."""
+    oracle = flat_synthetic_task.oracle
+    m = oracle.metrics(oracle.ref_log_probs, oracle.ref_log_probs)
+    assert m["exact_kl"] == 0.0 and m["exact_kl_to_target"] == 0.0
+    assert m["exact_win_rate"] == pytest.approx(0.5, abs=1e-12)
+    expected_reward = float((oracle.ref_log_probs.exp() * oracle.rewards).sum(-1).mean())
+    assert m["exact_reward"] == pytest.approx(expected_reward, abs=1e-12)
+
+
+def _counts_by_prompt(task, samples):
+    """Sampled enumeration indices, one tensor per prompt (rows are grouped by prompt in prompt order)."""
+    idx = task.oracle.index_of(samples)
+    pidx = samples.prompt_index.cpu()
+    return [idx[pidx == i] for i in range(len(task.test_prompts))]
+
+
+def _policy(task, **sampling):
+    return ModelPolicy(task.reference, task, SamplingConfig(max_new_tokens=5, **{"temperature": 1.0, **sampling}))
+
+
+@pytest.mark.parametrize("task_name", ["synthetic_task", "flat_synthetic_task"], ids=["default", "flat"])
+def test_bon_sampler_matches_exact_bon_distribution(request, task_name):
+    """4000 BoN(N=4) draws per prompt vs exact π_BoN, ~20 equal-mass bins contiguous in reward."""
+    task = request.getfixturevalue(task_name)
+    policy = BoNPolicy(_policy(task), n=4)
+    samples = policy.sample(task.test_prompts, 4000, torch.Generator().manual_seed(1234))
+    assert len(samples) == 4 * 4000
+    assert torch.equal(samples.prompt_index, torch.arange(4).repeat_interleave(4000))
+    # every kept sample is scored and its reward is the oracle's reward for that response
+    idx = task.oracle.index_of(samples)
+    assert torch.equal(samples.rewards.double(), task.oracle.rewards[samples.prompt_index, idx])
+    sampled = _counts_by_prompt(task, samples)
+    key = task.oracle.rewards
+    res = binned_chisquare(sampled, task.oracle.bon_log_probs(4).exp(), key)
+    print(f"BoN-4 sampler vs exact ({task_name}): {res}")
+    assert res["impossible"] == 0
+    assert res["pvalue"] > 1e-3, res
+    # power: the same samples reject BoN with N=3
+    wrong = binned_chisquare(sampled, task.oracle.bon_log_probs(3).exp(), key)
+    assert wrong["pvalue"] < 1e-6, wrong
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_reference_sampler_matches_exact_reference(synthetic_task, synthetic_task_t07, temperature):
+    """4000 π_ref draws per prompt vs the oracle built at the same temperature (the oracle is built at the
+    task's temperature, hence a second task for 0.7)."""
+    task = synthetic_task if temperature == 1.0 else synthetic_task_t07
+    other = synthetic_task_t07 if temperature == 1.0 else synthetic_task
+    assert task.oracle.temperature == temperature
+    samples = _policy(task, temperature=temperature).sample(task.test_prompts, 4000, torch.Generator().manual_seed(7))
+    sampled = _counts_by_prompt(task, samples)
+    res = binned_chisquare(sampled, task.oracle.ref_log_probs.exp(), task.oracle.rewards)
+    print(f"reference sampler T={temperature} vs exact: {res}")
+    assert res["impossible"] == 0
+    assert res["pvalue"] > 1e-3, res
+    # power: the same samples reject the model at the other temperature
+    wrong = binned_chisquare(sampled, other.oracle.ref_log_probs.exp(), task.oracle.rewards)
+    assert wrong["pvalue"] < 1e-6, wrong
+
+
+def _enumeration_logits(task, temperature: float) -> list[torch.Tensor]:
+    """The model's float64 logits / temperature at every response step of every enumerated response, per prompt."""
+    oracle = task.oracle
+    model64 = copy.deepcopy(task.reference).to(torch.float64).eval()
+    lp_len, lr = len(oracle.prompts[0]), oracle.responses.shape[1]
+    out = []
+    with torch.no_grad():
+        for i in range(len(oracle.prompts)):
+            pairs = oracle.all_pairs(i)
+            ids = torch.cat([pairs.prompt_ids, pairs.response_ids], 1)
+            out.append(model64(input_ids=ids).logits[:, lp_len - 1 : lp_len - 1 + lr] / temperature)
+    return out
+
+
+def _exact_top_k_log_probs(task, logits: list[torch.Tensor], k: int) -> tuple[torch.Tensor, float]:
+    """Exact log-probs of the model sampled with per-token top-k over the enumeration: at each step the logits
+    restricted to their k largest and renormalised. Also returns the smallest gap between the k-th and (k+1)-th
+    logit (the float32 sampler keeps the same tokens when it is not tiny)."""
+    responses = task.oracle.responses
+    rows, min_gap = [], float("inf")
+    for lg in logits:
+        masked = lg
+        if k < lg.shape[-1]:
+            top = torch.topk(lg, k + 1, dim=-1).values
+            min_gap = min(min_gap, float((top[..., k - 1] - top[..., k]).min()))
+            masked = lg.masked_fill(lg < top[..., k - 1 : k], float("-inf"))
+        logp = torch.log_softmax(masked, -1).gather(-1, responses[..., None]).squeeze(-1)
+        rows.append(logp.sum(-1))
+    return torch.stack(rows), min_gap
+
+
+def test_top_k_sampler_matches_exact_top_k_distribution(synthetic_task):
+    task = synthetic_task
+    logits = _enumeration_logits(task, 1.0)
+    exact, gap = _exact_top_k_log_probs(task, logits, 3)
+    assert gap > 1e-4  # precondition: no near-ties at the top-k boundary
+    probs = exact.exp()
+    assert torch.allclose(probs.sum(-1), torch.ones(4, dtype=torch.float64), atol=1e-9, rtol=0)
+    assert ((probs > 0).sum(-1) == 3**5).all()  # 3 choices at each of 5 steps
+    # the float64 logits without a filter reproduce the oracle (the exact top-k distribution is built right)
+    full, _ = _exact_top_k_log_probs(task, logits, 6)
+    assert torch.allclose(full, task.oracle.ref_log_probs, atol=1e-9, rtol=0)
+    samples = _policy(task, top_k=3).sample(task.test_prompts, 4000, torch.Generator().manual_seed(11))
+    sampled = _counts_by_prompt(task, samples)
+    res = binned_chisquare(sampled, probs, task.oracle.rewards)
+    print(f"top-3 sampler vs exact: {res}")
+    assert res["impossible"] == 0  # never a token outside the top 3
+    assert res["pvalue"] > 1e-3, res
+    # power: the same samples reject top-4
+    wrong, _ = _exact_top_k_log_probs(task, logits, 4)
+    wrong_res = binned_chisquare(sampled, wrong.exp(), task.oracle.rewards)
+    assert wrong_res["pvalue"] < 1e-6, wrong_res
+
+
+def test_oracle_model_log_probs_match_the_sampling_distribution_of_a_perturbed_model(flat_synthetic_task):
+    """The oracle's exact log-probs of any model are the distribution that model's sampler draws from."""
+    task = flat_synthetic_task
+    model = copy.deepcopy(task.reference)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        model.lm_head.weight.add_(torch.randn(model.lm_head.weight.shape, generator=g) * 0.1)
+    exact = task.oracle.model_log_probs(model)
+    assert torch.allclose(exact.exp().sum(-1), torch.ones(4, dtype=torch.float64), atol=1e-9, rtol=0)
+    policy = ModelPolicy(model, task, SamplingConfig(temperature=1.0, max_new_tokens=5))
+    samples = policy.sample(task.test_prompts, 4000, torch.Generator().manual_seed(5))
+    res = binned_chisquare(_counts_by_prompt(task, samples), exact.exp(), task.oracle.rewards)
+    print(f"perturbed model sampler vs exact: {res}")
+    assert res["pvalue"] > 1e-3, res
+    wrong = binned_chisquare(_counts_by_prompt(task, samples), task.oracle.ref_log_probs.exp(), task.oracle.rewards)
+    assert wrong["pvalue"] < 1e-6, wrong
+
+
+@pytest.mark.parametrize("override", ["sampling.top_k=3", "sampling.top_p=0.5"])
+def test_exact_values_are_never_silently_wrong_under_top_k_or_top_p(make_config, override):
+    """With sampling.top_k / top_p set on the synthetic task, π_ref is the *filtered* model (that is what the
+    reference cache, BoN and evaluation sample). Either the config is refused, naming the key, or the oracle's
+    exact π_ref must be that filtered distribution: its "exact" metrics must describe what is sampled.
+
+    (Chi-square as elsewhere: fixed seed, p > 1e-3 fails a correct sampler/oracle pair for 1 in 1000 seeds.)"""
+    from vbon_exp.config import ConfigError, validate
+    from vbon_exp.tasks import build_task
+
+    cfg = make_config(override, "device=cpu")
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        assert override.split("=")[0] in str(err)
+        return
+    task = build_task(cfg, torch.device("cpu"))
+    sampling = SamplingConfig(**{k: cfg.sampling[k] for k in ("temperature", "top_k", "top_p", "max_new_tokens")})
+    samples = ModelPolicy(task.reference, task, sampling).sample(task.test_prompts, 2000, torch.Generator().manual_seed(0))
+    res = binned_chisquare(_counts_by_prompt(task, samples), task.oracle.ref_log_probs.exp(), task.oracle.rewards)
+    assert res["pvalue"] > 1e-3, (
+        f"{override} passes validation but the synthetic oracle's exact π_ref is the unfiltered model: {res}"
+    )
