@@ -95,6 +95,7 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "reference.keep_texts", integer=True, minimum=0)
     _number(cfg, "eval.samples_per_prompt", integer=True, minimum=1)
     _number(cfg, "eval.batch_size", integer=True, minimum=1)
+    _validate_schema(cfg)
     _validate_objective(cfg)
     _validate_training(cfg)
     mode = _get(cfg, "wandb.mode")
@@ -187,3 +188,81 @@ def _validate_training(cfg: DictConfig) -> None:
     _number(cfg, f"{prefix}.lr", exclusive_min=0)
     _choice(cfg, f"{prefix}.schedule", ("linear", "constant"))
     _number(cfg, f"{prefix}.trainable_layers", integer=True, minimum=1, allow_none=True)
+
+
+# --------------------------------------------------------------------------- schemas: unknown keys and types
+# The nodes a run reads, each checked against the dataclass (or key set) that consumes it, so a typo such as
+# `+algo.lrr=1` or `algo.lr=fast` fails here, before any model loads, naming the key and what is allowed.
+
+TOP_LEVEL = {"task", "objective", "algo", "seed", "device", "sampling", "reference", "eval", "train", "wandb",
+             "paths", "model", "reward"}
+PLAIN_NODES = {
+    "reference": {"m", "chunk_prompts", "keep_texts", "cache_dir"},
+    "eval": {"samples_per_prompt", "batch_size", "score_batch_size"},
+    "wandb": {"mode", "project", "entity", "group", "tags"},
+    "paths": {"output_root", "cache_dir"},
+}
+
+
+def _dataclass_nodes():
+    from vbon_exp.sampling import SamplingConfig
+    from vbon_exp.trainers.rl import RLConfig, TrainConfig
+    from vbon_exp.trainers.sft import SFTConfig
+
+    return {"sampling": SamplingConfig, "algo": RLConfig, "train": TrainConfig, "objective.sft": SFTConfig}
+
+
+def _type_ok(value, annotation) -> bool:
+    import types
+    import typing
+
+    if annotation is typing.Any:
+        return True
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("NoneType", "null")
+
+
+def _check_node(cfg: DictConfig, key: str, allowed: set, hints: dict | None = None) -> None:
+    node = OmegaConf.select(cfg, key)
+    if node is None:
+        return
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{key} must be a mapping of settings, got {node!r}")
+    unknown = sorted(set(node.keys()) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{key}.{u}' for u in unknown)}; {key} takes "
+                          f"{', '.join(sorted(allowed))}")
+    for name, annotation in (hints or {}).items():
+        if name in node:
+            value = _get(cfg, f"{key}.{name}")
+            if not _type_ok(value, annotation):
+                raise ConfigError(f"{key}.{name} must be of type {_type_name(annotation)}, got {value!r}")
+
+
+def _validate_schema(cfg: DictConfig) -> None:
+    import dataclasses
+    import typing
+
+    unknown = sorted(set(cfg.keys()) - TOP_LEVEL)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown}; known: {sorted(TOP_LEVEL)}")
+    for key, allowed in PLAIN_NODES.items():
+        _check_node(cfg, key, allowed)
+    for key, cls in _dataclass_nodes().items():
+        hints = typing.get_type_hints(cls)
+        _check_node(cfg, key, {f.name for f in dataclasses.fields(cls)}, hints)

@@ -42,15 +42,21 @@ def prompts_digest(prompts: list[list[int]]) -> str:
 def build_task(cfg: DictConfig, device: torch.device) -> Task:
     """Instantiate conf/task/<name>.yaml's `_target_` with the task node and the run's device."""
     # the sampling temperature defines π_ref (the synthetic oracle enumerates at it), so it overrides the task default
+    extra = {key: cfg[key] for key in ("model", "reward") if key in cfg}  # the real tasks' model groups
+    return instantiate_clean(
+        cfg.task, _convert_="object", _recursive_=False, device=device, cache_dir=cfg.paths.cache_dir,
+        temperature=cfg.sampling.temperature, max_new_tokens=cfg.sampling.max_new_tokens, **extra,
+    )
+
+
+def instantiate_clean(node, **kwargs):
+    """hydra.utils.instantiate, re-raising the target's own error: Hydra wraps it in an InstantiationException whose
+    message buries the clear one a builder raised."""
     from hydra.errors import InstantiationException
 
-    extra = {key: cfg[key] for key in ("model", "reward") if key in cfg}  # the real tasks' model groups
     try:
-        return instantiate(
-            cfg.task, _convert_="object", _recursive_=False, device=device, cache_dir=cfg.paths.cache_dir,
-            temperature=cfg.sampling.temperature, **extra,
-        )
-    except InstantiationException as err:  # Hydra wraps the builder's own (clear) error: surface that one
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
         if isinstance(err.__cause__, Exception):
             raise err.__cause__ from None
         raise

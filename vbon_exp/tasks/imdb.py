@@ -12,7 +12,7 @@ import re
 
 from vbon_exp.tasks.base import Task, prompts_digest
 from vbon_exp.tasks.data import DataError, load_hub_split, local_split_files, read_jsonl
-from vbon_exp.tasks.lm import load_policy, load_reward, path_fingerprint
+from vbon_exp.tasks.lm import check_context, load_policy, load_reward, path_fingerprint
 
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
@@ -62,11 +62,13 @@ def build(
     max_prefix_tokens: int = 8,
     prompt_seed: int = 0,
     name: str = "imdb",
+    max_new_tokens: int = 48,
     **_sampling_keys,
 ) -> Task:
     train_texts = review_texts("train", dataset, data_dir)  # data problems surface before any model loads
     test_texts = review_texts("test", dataset, data_dir)
     tokenizer, reference, pad_id = load_policy(model, device)
+    check_context(reference, max_prefix_tokens, max_new_tokens, "task.max_prefix_tokens")
     train = prefix_prompts(train_texts, tokenizer, num_train_prompts, min_prefix_tokens, max_prefix_tokens,
                            prompt_seed, "train")
     test = prefix_prompts(test_texts, tokenizer, num_test_prompts, min_prefix_tokens, max_prefix_tokens,

@@ -7,10 +7,10 @@ import hashlib
 import logging
 from pathlib import Path
 
-from hydra.utils import instantiate
 
 import torch
 
+from vbon_exp.tasks.base import instantiate_clean
 from vbon_exp.modeling import ModelLoadError, load_causal_lm, load_tokenizer, pad_token_id
 
 log = logging.getLogger(__name__)
@@ -58,5 +58,18 @@ def load_reward(reward_cfg, device, tokenizer):
     if "name_or_path" in reward_cfg:
         require_artifact(reward_cfg["name_or_path"], reward_cfg.get("made_by"), "reward.name_or_path")
     reward_cfg.pop("made_by", None)
-    return instantiate(reward_cfg, device=device, policy_tokenizer=tokenizer, eos_id=tokenizer.eos_token_id,
-                       _convert_="object")
+    return instantiate_clean(reward_cfg, device=device, policy_tokenizer=tokenizer, eos_id=tokenizer.eos_token_id,
+                             _convert_="object")
+
+
+def check_context(reference, prompt_tokens: int, max_new_tokens: int, prompt_key: str) -> None:
+    """Prompt + response must fit the model's positions (a longer sequence would fail, or silently wrap, mid-run)."""
+    from vbon_exp.config import ConfigError
+
+    config = reference.config
+    context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if context is not None and prompt_tokens + max_new_tokens > context:
+        raise ConfigError(
+            f"{prompt_key}={prompt_tokens} + sampling.max_new_tokens={max_new_tokens} exceeds the model's context "
+            f"of {context} positions; lower one of them"
+        )

@@ -12,7 +12,7 @@ import random
 
 from vbon_exp.tasks.base import Task, prompts_digest
 from vbon_exp.tasks.data import DataError, load_hub_split, local_split_files, read_jsonl
-from vbon_exp.tasks.lm import load_policy, load_reward, path_fingerprint
+from vbon_exp.tasks.lm import check_context, load_policy, load_reward, path_fingerprint
 
 CUE = "\nTL;DR:"
 
@@ -58,6 +58,7 @@ def build(
     max_prompt_tokens: int = 512,
     prompt_seed: int = 0,
     name: str = "tldr",
+    max_new_tokens: int = 50,
     **_sampling_keys,
 ) -> Task:
     texts = prompt_texts(dataset, data_dir, {"train": train_split, "test": test_split})
@@ -75,6 +76,7 @@ def build(
         raise DataError(f"task=tldr has {len(train_texts)} train and {len(test_texts)} test prompts: both must be "
                         "non-empty (lower task.num_test_prompts, or give more data)")
     tokenizer, reference, pad_id = load_policy(model, device)
+    check_context(reference, max_prompt_tokens, max_new_tokens, "task.max_prompt_tokens")
     train = [encode_prompt(t, tokenizer, max_prompt_tokens) for t in train_texts]
     test = [encode_prompt(t, tokenizer, max_prompt_tokens) for t in test_texts]
     reward_model = load_reward(reward, device, tokenizer)

@@ -1,12 +1,14 @@
 """Atomic, resumable training checkpoints: weights as safetensors, optimizer/scheduler/step as a weights-only
-torch file.
+torch file, and a `checksums.json` (SHA-256 of each file).
 
 `<run_dir>/checkpoints/step-XXXXXXXX/` is assembled in a temp dir and renamed into place; `latest` (a one-line file,
 itself replaced atomically) names the newest complete checkpoint, so a crash mid-save leaves the previous one
-valid."""
+valid. A checkpoint whose files do not match their checksums is reported by name and skipped for the previous one."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -37,6 +39,8 @@ def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], 
         for name, module in modules.items():
             save_model(module, str(tmp / f"{name}.safetensors"))
         torch.save(state, tmp / "trainer_state.pt")
+        sums = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        (tmp / "checksums.json").write_text(json.dumps(sums, indent=1))
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -50,12 +54,46 @@ def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], 
     return final
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when every file matches checksums.json, else what is wrong."""
+    sums_path = path / "checksums.json"
+    if not sums_path.exists():
+        return "checksums.json is missing"
+    try:
+        sums = json.loads(sums_path.read_text())
+    except json.JSONDecodeError:
+        return "checksums.json is unreadable"
+    for name, digest in sums.items():
+        file = path / name
+        if not file.exists():
+            return f"{name} is missing"
+        if _sha256(file) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
 def latest_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint that verifies; corrupt ones are named in a warning and skipped."""
     pointer = root / "latest"
-    if not pointer.exists():
-        return None
-    path = root / pointer.read_text().strip()
-    return path if (path / "trainer_state.pt").exists() else None
+    named = root / pointer.read_text().strip() if pointer.exists() else None
+    candidates = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True) if root.exists() else []
+    if named is not None and named in candidates:  # the pointer's choice first, then older ones
+        candidates.remove(named)
+        candidates.insert(0, named)
+    for path in candidates:
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path
+        log.warning("checkpoint %s is corrupt (%s): skipping it", path, problem)
+    return None
 
 
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module]) -> dict:
