@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: install run test test-all clean
+.PHONY: install run test test-all clean pareto-plot
 
 install: $(VENV)/.installed
 
@@ -23,12 +23,19 @@ run: install
 	$(PY) -m vbon_exp $(ARGS)
 
 # Fast suite (< 15 min on 2 cores). wandb never needs a server in tests.
+# One BLAS thread per process: tests start subprocesses, and two threads each on 2 cores thrash (30x slower).
 test: install
-	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # Everything, slow tests included.
 test-all: install
-	WANDB_MODE=offline $(PY) -m pytest -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 WANDB_MODE=offline $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The reward–KL Pareto frontier of a sweep: tables and plots in $(RUNS)/pareto/ (scripts/pareto_plot.py --help).
+# RUNS defaults to the newest outputs/multirun/<date>/<time>; PARETO_ARGS passes options (--out, --wandb-mode ...).
+RUNS ?=
+pareto-plot: install
+	$(PY) scripts/pareto_plot.py $(RUNS) $(PARETO_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Iterable
@@ -63,8 +64,13 @@ class ParetoError(Exception):
 # ---------------------------------------------------------------------------------------------------- reading
 
 
+def _natural(text: str) -> tuple:
+    """Sort key that puts member 2 before member 10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text)))
+
+
 def find_results_files(runs_dir: Path) -> list[Path]:
-    return sorted(p for p in Path(runs_dir).rglob(RESULTS_NAME) if p.is_file())
+    return sorted((p for p in Path(runs_dir).rglob(RESULTS_NAME) if p.is_file()), key=lambda p: _natural(p))
 
 
 def load_points(runs_dir: str | Path) -> pd.DataFrame:
@@ -263,6 +269,17 @@ def frontier_frequency(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def ordered(points: pd.DataFrame) -> pd.DataFrame:
+    """Leading columns first; rows by task, objective (the paper's order), N, temperature, seed, then source."""
+    keys = pd.DataFrame({
+        "task": points["task"].astype(str),
+        "objective": points["objective"].map(objective_sort_key),
+        "n": points["n"].fillna(np.inf),
+        "temperature": points["temperature"].fillna(np.inf),
+        "seed": points["seed"].fillna(np.inf),
+        "source": points["results_file"].map(_natural) if "results_file" in points else 0,
+        "line": points["line"] if "line" in points else 0,
+    }, index=points.index)
+    points = points.loc[keys.sort_values(list(keys.columns), kind="stable").index].reset_index(drop=True)
     lead = [c for c in LEAD_COLUMNS if c in points]
     tail = sorted(c for c in points if c not in lead and c not in ("run_dir", "results_file", "line"))
     last = [c for c in ("run_dir", "results_file", "line") if c in points]
@@ -312,20 +329,20 @@ def _task_axes(plt, tasks: list[str], title: str):
     return fig, list(axes[0])
 
 
-def plot_vs_kl(points: pd.DataFrame, metric: str, ylabel: str, *, frontier: bool):
+def plot_vs_kl(points: pd.DataFrame, metric: str, ylabel: str, *, title: str, frontier: bool):
     """`metric` vs KL, one colour/marker per objective, one panel per task; with `frontier`, the reward–KL
     frontier drawn as a dashed line through its points (which are ringed); BoN's analytic-KL points hollow."""
     plt = _pyplot()
     ok = points[plottable(points) & np.isfinite(points[metric])] if metric in points else points.iloc[:0]
     tasks = sorted(ok["task"].unique()) or ["?"]
-    fig, axes = _task_axes(plt, tasks, f"{ylabel} vs KL")
+    fig, axes = _task_axes(plt, tasks, title)
     for ax, task in zip(axes, tasks):
         mine = ok[ok["task"] == task]
         for index, objective in enumerate(_objectives(mine)):
             colour, marker, label = _style(objective, index)
             rows = mine[mine["objective"] == objective].sort_values("kl")
             _errorbar(ax, rows["kl"], rows[metric], _se(rows, "kl_se"), _se(rows, f"{metric}_se"),
-                      colour=colour, marker=marker, label=f"{label} ({len(rows)})")
+                      colour=colour, marker=marker, label=f"{label} ({len(rows)} runs)")
             if "kl_analytic" in rows and rows["kl_analytic"].notna().any():
                 analytic = rows[rows["kl_analytic"].notna()]
                 _errorbar(ax, analytic["kl_analytic"], analytic[metric], None, None, colour=colour, marker=marker,
@@ -360,7 +377,8 @@ def plot_vs_temperature(points: pd.DataFrame):
     the standard error over seeds, or the run's own when there is one seed)."""
     plt = _pyplot()
     ok = points[plottable(points) & np.isfinite(points["temperature"])]
-    metrics = [(m, label) for m, label in (("reward", "reward"), ("win_rate", "win rate vs π_ref")) if m in ok]
+    metrics = [(m, label) for m, label in (("reward", "reward"), ("win_rate", "win rate against π_ref samples"))
+               if m in ok]
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5.0), squeeze=False)
     tasks = sorted(ok["task"].unique())
     fig.suptitle("vs sampling temperature" + (f" (task: {', '.join(tasks)})" if tasks else ""), fontsize=13)
@@ -447,6 +465,10 @@ def newest_sweep(output_root: Path) -> Path:
     return sweeps[-1]
 
 
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
 def format_frequency(frequency: pd.DataFrame) -> str:
     shown = frequency.copy()
     shown["fraction"] = shown["fraction"].map(lambda f: "-" if not np.isfinite(f) else f"{f:.2f}")
@@ -517,9 +539,9 @@ def _main(args) -> int:
     n_ok = int(plottable(points).sum())
     failed = points[points["status"] != "ok"]
     print(f"pareto: {len(points)} results lines from {source}: {n_ok} plotted, {len(failed)} failed")
-    for row in failed.itertuples():
-        print(f"  failed: {row.objective} beta={row.beta} n={row.n} seed={row.seed}: "
-              f"{getattr(row, 'error_type', '') or ''}: {getattr(row, 'error', '') or ''}")
+    for _, row in failed.iterrows():
+        print(f"  failed: {row['objective']} beta={row['beta']} n={row['n']} seed={row['seed']}: "
+              f"{_text(row.get('error_type'))}: {_text(row.get('error'))}")
     print("\nfrontier frequency (points of each objective on the global reward–KL Pareto frontier):")
     print(format_frequency(frequency))
     if n_ok == 0:
@@ -527,9 +549,12 @@ def _main(args) -> int:
                           f"reward and a KL: nothing to plot (see {out_dir / 'points.csv'})")
 
     figures = {
-        "reward_vs_kl": save_figure(plot_vs_kl(points, "reward", "reward", frontier=True), out_dir, "reward_vs_kl"),
-        "win_rate_vs_kl": save_figure(plot_vs_kl(points, "win_rate", "win rate vs π_ref", frontier=False),
-                                      out_dir, "win_rate_vs_kl"),
+        "reward_vs_kl": save_figure(plot_vs_kl(
+            points, "reward", "reward", title="reward vs KL (dashed: the Pareto frontier over all objectives)",
+            frontier=True), out_dir, "reward_vs_kl"),
+        "win_rate_vs_kl": save_figure(plot_vs_kl(
+            points, "win_rate", "win rate against π_ref samples", title="win rate vs KL", frontier=False),
+            out_dir, "win_rate_vs_kl"),
     }
     if points.loc[plottable(points), "temperature"].nunique() > 1:
         figures["vs_temperature"] = save_figure(plot_vs_temperature(points), out_dir, "vs_temperature")
@@ -538,9 +563,14 @@ def _main(args) -> int:
           + ", ".join(f"{stem}.png/.pdf" for stem in figures))
     if mode != "disabled":
         entity, _, project = (args.wandb_project or "").rpartition("/")
-        where = log_to_wandb(
-            out_dir, figures, {"points": points, "frontier": frontier, "frontier_frequency": frequency},
-            mode=mode, project=args.log_project or project or "vbon_exp", entity=args.wandb_entity or entity,
-            name=f"pareto-{project or Path(source).name}", source=source)
+        try:
+            where = log_to_wandb(
+                out_dir, figures, {"points": points, "frontier": frontier, "frontier_frequency": frequency},
+                mode=mode, project=args.log_project or project or "vbon_exp", entity=args.wandb_entity or entity,
+                name=f"pareto-{project or Path(source).name}", source=source)
+        except Exception as err:  # the local files are written; say why wandb did not take them
+            print(f"pareto_plot: error: logging to wandb ({mode}) failed: {type(err).__name__}: {err} (the files in "
+                  f"{out_dir} are written; --wandb-mode offline or disabled avoids the server)", file=sys.stderr)
+            return 1
         print(f"wandb ({mode}): {where}")
     return 0
