@@ -55,9 +55,9 @@ def main(argv=None) -> dict:
                  sum(p.numel() for p in model.parameters()) / 1e6)
     stats = tiny.train_lm(model, train_blocks, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, time_budget_s=args.time_budget)
-    metrics = {**stats, "held_out_perplexity": tiny.perplexity(model, test_blocks),
+    metrics = {**vars(args), **stats, "held_out_perplexity": tiny.perplexity(model, test_blocks),
                "held_out_tokens": int(test_blocks.numel()), "vocab_size": len(tokenizer),
-               "parameters": sum(p.numel() for p in model.parameters()), **vars(args)}
+               "parameters": sum(p.numel() for p in model.parameters())}
     out = tiny.save(model, tokenizer, args.out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"held-out perplexity {metrics['held_out_perplexity']:.2f} after {stats['steps']} steps "

@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
                                   batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
                                   seed=args.seed, time_budget_s=args.time_budget)
     acc = tiny.accuracy(model, tokenizer, test, [int(r["label"]) for r in test_rows], args.max_length)
-    metrics = {**stats, "held_out_accuracy": acc, "held_out_texts": len(test), **vars(args)}
+    metrics = {**vars(args), **stats, "held_out_accuracy": acc, "held_out_texts": len(test)}
     out = tiny.save(model, tokenizer, args.out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"held-out accuracy {acc:.4f} on {len(test)} test reviews after {stats['steps']} steps "
