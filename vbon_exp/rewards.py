@@ -111,16 +111,18 @@ class ClassifierReward:
 
     def _label_index(self, label: str | None) -> int:
         id2label = {int(k): v for k, v in (self.model.config.id2label or {}).items()}
+        from vbon_exp.config import ConfigError
+
         if label is None:
             if self.model.config.num_labels != 1:
-                raise ValueError(
+                raise ConfigError(
                     f"reward model {self.name!r} has {self.model.config.num_labels} classes {id2label}: set "
                     "reward.label to the class whose logit is the reward"
                 )
             return 0
         matches = [i for i, name in id2label.items() if str(name).lower() == str(label).lower()]
         if not matches:
-            raise ValueError(f"reward.label={label!r} is not a class of {self.name!r}; its classes are {id2label}")
+            raise ConfigError(f"reward.label={label!r} is not a class of {self.name!r}; its classes are {id2label}")
         return matches[0]
 
     @torch.inference_mode()
