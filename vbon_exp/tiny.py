@@ -51,7 +51,8 @@ def make_classifier(tokenizer, n_layer: int, n_embd: int, n_head: int, n_positio
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
                         n_head=n_head, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
-                        label2id={"NEGATIVE": 0, "POSITIVE": 1}, pad_token_id=tokenizer.pad_token_id)
+                        label2id={"NEGATIVE": 0, "POSITIVE": 1}, pad_token_id=tokenizer.pad_token_id,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
     return GPT2ForSequenceClassification(config)
 
 
