@@ -88,19 +88,18 @@ def perplexity(model, blocks: torch.Tensor, batch_size: int = 32) -> float:
     return math.exp(total / max(count, 1))
 
 
-def train_lm(model, train_blocks: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int = 0,
-             time_budget_s: float | None = None) -> dict:
-    """Next-token cross-entropy with AdamW and a cosine schedule; stops early at the time budget."""
+def _train(model, batch_loss, *, steps: int, lr: float, seed: int, time_budget_s: float | None, desc: str) -> dict:
+    """AdamW with warm-up + cosine decay; `batch_loss(generator)` draws a random batch and returns its loss. Stops
+    early at the time budget."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = warmup_cosine(opt, steps)
     model.train()
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc="training LM", unit="step")
+    bar = tqdm(range(steps), desc=desc, unit="step")
     step = 0
     for step in bar:
-        idx = torch.randint(len(train_blocks), (batch_size,), generator=g)
-        loss = model(train_blocks[idx], labels=train_blocks[idx]).loss
+        loss = batch_loss(g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -114,31 +113,30 @@ def train_lm(model, train_blocks: torch.Tensor, *, steps: int, batch_size: int, 
     return {"steps": step + 1, "train_s": time.perf_counter() - t0}
 
 
+def train_lm(model, train_blocks: torch.Tensor, *, steps: int, batch_size: int, lr: float, seed: int = 0,
+             time_budget_s: float | None = None) -> dict:
+    """Next-token cross-entropy on random blocks of the token stream."""
+
+    def batch_loss(g):
+        idx = torch.randint(len(train_blocks), (batch_size,), generator=g)
+        return model(train_blocks[idx], labels=train_blocks[idx]).loss
+
+    return _train(model, batch_loss, steps=steps, lr=lr, seed=seed, time_budget_s=time_budget_s, desc="training LM")
+
+
 def train_classifier(model, tokenizer, texts: list[str], labels: list[int], *, steps: int, batch_size: int,
                      lr: float, max_length: int, seed: int = 0, time_budget_s: float | None = None) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = warmup_cosine(opt, steps)
+    """Cross-entropy on random batches of labelled texts."""
     y_all = torch.tensor(labels)
-    model.train()
-    t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc="training classifier", unit="step")
-    step = 0
-    for step in bar:
+
+    def batch_loss(g):
         idx = torch.randint(len(texts), (batch_size,), generator=g)
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
-        loss = model(**enc, labels=y_all[idx]).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        bar.set_postfix(loss=f"{float(loss):.3f}")
-        if time_budget_s and time.perf_counter() - t0 > time_budget_s:
-            break
-    model.eval()
-    return {"steps": step + 1, "train_s": time.perf_counter() - t0}
+        return model(**enc, labels=y_all[idx]).loss
+
+    return _train(model, batch_loss, steps=steps, lr=lr, seed=seed, time_budget_s=time_budget_s,
+                  desc="training classifier")
 
 
 @torch.no_grad()

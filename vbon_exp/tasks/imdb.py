@@ -10,9 +10,8 @@ from __future__ import annotations
 import random
 import re
 
-from vbon_exp.tasks.base import Task, prompts_digest
 from vbon_exp.tasks.data import DataError, load_hub_split, local_split_files, read_jsonl
-from vbon_exp.tasks.lm import check_context, load_policy, load_reward, path_fingerprint
+from vbon_exp.tasks.lm import check_context, lm_task, load_policy, load_reward
 
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
@@ -74,9 +73,4 @@ def build(
     test = prefix_prompts(test_texts, tokenizer, num_test_prompts, min_prefix_tokens, max_prefix_tokens,
                           prompt_seed + 1, "test")
     reward_model = load_reward(reward, device, tokenizer)
-    return Task(
-        name=name, tokenizer=tokenizer, reference=reference, policy_init=model["name_or_path"], reward=reward_model,
-        train_prompts=train, test_prompts=test, eos_id=tokenizer.eos_token_id, pad_id=pad_id,
-        fingerprint={"reference": path_fingerprint(model["name_or_path"]), "reward": reward_model.fingerprint,
-                     "train_prompts": prompts_digest(train), "test_prompts": prompts_digest(test)},
-    )
+    return lm_task(name, model, tokenizer, reference, pad_id, reward_model, train, test)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from vbon_exp.tasks.base import instantiate_clean
+from vbon_exp.tasks.base import Task, instantiate_clean, prompts_digest
 from vbon_exp.modeling import ModelLoadError, load_causal_lm, load_tokenizer, pad_token_id
 
 log = logging.getLogger(__name__)
@@ -73,3 +73,14 @@ def check_context(reference, prompt_tokens: int, max_new_tokens: int, prompt_key
             f"{prompt_key}={prompt_tokens} + sampling.max_new_tokens={max_new_tokens} exceeds the model's context "
             f"of {context} positions; lower one of them"
         )
+
+
+def lm_task(name: str, model_cfg, tokenizer, reference, pad_id: int, reward_model, train: list[list[int]],
+            test: list[list[int]]) -> Task:
+    """A Task for a language-model policy whose prompts are already tokenized."""
+    return Task(
+        name=name, tokenizer=tokenizer, reference=reference, policy_init=model_cfg["name_or_path"],
+        reward=reward_model, train_prompts=train, test_prompts=test, eos_id=tokenizer.eos_token_id, pad_id=pad_id,
+        fingerprint={"reference": path_fingerprint(model_cfg["name_or_path"]), "reward": reward_model.fingerprint,
+                     "train_prompts": prompts_digest(train), "test_prompts": prompts_digest(test)},
+    )

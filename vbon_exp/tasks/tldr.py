@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import random
 
-from vbon_exp.tasks.base import Task, prompts_digest
 from vbon_exp.tasks.data import DataError, load_hub_split, local_split_files, read_jsonl
-from vbon_exp.tasks.lm import check_context, load_policy, load_reward, path_fingerprint
+from vbon_exp.tasks.lm import check_context, lm_task, load_policy, load_reward
 
 CUE = "\nTL;DR:"
 
@@ -80,9 +79,4 @@ def build(
     train = [encode_prompt(t, tokenizer, max_prompt_tokens) for t in train_texts]
     test = [encode_prompt(t, tokenizer, max_prompt_tokens) for t in test_texts]
     reward_model = load_reward(reward, device, tokenizer)
-    return Task(
-        name=name, tokenizer=tokenizer, reference=reference, policy_init=model["name_or_path"], reward=reward_model,
-        train_prompts=train, test_prompts=test, eos_id=tokenizer.eos_token_id, pad_id=pad_id,
-        fingerprint={"reference": path_fingerprint(model["name_or_path"]), "reward": reward_model.fingerprint,
-                     "train_prompts": prompts_digest(train), "test_prompts": prompts_digest(test)},
-    )
+    return lm_task(name, model, tokenizer, reference, pad_id, reward_model, train, test)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from vbon_exp.modeling import Samples, positions_from_mask, response_logits
 from vbon_exp.rewards import RewardError, score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
-from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vbon_exp.trainers.loop import CheckpointedTrainer
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class Rollout:
 SequenceReward = Callable[[Samples, torch.Tensor], torch.Tensor]  # (scored samples, log π_ref(y|x)) -> [B]
 
 
-class OnPolicyTrainer:
+class OnPolicyTrainer(CheckpointedTrainer):
     """Shared loop; subclasses set `uses_value_head`, `responses_per_prompt` and `compute_advantages`."""
 
     uses_value_head = True
@@ -224,9 +224,8 @@ class OnPolicyTrainer:
         total_steps = self.num_updates * self.steps_per_update
         decay = (lambda s: max(0.0, 1.0 - s / total_steps)) if cfg.schedule == "linear" else (lambda s: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
-        # the scheduler is stepped by hand once per optimizer step (accelerate would step it once per process)
         self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
-        self.update = 0
+        self.step = 0  # updates done
 
     # ------------------------------------------------------------------ subclass hooks
     def responses_per_prompt(self) -> int:
@@ -328,12 +327,7 @@ class OnPolicyTrainer:
             for start in range(0, len(order), self.cfg.minibatch_size):
                 mb = ro.minibatch(order[start : start + self.cfg.minibatch_size])
                 loss, stats = self.loss(mb)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.accelerator.backward(loss)
-                if self.cfg.max_grad_norm:
-                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
+                self.optimizer_step(loss, self.cfg.max_grad_norm)
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
                 count += 1
@@ -348,57 +342,32 @@ class OnPolicyTrainer:
             "response_length": float(ro.mask.sum(-1).mean()),
         }
 
-    # ------------------------------------------------------------------ checkpoints and the loop
-    @property
-    def checkpoint_root(self) -> Path:
-        return self.run_dir / "checkpoints"
-
-    def save(self) -> None:
-        if self.accelerator.is_main_process:
-            state = {"update": self.update, "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict()}
-            path = save_checkpoint(self.checkpoint_root, self.update, {"policy": self.unwrapped}, state)
-            log.info("checkpoint at update %d: %s", self.update, path)
-        self.accelerator.wait_for_everyone()
-
-    def maybe_resume(self) -> None:
-        resume = self.train_cfg.resume
-        path = latest_checkpoint(self.checkpoint_root)
-        if resume is True and path is None:
-            raise FileNotFoundError(f"train.resume=true but there is no checkpoint under {self.checkpoint_root}")
-        if path is None or resume is False:
-            return
-        state = load_checkpoint(path, {"policy": self.unwrapped})
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.update = int(state["update"])
-        log.info("resumed from %s (update %d of %d)", path, self.update, self.num_updates)
-
+    # ------------------------------------------------------------------ the loop
     def train(self) -> nn.Module:
-        self.maybe_resume()
+        self.maybe_resume(self.num_updates)
         stop = self.num_updates if self.train_cfg.max_updates is None else min(
             self.num_updates, self.train_cfg.max_updates)
-        bar = tqdm(total=stop, initial=self.update, desc=f"{self.cfg.name} updates", unit="update",
+        bar = tqdm(total=stop, initial=self.step, desc=f"{self.cfg.name} updates", unit="update",
                    disable=not self.accelerator.is_main_process)
-        while self.update < stop:
+        while self.step < stop:
             t0 = time.perf_counter()
-            ro = self.rollout(self.update)
+            ro = self.rollout(self.step)
             self.compute_advantages(ro)
             t1 = time.perf_counter()
-            stats = {**self.rollout_stats(ro), **self.optimise(ro, self.update)}
+            stats = {**self.rollout_stats(ro), **self.optimise(ro, self.step)}
             t2 = time.perf_counter()
             tokens = float(ro.mask.sum()) * self.world
             stats.update(lr=self.scheduler.get_last_lr()[0], rollout_s=t1 - t0, update_s=t2 - t1,
                          generation_tok_s=tokens / max(t1 - t0, 1e-9),
                          update_tok_s=tokens * self.cfg.ppo_epochs / max(t2 - t1, 1e-9))
-            self.update += 1
+            self.step += 1
             if self.tracker is not None and self.accelerator.is_main_process and (
-                    self.update % self.train_cfg.log_every == 0 or self.update == stop):
-                self.tracker.log({f"train/{k}": v for k, v in stats.items()}, step=self.update)
+                    self.step % self.train_cfg.log_every == 0 or self.step == stop):
+                self.tracker.log({f"train/{k}": v for k, v in stats.items()}, step=self.step)
             bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
             bar.update(1)
             every = self.train_cfg.checkpoint_every
-            if (every and self.update % every == 0) or self.update == stop:
+            if (every and self.step % every == 0) or self.step == stop:
                 self.save()
         bar.close()
         self.checksums = replica_checksums(self.unwrapped, self.accelerator)

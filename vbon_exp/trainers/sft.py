@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vbon_exp.modeling import Samples, response_logits, token_log_probs
-from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vbon_exp.trainers.loop import CheckpointedTrainer
 from vbon_exp.trainers.rl import TrainConfig, derived_seed, freeze_lower_layers, replica_checksums
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ class SFTConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class SFTTrainer:
+class SFTTrainer(CheckpointedTrainer):
+    unit = "step"
+
     def __init__(self, cfg: SFTConfig, train_cfg: TrainConfig, *, policy, data: Samples, temperature: float,
                  accelerator, run_dir: Path, tracker=None, seed: int = 0):
         self.cfg, self.train_cfg, self.data, self.temperature = cfg, train_cfg, data, temperature
@@ -64,27 +66,8 @@ class SFTTrainer:
         idx = order[within * self.cfg.batch_size : (within + 1) * self.cfg.batch_size]
         return self.data.select(idx).to(self.accelerator.device)
 
-    def save(self) -> None:
-        if self.accelerator.is_main_process:
-            state = {"update": self.step, "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict()}
-            save_checkpoint(self.run_dir / "checkpoints", self.step, {"policy": self.unwrapped}, state)
-        self.accelerator.wait_for_everyone()
-
-    def maybe_resume(self) -> None:
-        path = latest_checkpoint(self.run_dir / "checkpoints")
-        if self.train_cfg.resume is True and path is None:
-            raise FileNotFoundError(f"train.resume=true but there is no checkpoint under {self.run_dir}/checkpoints")
-        if path is None or self.train_cfg.resume is False:
-            return
-        state = load_checkpoint(path, {"policy": self.unwrapped})
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["update"])
-        log.info("resumed SFT from %s (step %d of %d)", path, self.step, self.total_steps)
-
     def train(self):
-        self.maybe_resume()
+        self.maybe_resume(self.total_steps)
         stop = self.total_steps if self.train_cfg.max_updates is None else min(self.total_steps,
                                                                                self.train_cfg.max_updates)
         bar = tqdm(total=stop, initial=self.step, desc="sft steps", unit="step",
@@ -95,12 +78,7 @@ class SFTTrainer:
             logp = token_log_probs(response_logits(self.model, mb, self.temperature), mb)
             mask = mb.response_mask.float()
             loss = -(logp * mask).sum() / mask.sum().clamp(min=1)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.accelerator.backward(loss)
-            if self.cfg.max_grad_norm:
-                self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
+            self.optimizer_step(loss, self.cfg.max_grad_norm)
             self.step += 1
             if self.tracker is not None and self.accelerator.is_main_process:
                 tokens = float(mask.sum())

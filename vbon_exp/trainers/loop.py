@@ -1,0 +1,52 @@
+"""What every trainer shares: one optimizer step, and saving / resuming (weights, optimizer, scheduler, counter).
+
+Subclasses set `model` (possibly DDP-wrapped), `unwrapped`, `optimizer`, `scheduler`, `accelerator`, `run_dir`,
+`train_cfg`, and count progress in `self.step` (an RL update, or an SFT optimizer step: `unit` names it)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointedTrainer:
+    unit = "update"
+    step = 0
+
+    def optimizer_step(self, loss, max_grad_norm: float | None) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        if max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()  # by hand, once per optimizer step (accelerate would step it once per process)
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return Path(self.run_dir) / "checkpoints"
+
+    def save(self) -> None:
+        if self.accelerator.is_main_process:
+            state = {"update": self.step, "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict()}
+            path = save_checkpoint(self.checkpoint_root, self.step, {"policy": self.unwrapped}, state)
+            log.info("checkpoint at %s %d: %s", self.unit, self.step, path)
+        self.accelerator.wait_for_everyone()
+
+    def maybe_resume(self, total: int) -> None:
+        """Continue from the newest valid checkpoint, as `train.resume` (auto | true | false) says."""
+        resume = self.train_cfg.resume
+        path = latest_checkpoint(self.checkpoint_root)
+        if resume is True and path is None:
+            raise FileNotFoundError(f"train.resume=true but there is no checkpoint under {self.checkpoint_root}")
+        if path is None or resume is False:
+            return
+        state = load_checkpoint(path, {"policy": self.unwrapped})
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["update"])
+        log.info("resumed from %s (%s %d of %d)", path, self.unit, self.step, total)
