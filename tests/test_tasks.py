@@ -135,3 +135,11 @@ def test_real_tldr_file_splits_into_disjoint_prompts(tmp_path, artifacts):
     task = build_task(cfg, torch.device("cpu"))
     assert len(task.test_prompts) == 100 and len(task.train_prompts) == 400
     assert not set(map(tuple, task.test_prompts)) & set(map(tuple, task.train_prompts))
+
+
+def test_4bit_loading_needs_a_gpu(tmp_path, artifacts):  # noqa: F811
+    from vbon_exp.config import ConfigError
+
+    cfg = compose_cfg(tmp_path, [*task_overrides("imdb", artifacts), "model.load_in_4bit=true", *FAST])
+    with pytest.raises(ConfigError, match=r"model\.load_in_4bit=true needs a CUDA GPU"):
+        run(cfg, run_dir=tmp_path / "run")

@@ -57,20 +57,40 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, key: str 
         raise _load_error("tokenizer", name_or_path, err, key) from err
 
 
+def quantization_config(load_in_4bit: bool, device: torch.device, key: str):
+    """bitsandbytes NF4 (double quantisation, bf16 compute) for frozen models on a GPU; None when off."""
+    if not load_in_4bit:
+        return None
+    from vbon_exp.config import ConfigError
+
+    if device.type != "cuda":
+        raise ConfigError(f"{key}=true needs a CUDA GPU (the run's device is {device})")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as err:
+        raise ConfigError(f"{key}=true needs the bitsandbytes package: pip install bitsandbytes") from err
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_use_double_quant=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
 def load_causal_lm(name_or_path: str, device: torch.device, trust_remote_code: bool = False, dtype=None,
-                   key: str | None = None):
+                   key: str | None = None, load_in_4bit: bool = False):
+    """A causal LM on `device`; with load_in_4bit (frozen models only) quantised by bitsandbytes on the GPU."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     if trust_remote_code:
         log.warning("trust_remote_code=True for model %s: its repository code will run", name_or_path)
+    quant = quantization_config(load_in_4bit, device, "model.load_in_4bit")
+    extra = {"quantization_config": quant, "device_map": {"": device.index or 0}} if quant else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code, dtype=dtype, use_safetensors=None
+            name_or_path, trust_remote_code=trust_remote_code, dtype=dtype, use_safetensors=None, **extra
         )
     except Exception as err:
         raise _load_error("model", name_or_path, err, key) from err
-    return model.to(device)
+    return model if quant else model.to(device)
 
 
 def pad_token_id(tokenizer) -> int:

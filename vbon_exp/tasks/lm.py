@@ -42,7 +42,8 @@ def load_policy(model_cfg, device):
         log.info("tokenizer of %s has no pad token: padding with EOS id %s", name, tokenizer.eos_token_id)
     dtype = model_cfg.get("dtype")
     reference = load_causal_lm(name, device, model_cfg.get("trust_remote_code", False),
-                               dtype=getattr(torch, dtype) if dtype else None, key="model.name_or_path")
+                               dtype=getattr(torch, dtype) if dtype else None, key="model.name_or_path",
+                               load_in_4bit=bool(model_cfg.get("load_in_4bit", False)))
     return tokenizer, reference.eval().requires_grad_(False), pad_token_id(tokenizer)
 
 
