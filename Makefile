@@ -37,5 +37,12 @@ RUNS ?=
 pareto-plot: install
 	$(PY) scripts/pareto_plot.py $(RUNS) $(PARETO_ARGS)
 
+# Throughput against transformers.generate and TRL (scripts/bench.py --help): a table, and outputs/bench/summary.json.
+# Installs the optional `bench` extra (TRL) first; BENCH_ARGS passes options (--skip-trl, --reps 5 ...). Run it on an
+# idle machine: timings share the CPU with everything else.
+bench: install
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

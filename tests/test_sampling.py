@@ -290,3 +290,202 @@ def test_samples_cat_and_select_keep_rows_aligned():
     d = c.select(torch.tensor([1, 0]))
     assert d.prompt_index.tolist() == [1, 0] and d.rewards.tolist() == [1.5, 0.5]
     assert np.array_equal(d.response_ids.numpy(), c.response_ids.numpy()[[1, 0]])
+
+
+# --------------------------------------------------------------------------- the fast sampler: large vocabularies
+
+
+def test_two_level_inverse_cdf_across_blocks_and_the_partial_tail_block():
+    """V = 700 is two full blocks of BLOCK = 256 and a partial one: mass in every block (the tail included), zeros
+    at block edges and inside blocks, one whole block empty; 60,000 draws against the exact probabilities."""
+    from vbon_exp.sampling import BLOCK
+
+    vocab = 700
+    assert BLOCK == 256 and vocab % BLOCK  # precondition: a partial last block
+    g = torch.Generator().manual_seed(5)
+    weights = torch.zeros(vocab, dtype=torch.float32)
+    support = torch.tensor([0, 3, 100, 255, 256 + 7, 256 + 200, 512, 600, 650, 699])  # block 1 ≠ empty
+    weights[support] = torch.rand(len(support), generator=g) * 5 + 0.2
+    weights[256:512] = 0.0
+    weights[256 + 7], weights[256 + 200] = 0.0, 0.0  # block 1 entirely empty
+    support = weights > 0
+    n = 60000
+    draws = inverse_cdf_sample(weights.expand(n, -1).contiguous(), torch.Generator().manual_seed(6))
+    counts = torch.bincount(draws, minlength=vocab)
+    assert counts[~support].sum().item() == 0  # never a zero-weight token, never an empty block
+    p = weights.double() / weights.double().sum()
+    res = stats.chisquare(counts[support].numpy(), (p[support] * n).numpy())
+    assert res.pvalue > 1e-3, res
+    q = p.clone()  # power: move 2% of the mass from the last token to the first
+    q[0], q[699] = q[0] + 0.02, q[699] - 0.02
+    assert stats.chisquare(counts[support].numpy(), (q[support] * n).numpy()).pvalue < 1e-6
+
+
+def test_two_level_inverse_cdf_tiny_masses_next_to_huge_ones():
+    """Weights spanning 60 orders of magnitude: the tiny ones are (essentially) never drawn, zeros never, no
+    out-of-range index; rows whose only mass sits in the last token of the partial block."""
+    vocab = 1000
+    w = torch.zeros(4, vocab)
+    w[0, 0], w[0, 999] = 1.0, 1e-30
+    w[1, 999] = 1e-30  # all the mass in the very last token
+    w[2, 512] = 3.0
+    w[3] = 1.0
+    draws = inverse_cdf_sample(w.repeat(500, 1), torch.Generator().manual_seed(0)).view(500, 4)
+    assert (draws[:, 0] == 0).all() and (draws[:, 1] == 999).all() and (draws[:, 2] == 512).all()
+    assert ((draws[:, 3] >= 0) & (draws[:, 3] < vocab)).all()
+
+
+@pytest.mark.parametrize("temperature,top_k", [(1.0, 0), (0.7, 0), (0.7, 300)], ids=["T1", "T0.7", "T0.7-top300"])
+def test_sample_next_token_on_a_large_vocabulary_matches_the_filtered_softmax(temperature, top_k):
+    """V = 5,000 (20 blocks): 40,000 draws of sample_next_token vs the exact (top-k filtered) softmax at the
+    temperature, binned chi-square; top-300 keeps tokens spread over every block and is never left."""
+    vocab = 5000
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(vocab, generator=g) * 2.0
+    cfg = SamplingConfig(temperature=temperature, top_k=top_k)
+    scaled = logits.double() / temperature
+    keep = torch.ones(vocab, dtype=torch.bool)
+    if top_k:
+        keep = torch.zeros(vocab, dtype=torch.bool)
+        keep[torch.topk(scaled, top_k).indices] = True
+        assert len(set((torch.nonzero(keep).squeeze(1) // 256).tolist())) == 20  # the kept tokens span all blocks
+    probs = torch.where(keep, torch.softmax(scaled.masked_fill(~keep, float("-inf")), -1), torch.zeros(vocab,
+                                                                                                     dtype=torch.float64))
+    n = 40000
+    draws = sample_next_token(logits.expand(n, -1).contiguous(), cfg, torch.Generator().manual_seed(2))
+    res = binned_chisquare([draws], probs[None], key=torch.argsort(torch.argsort(-probs))[None].double(), n_bins=40)
+    print(f"V=5000 T={temperature} top_k={top_k}: {res}")
+    assert res["impossible"] == 0
+    assert res["pvalue"] > 1e-3, res
+    # power: the same draws reject the distribution at a 10% different temperature
+    wrong = torch.where(keep, torch.softmax((scaled * 1.1).masked_fill(~keep, float("-inf")), -1),
+                        torch.zeros(vocab, dtype=torch.float64))
+    assert binned_chisquare([draws], wrong[None], key=torch.argsort(torch.argsort(-probs))[None].double(),
+                            n_bins=40)["pvalue"] < 1e-6
+
+
+def _full_sort_top_p_keep(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The nucleus by sorting the whole vocabulary's probabilities (the definition, same float arithmetic)."""
+    values, order = torch.sort(torch.softmax(logits, dim=-1), dim=-1, descending=True)
+    mass_before = torch.cumsum(values, dim=-1) - values
+    return torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, mass_before < top_p)
+
+
+@pytest.mark.parametrize("scale", [4.0, 0.1], ids=["peaked-candidates", "flat-full-sort"])
+def test_top_p_on_a_large_vocabulary_equals_the_full_sort(scale):
+    """V = 5,000: a peaked distribution (the nucleus lies in the top-1024 candidates) and a flat one (it does not:
+    the full sort) give the nucleus of the definition."""
+    logits = torch.randn(8, 5000, generator=torch.Generator().manual_seed(3)) * scale
+    for top_p in (0.5, 0.9, 0.99):
+        kept = torch.isfinite(filter_logits(logits, 0, top_p))
+        assert torch.equal(kept, _full_sort_top_p_keep(logits, top_p)), top_p
+    if scale < 1:  # precondition of the fallback case: the candidates hold less than top_p
+        top = torch.topk(torch.softmax(logits, -1), 1024, -1).values.sum(-1)
+        assert bool((top < 0.5).any())
+
+
+def _exact_three_token_distribution(model, prompt: list[int], temperature: float) -> torch.Tensor:
+    """Exact probabilities of every response with max_new_tokens=3 as outcome 100·t0 + 10·t1 + t2 (PAD = 0 after
+    EOS), from unpadded float64 forwards."""
+    probs = torch.zeros(1000, dtype=torch.float64)
+    model64 = model.to(torch.float64)
+    try:
+        with torch.no_grad():
+            def step(prefixes):
+                ids = torch.tensor([prompt + p for p in prefixes])
+                return torch.softmax(model64(input_ids=ids).logits[:, -1] / temperature, -1)
+
+            first = step([[]])[0]
+            ones = [[a] for a in range(VOCAB) if a != EOS]
+            second = step(ones)
+            twos = [[a, b] for a in range(VOCAB) if a != EOS for b in range(VOCAB) if b != EOS]
+            third = step(twos)
+    finally:
+        model.to(torch.float32)
+    probs[100 * EOS] = first[EOS]
+    for row, (a,) in enumerate(ones):
+        probs[100 * a + 10 * EOS] = first[a] * second[row, EOS]
+    for row, (a, b) in enumerate(twos):
+        pa, pb = first[a], second[ones.index([a]), b]
+        probs[100 * a + 10 * b : 100 * a + 10 * b + 10] = pa * pb * third[row]
+    return probs
+
+
+def test_dropping_finished_rows_keeps_the_exact_distribution(tiny_lm, monkeypatch):
+    """Finished rows leave the batch and the KV cache (forced after every EOS here): three-token responses of four
+    left-padded prompts still follow the exact distribution (chi-square), and the cut did happen."""
+    import vbon_exp.sampling as sampling
+
+    cuts = []
+    real = sampling._select_cache_rows
+
+    def counting(cache, idx):
+        cuts.append(len(idx))
+        return real(cache, idx)
+
+    monkeypatch.setattr(sampling, "COMPACT_FRACTION", 1e-9)  # drop finished rows at once
+    monkeypatch.setattr(sampling, "_select_cache_rows", counting)
+    n = 3000
+    cfg = SamplingConfig(temperature=0.7, max_new_tokens=3, batch_size=512)
+    s = sample_responses(tiny_lm, PROMPTS, n, cfg, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(8))
+    assert cuts and min(cuts) < 512  # rows were dropped
+    ids = torch.nn.functional.pad(s.response_ids, (0, 3 - s.response_ids.shape[1]), value=PAD)
+    outcomes = 100 * ids[:, 0] + 10 * ids[:, 1] + ids[:, 2]
+    exact = torch.stack([_exact_three_token_distribution(tiny_lm, p, 0.7) for p in PROMPTS])
+    assert torch.allclose(exact.sum(-1), torch.ones(4, dtype=torch.float64), atol=1e-12, rtol=0)
+    sampled = [outcomes[s.prompt_index == i] for i in range(len(PROMPTS))]
+    # impossible outcomes (anything after EOS) first in the bin order, so no bin is all impossible
+    key = torch.where(exact > 0, torch.arange(1000, dtype=torch.float64), -1.0)
+    res = binned_chisquare(sampled, exact, key)
+    print(f"3-token generation with dropped rows: {res}")
+    assert res["impossible"] == 0
+    assert res["pvalue"] > 1e-3, res
+    assert binned_chisquare(sampled, exact.roll(1, 0), key.roll(1, 0))["pvalue"] < 1e-6
+    # masks: 1 up to and including EOS, then 0 (the dropped rows were written back to their own places)
+    for j in range(len(s)):
+        row = ids[j].tolist()
+        length = row.index(EOS) + 1 if EOS in row else 3
+        assert s.response_mask[j, :length].all() and not s.response_mask[j, length:].any()
+
+
+# --------------------------------------------------------------------------- sampler backends
+
+
+def _vllm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+@pytest.mark.skipif(_vllm_installed(), reason="vllm is installed: the missing-package error cannot be shown")
+def test_vllm_backend_without_vllm_fails_before_sampling(tiny_lm):
+    from vbon_exp.sampling import SamplerBackendError, check_backend
+
+    with pytest.raises(SamplerBackendError, match=r"sampler=vllm needs the `vllm` package.*pip install vllm"):
+        check_backend("vllm")
+    with pytest.raises(SamplerBackendError, match="vllm"):
+        sample_responses(tiny_lm, PROMPTS, 2, SamplingConfig(max_new_tokens=2, backend="vllm"), eos_id=EOS,
+                         pad_id=PAD, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(SamplerBackendError, match="native"):
+        check_backend("nope")
+
+
+@pytest.mark.skipif(_vllm_installed(), reason="vllm is installed: the missing-package error cannot be shown")
+def test_selecting_sampler_vllm_stops_the_run_before_anything_is_sampled(make_config, monkeypatch):
+    """`sampler=vllm` without the package: the run stops with a ConfigError naming the package (the CLI prints it
+    as one line, exit 2) before any model is built or any sample drawn."""
+    import vbon_exp.reference
+    import vbon_exp.run
+    from vbon_exp.config import ConfigError
+    from conftest import CONF_DIR
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("sampled although the sampler backend is unusable")
+
+    monkeypatch.setattr(vbon_exp.reference, "sample_responses", refuse)
+    monkeypatch.setattr(vbon_exp.run, "build_task", refuse)
+    in_defaults = "- sampler:" in (CONF_DIR / "config.yaml").read_text()
+    cfg = make_config("sampler=vllm" if in_defaults else "+sampler=vllm", "wandb.mode=disabled", "device=cpu")
+    assert cfg.sampler.name == "vllm"
+    with pytest.raises(ConfigError, match=r"sampler=vllm.*`vllm` package.*pip install vllm"):
+        vbon_exp.run.run(cfg)

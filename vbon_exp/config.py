@@ -195,7 +195,7 @@ def _validate_training(cfg: DictConfig) -> None:
 # `+algo.lrr=1` or `algo.lr=fast` fails here, before any model loads, naming the key and what is allowed.
 
 TOP_LEVEL = {"task", "objective", "algo", "seed", "device", "sampling", "reference", "eval", "train", "wandb",
-             "paths", "model", "reward", "hydra"}  # hydra: present when composed with return_hydra_config
+             "paths", "model", "reward", "sampler", "hydra"}  # hydra: present when composed with return_hydra_config
 PLAIN_NODES = {
     "reference": {"m", "chunk_prompts", "keep_texts", "cache_dir"},
     "eval": {"samples_per_prompt", "batch_size", "score_batch_size"},

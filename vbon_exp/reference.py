@@ -4,10 +4,21 @@ It estimates each prompt's reward CDF F_x (vBoN's reward, BoN's KL, win rates). 
 `<cache_dir>/reference/<key>/`, where the key hashes everything that determines its contents (reference model,
 reward model, prompts, M, sampling settings, seed), so any run with the same key reuses it.
 
-Layout: one `chunk-XXXXX.npz` per block of prompts (sorted rewards [n, M] float32, optionally the first K
+Layout: one `chunk-XXXXX.npz` per block of prompts (sorted float32 rewards [n, M], optionally the first K
 response texts), each written to a temp file and renamed, with its SHA-256 in a `.sha256` sidecar; `meta.json`
 is written last. Each chunk draws from its own seed, so an interrupted build resumes at the first missing chunk
 and ends with exactly the cache an uninterrupted build would have written.
+
+Storage (`encoding` = "f32-sortkey-delta-byteshuffle"): the vBoN reward and the win rates compare fresh float32
+rewards with the cached ones, so the cache must give back exactly the float32 values it was given. Each float32 is
+mapped to the unsigned 32-bit key whose integer order is the float order (sign bit flipped for non-negative values,
+all bits flipped for negative ones: a bijection); a sorted row of keys is stored as its first key and the
+differences of consecutive keys (small numbers: M sorted samples are dense), split into four byte planes (all
+lowest bytes, then all second bytes, ...: the high planes are nearly all zeros) and deflated by the npz container.
+Decoding is the exact inverse (a cumulative sum modulo 2³², the inverse bijection), so values round-trip bit for
+bit, −0.0, denormals and ties included. About 2.3–2.6 bytes per reward for continuous rewards (raw float32 through
+np.savez_compressed: ~3.7), far less for discrete ones. Plain npz arrays: readable with
+`np.load(allow_pickle=False)`; chunks of the first format (a float32 `rewards` array) are still read.
 """
 
 from __future__ import annotations
@@ -90,8 +101,57 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+REWARD_ENCODING = "f32-sortkey-delta-byteshuffle"
+
+
+def _float32_keys(values: np.ndarray) -> np.ndarray:
+    """float32 → uint32 with the same order (a bijection on bit patterns)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    return np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000)).astype(np.uint32)
+
+
+def _float32_from_keys(keys: np.ndarray) -> np.ndarray:
+    keys = keys.astype(np.uint32, copy=False)
+    bits = np.where(keys & np.uint32(0x80000000), keys ^ np.uint32(0x80000000), ~keys).astype(np.uint32)
+    return bits.view(np.float32)
+
+
+def encode_sorted_rewards(rewards: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows of float32 rewards [n, M] → the arrays of the compact encoding (rows come back sorted)."""
+    rewards = np.asarray(rewards, dtype=np.float32)
+    if rewards.ndim != 2:
+        raise ValueError(f"expected a [prompts, M] array of rewards, got shape {rewards.shape}")
+    keys = np.sort(_float32_keys(rewards), axis=1)
+    deltas = keys.copy()
+    deltas[:, 1:] = keys[:, 1:] - keys[:, :-1]  # ≥ 0: the keys are sorted
+    planes = deltas.astype("<u4").reshape(-1).view(np.uint8).reshape(-1, 4).T  # [4, n·M] byte planes
+    return {"encoding": np.array(REWARD_ENCODING), "shape": np.array(rewards.shape, dtype=np.int64),
+            "reward_planes": np.ascontiguousarray(planes)}
+
+
+def decode_sorted_rewards(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The float32 rewards [n, M] (sorted per row) of a chunk, in either storage format."""
+    if "rewards" in arrays:  # first format: the float32 array itself
+        return arrays["rewards"].astype(np.float32, copy=False)
+    encoding = str(arrays["encoding"])
+    if encoding != REWARD_ENCODING:
+        raise ValueError(f"unknown reference cache reward encoding {encoding!r}")
+    n, m = (int(x) for x in arrays["shape"])
+    planes = arrays["reward_planes"]
+    deltas = np.ascontiguousarray(planes.T).view("<u4").reshape(n, m).astype(np.uint32)
+    keys = np.cumsum(deltas, axis=1, dtype=np.uint32)  # modulo 2³²: the exact inverse of the differences
+    return _float32_from_keys(keys)
+
+
+def read_chunk_rewards(path: str | Path) -> np.ndarray:
+    """The sorted float32 rewards [n, M] stored in one chunk file, in either format (no checksum check: for
+    inspection and tests; the cache itself reads chunks through their checksums)."""
+    with np.load(path, allow_pickle=False) as z:
+        return decode_sorted_rewards({k: z[k] for k in z.files})
+
+
 def _write_chunk(path: Path, rewards: np.ndarray, texts: list[list[str]] | None) -> None:
-    arrays = {"rewards": rewards.astype(np.float32)}
+    arrays = encode_sorted_rewards(rewards)
     if texts:
         arrays["texts"] = np.array(texts, dtype=str)  # fixed-width unicode: no pickle involved
     data = _npz_bytes(arrays)
@@ -101,7 +161,8 @@ def _write_chunk(path: Path, rewards: np.ndarray, texts: list[list[str]] | None)
 
 
 def _read_chunk(path: Path) -> dict[str, np.ndarray] | None:
-    """The chunk's arrays, or None when it is missing, partial or corrupt (then it is rebuilt)."""
+    """The chunk's arrays (`rewards`: float32 [n, M] sorted per row; `texts` when kept), or None when it is
+    missing, partial or corrupt (then it is rebuilt)."""
     sidecar = path.with_suffix(".sha256")
     if not path.exists() or not sidecar.exists():
         return None
@@ -112,7 +173,11 @@ def _read_chunk(path: Path) -> dict[str, np.ndarray] | None:
     import io
 
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        arrays = {k: z[k] for k in z.files}
+    out = {"rewards": decode_sorted_rewards(arrays)}
+    if "texts" in arrays:
+        out["texts"] = arrays["texts"]
+    return out
 
 
 def _decode_texts(tokenizer, samples: Samples, m: int, keep: int) -> list[list[str]]:
@@ -157,6 +222,8 @@ def build_reference_cache(
             "chunk_prompts": chunk_prompts,
             "keep_texts": keep_texts,
             "num_prompts": len(prompts),
+            # another sampler backend draws other samples from the same distribution (native keys are unchanged)
+            **({"sampler": sampling.backend} if sampling.backend != "native" else {}),
         }
     )
     directory = Path(cache_dir) / "reference" / key
@@ -186,7 +253,7 @@ def build_reference_cache(
             score_samples(reward, samples, score_batch_size, what=f"reference cache chunk {c}")
             chunk_rewards = samples.rewards.view(hi - lo, m).numpy()
             chunk_texts = _decode_texts(tokenizer, samples, m, keep) if keep else None
-            _write_chunk(path, np.sort(chunk_rewards, axis=1), chunk_texts)
+            _write_chunk(path, chunk_rewards, chunk_texts)  # sorted per row by the encoding
             arrays = _read_chunk(path)
         rows.extend(torch.from_numpy(r.astype(np.float64)) for r in arrays["rewards"])
         if "texts" in arrays:

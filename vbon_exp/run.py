@@ -11,12 +11,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vbon_exp.config import validate
+from vbon_exp.config import ConfigError, validate
 from vbon_exp.evaluate import evaluate
 from vbon_exp.modeling import resolve_device
 from vbon_exp.objectives import RunContext, build_objective
 from vbon_exp.reference import build_reference_cache
-from vbon_exp.sampling import SamplingConfig
+from vbon_exp.rewards import SCORING
+from vbon_exp.sampling import GENERATION, SamplerBackendError, SamplingConfig, check_backend
 from vbon_exp.tasks import build_task
 from vbon_exp.tracking import Tracker
 
@@ -53,6 +54,64 @@ def reference_caches(cfg: DictConfig, task, sampling: SamplingConfig, splits) ->
 RL_OBJECTIVES = ("vbon", "kl_rl")
 
 
+def sampling_config(cfg: DictConfig) -> SamplingConfig:
+    """`sampling:` plus the sampler backend (`sampler:` group: native by default, vllm optional). A backend that
+    cannot run here (vLLM not installed) stops the run now, before anything is built or sampled."""
+    sampler = OmegaConf.select(cfg, "sampler", default=None)
+    options = OmegaConf.to_container(sampler, resolve=True) if sampler is not None else {}
+    backend = options.pop("name", "native")
+    try:
+        check_backend(backend)
+    except SamplerBackendError as err:
+        raise ConfigError(str(err)) from err
+    return SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True), backend=backend,
+                          backend_options=options or None)
+
+
+class StageMeter:
+    """Throughput of one pipeline stage for the results line and wandb: `<stage>_s` (wall seconds),
+    `<stage>_gen_tok_s` (tokens sampled per second of sampling) and `<stage>_score_samples_s` (pairs scored per
+    second of scoring), from the process-wide sampling and scoring meters."""
+
+    def __init__(self, stage: str):
+        self.stage, self.t0 = stage, time.perf_counter()
+        self.gen, self.score = GENERATION.snapshot(), SCORING.snapshot()
+
+    def stop(self) -> dict:
+        gen, score = GENERATION.since(self.gen), SCORING.since(self.score)
+        out = {f"{self.stage}_s": time.perf_counter() - self.t0}
+        if gen["rate"] is not None:
+            out[f"{self.stage}_gen_tok_s"] = gen["rate"]
+        if score["rate"] is not None:
+            out[f"{self.stage}_score_samples_s"] = score["rate"]
+        return out
+
+
+class _TrainLogMeans:
+    """The mean of the RL trainers' per-update `train/update_tok_s` logs (training tokens per second of
+    optimisation), read off tracker.log, for the results line (`train_update_tok_s`)."""
+
+    KEYS = ("update_tok_s",)
+
+    def __init__(self, tracker: Tracker):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        log_fn = tracker.log
+
+        def recording_log(metrics: dict, step: int | None = None) -> None:
+            for key in self.KEYS:
+                value = metrics.get(f"train/{key}")
+                if isinstance(value, (int, float)):
+                    self.sums[key] = self.sums.get(key, 0.0) + float(value)
+                    self.counts[key] = self.counts.get(key, 0) + 1
+            log_fn(metrics, step=step)
+
+        tracker.log = recording_log
+
+    def means(self) -> dict:
+        return {f"train_{key}": self.sums[key] / self.counts[key] for key in self.sums}
+
+
 def base_point(cfg: DictConfig) -> dict:
     """The identifying columns of a results line."""
     return {
@@ -71,7 +130,8 @@ def base_point(cfg: DictConfig) -> dict:
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Run one experiment and return its reward-vs-KL point (also written to results.jsonl and wandb)."""
     t_start = time.perf_counter()
-    validate(cfg)
+    validate(cfg)  # the sampler backend itself is checked by sampling_config, before anything is built or sampled
+    sampling = sampling_config(cfg)
     from accelerate import Accelerator
 
     # one process unless started with `accelerate launch`; then every process runs this function
@@ -86,7 +146,6 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         run_dir = Path(broadcast_object_list([str(run_dir)])[0])
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    sampling = SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True))
     objective = build_objective(cfg.objective)
     tracker = Tracker(
         run_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.wandb.mode if main else "disabled",
@@ -94,19 +153,22 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         entity=cfg.wandb.entity, group=cfg.wandb.group, tags=cfg.wandb.tags,
         name=f"{cfg.task.name}-{cfg.objective.name}-b{cfg.objective.beta}-n{cfg.objective.n}-s{cfg.seed}",
     )
+    train_logs = _TrainLogMeans(tracker)
     ok = False
     try:
         stage = time.perf_counter()
         with accelerator.main_process_first():  # the main process builds artifacts and caches; others then load
             task = build_task(cfg, device)
+            cache_meter = StageMeter("cache_build")
             caches = reference_caches(cfg, task, sampling, dict.fromkeys(("test", *objective.cache_splits)))
-        timings = {"setup_s": time.perf_counter() - stage}
+            timings = cache_meter.stop()
+        timings["setup_s"] = time.perf_counter() - stage
 
-        stage = time.perf_counter()
         ctx = RunContext(cfg=cfg, task=task, device=device, run_dir=run_dir, sampling=sampling, tracker=tracker,
                          caches=caches, accelerator=accelerator)
+        train_meter = StageMeter("train")
         policy = objective.fit(ctx)
-        timings["train_s"] = time.perf_counter() - stage
+        timings.update(train_meter.stop(), **train_logs.means())
 
         point = {**base_point(cfg), "status": "ok", "num_processes": accelerator.num_processes, **ctx.extras}
         if main:
@@ -123,7 +185,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
 
 def evaluate_point(cfg: DictConfig, objective, policy, task, test_cache) -> dict:
     """The evaluator's metrics; on a task with an oracle also KL(π_ref ‖ target), so convergence reads off one line."""
-    stage = time.perf_counter()
+    meter = StageMeter("eval")
     target = objective.target_log_probs(task.oracle) if task.oracle is not None else None
     metrics = evaluate(
         policy, task, test_cache, samples_per_prompt=cfg.eval.samples_per_prompt, seed=cfg.seed + 1,
@@ -132,8 +194,21 @@ def evaluate_point(cfg: DictConfig, objective, policy, task, test_cache) -> dict
     if target is not None:
         metrics["exact_kl_to_target_init"] = task.oracle.metrics(task.oracle.ref_log_probs, target)[
             "exact_kl_to_target"]
-    metrics["eval_s"] = time.perf_counter() - stage
+    metrics.update(meter.stop())  # eval_s, eval_gen_tok_s, eval_score_samples_s
     return metrics
+
+
+def _throughput_line(p: dict) -> str:
+    """Seconds per stage and the sampling / scoring / update throughput of each, where there was any."""
+    parts = []
+    for stage, label in (("cache_build", "cache"), ("train", "train"), ("eval", "eval")):
+        if f"{stage}_s" not in p:
+            continue
+        rates = [f"{p[key]:,.0f} {unit}" for key, unit in (
+            (f"{stage}_gen_tok_s", "gen tok/s"), (f"{stage}_score_samples_s", "scored/s"),
+            (f"{stage}_update_tok_s", "update tok/s")) if p.get(key) is not None]
+        parts.append(f"{label} {p[f'{stage}_s']:.1f} s" + (f" ({', '.join(rates)})" if rates else ""))
+    return "  stages: " + "   ".join(parts)
 
 
 def summary_line(p: dict, tracker: Tracker) -> str:
@@ -149,6 +224,7 @@ def summary_line(p: dict, tracker: Tracker) -> str:
             + (f"   KL to target {p['exact_kl_to_target']:.4g}" if "exact_kl_to_target" in p else "")
             + (f" (π_ref: {p['exact_kl_to_target_init']:.4g})" if "exact_kl_to_target_init" in p else "")
         )
+    lines.append(_throughput_line(p))
     lines.append(f"  results: {tracker.results_path}")
     if tracker.wandb_dir:
         lines.append(f"  wandb ({tracker.mode}): {tracker.wandb_dir}")
