@@ -25,6 +25,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tiny_artifacts import artifacts, write_imdb_dir  # noqa: F401  (artifacts: a fixture)
+from vbon_exp.reference import read_chunk_rewards
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -90,7 +91,7 @@ def chunk_state(cache_root: Path) -> dict[str, int]:
 
 
 def cache_rewards(cache_root: Path) -> dict[str, np.ndarray]:
-    return {p.name: np.load(p)["rewards"] for p in sorted(cache_root.glob("reference/*/chunk-*.npz"))}
+    return {p.name: read_chunk_rewards(p) for p in sorted(cache_root.glob("reference/*/chunk-*.npz"))}
 
 
 @pytest.fixture(scope="module")
@@ -307,10 +308,10 @@ def test_truncated_cache_chunk_is_named_and_rebuilt(tmp_path):
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     (chunk,) = tmp_path.glob("cache/reference/*/chunk-00000.npz")
-    original = np.load(chunk)["rewards"]
+    original = read_chunk_rewards(chunk)
     chunk.write_bytes(chunk.read_bytes()[:50])
     second = run_cli(*args)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out[-2000:]
     assert f"{chunk.name} fails its checksum" in out or f"{chunk} fails its checksum" in out
-    np.testing.assert_array_equal(np.load(chunk)["rewards"], original)
+    np.testing.assert_array_equal(read_chunk_rewards(chunk), original)
