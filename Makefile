@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: install run test test-all clean pareto-plot
+.PHONY: install run test test-all clean pareto-plot bench
 
 install: $(VENV)/.installed
 

@@ -345,7 +345,7 @@ def build_cache_child(directory: str, prompts: int, m: int, new_tokens: int) -> 
         "bytes_per_cached_reward": size / n_rewards, "cache_bytes": size, "cache_files": len(files),
         "cache_rewards": n_rewards, "cache_build_s": build_s,
         "peak_rss_mb": peak_rss_mb(),
-        "torch_threads": torch.get_num_threads(),
+        "cache_build_torch_threads": torch.get_num_threads(),
     }))
 
 
