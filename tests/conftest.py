@@ -53,15 +53,22 @@ def artifacts_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("synthetic-cache")
 
 
-def build_synthetic(cache_dir: Path, **kwargs):
+# The peaky reference the sampler and oracle tests were calibrated on (conf/task/synthetic.yaml's default is 0.1).
+PEAKY_INIT_STD = 0.5
+
+
+def build_synthetic(cache_dir: Path, temperature: float = 1.0, **kwargs):
+    """The synthetic task from SyntheticTaskConfig's defaults, with `kwargs` overriding its keys (init_std defaults
+    to the peaky 0.5 here)."""
     from vbon_exp.tasks import synthetic
 
-    return synthetic.build(device=torch.device("cpu"), cache_dir=str(cache_dir), **kwargs)
+    cfg = synthetic.SyntheticTaskConfig(**{"init_std": PEAKY_INIT_STD, **kwargs})
+    return synthetic.build(cfg, device=torch.device("cpu"), cache_dir=str(cache_dir), temperature=temperature)
 
 
 @pytest.fixture(scope="session")
 def synthetic_task(artifacts_dir):
-    """The synthetic task with `synthetic.build`'s default spec (init_std=0.5: a peaky π_ref), temperature 1."""
+    """The synthetic task with a peaky π_ref (init_std=0.5), temperature 1."""
     return build_synthetic(artifacts_dir)
 
 
@@ -94,3 +101,13 @@ def make_config(tmp_path):
         return compose_config(tmp_path / "out", overrides)
 
     return make
+
+
+def build_task_from_config(cfg, device: str = "cpu"):
+    """The task of a composed config, as a run builds it: validated, then vbon_exp.tasks.build_task."""
+    from vbon_exp.config import validate
+    from vbon_exp.tasks import build_task
+
+    nodes = validate(cfg)
+    return build_task(nodes.task, device=torch.device(device), cache_dir=nodes.paths.cache_dir,
+                      sampling=nodes.sampling, model=nodes.model, reward=nodes.reward)

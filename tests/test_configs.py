@@ -1,20 +1,28 @@
-"""Every task × objective × algo composes, validates and instantiates (with tiny stand-in models), so a broken
-config is caught by `make test`, not by a user. Also: every config key carries a comment."""
+"""vbon_exp/config.py: every task × objective × algo composes, validates and instantiates (with tiny stand-in
+models), so a broken config is caught by `make test`, not by a user; a typo in any node is refused naming the key;
+every config key carries a comment, in its dataclass or YAML file; the memory pre-flight names the key."""
 
+import ast
+import inspect
+import textwrap
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 import vbon_exp.config as config
+from conftest import build_task_from_config
 from test_tasks import FAST, task_overrides
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
+from vbon_exp.errors import ConfigError
 from vbon_exp.objectives import OBJECTIVES, build_objective
-from vbon_exp.tasks.base import build_task
-from vbon_exp.trainers import ALGOS, RLConfig
-from vbon_exp.trainers.sft import SFTConfig
+from vbon_exp.tasks import TASKS as TASK_REGISTRY
+from vbon_exp.trainers import ALGOS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
@@ -22,10 +30,15 @@ OBJECTIVE_NAMES = sorted(p.stem for p in (CONF / "objective").glob("*.yaml"))
 ALGO_NAMES = sorted(p.stem for p in (CONF / "algo").glob("*.yaml"))
 
 
+def _compose(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
 def test_the_groups_and_the_registries_agree():
     assert set(OBJECTIVE_NAMES) == set(OBJECTIVES)
     assert set(ALGO_NAMES) == set(ALGOS)
-    assert {"synthetic", "imdb", "tldr"} <= set(TASKS)
+    assert set(TASKS) == set(TASK_REGISTRY)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +48,9 @@ def built_tasks(tmp_path_factory, artifacts):  # noqa: F811
     for task in TASKS:
         tmp = tmp_path_factory.mktemp(task)
         overrides = task_overrides(task, artifacts) if task != "synthetic" else []
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=[f"paths.output_root={tmp}", *overrides, *FAST])
-        out[task] = (build_task(cfg, torch.device("cpu")), tmp, overrides)
+        fast = [o for o in FAST if task != "synthetic" or not o.startswith("sampling.max_new_tokens")]
+        cfg = _compose(f"paths.output_root={tmp}", *overrides, *fast)
+        out[task] = (build_task_from_config(cfg), tmp, overrides)
     return out
 
 
@@ -46,33 +59,120 @@ def built_tasks(tmp_path_factory, artifacts):  # noqa: F811
 @pytest.mark.parametrize("algo", ALGO_NAMES)
 def test_every_combination_composes_validates_and_instantiates(built_tasks, task, objective, algo):
     built, tmp, overrides = built_tasks[task]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"paths.output_root={tmp}", *overrides, f"objective={objective}",
-                                           f"algo={algo}"])
+    cfg = _compose(f"paths.output_root={tmp}", *overrides, f"objective={objective}", f"algo={algo}")
     OmegaConf.resolve(cfg)  # every interpolation resolves
-    config.validate(cfg)
-    obj = build_objective(cfg.objective)
-    assert obj.name == objective
-    if objective in ("vbon", "kl_rl"):
-        assert RLConfig.from_dict(OmegaConf.to_container(cfg.algo)).name == algo
-    if objective == "bon_sft":
-        SFTConfig.from_dict(OmegaConf.to_container(cfg.objective.sft))
+    nodes = config.validate(cfg)
+    obj = build_objective(nodes.objective)
+    assert obj.name == objective and type(nodes.objective) is OBJECTIVES[objective].config
+    assert nodes.algo.name == algo
     assert built.name == task and len(built.train_prompts) > 0 and len(built.test_prompts) > 0
 
 
-def _keys_without_comment(path: Path) -> list[str]:
-    """Top-level and nested keys of a YAML file whose line has no comment on the line(s) directly above it, or
-    beside it; keys inside a commented block (a run of keys under one comment, like n_layer/n_embd) pass."""
-    lines = path.read_text().splitlines()
+# --------------------------------------------------------------------------- typos in every node
+
+# node -> the options that give it a schema of its own (one composition per option)
+NODE_OPTIONS = {
+    "task": [[f"task={t}"] for t in TASKS],
+    "objective": [[f"objective={o}"] for o in OBJECTIVE_NAMES],
+    "algo": [[f"algo={a}"] for a in ALGO_NAMES],
+    "model": [["task=imdb", f"model={m}"] for m in sorted(p.stem for p in (CONF / "model").glob("*.yaml"))],
+    "reward": [["task=imdb", f"reward={r}"] for r in sorted(p.stem for p in (CONF / "reward").glob("*.yaml"))],
+    "sampling": [[f"sampler={s}"] for s in sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))],
+    **{node: [[]] for node in ("reference", "eval", "train", "wandb", "paths", "sft")},
+}
+TYPO_CASES = [(node, options) for node, cases in NODE_OPTIONS.items() for options in cases]
+
+
+@pytest.mark.parametrize("node,options", TYPO_CASES, ids=[f"{n}-{'-'.join(o) or 'default'}" for n, o in TYPO_CASES])
+def test_a_typo_in_any_node_is_refused_naming_the_key(tmp_path, node, options):
+    """With `+` Hydra adds the key (even to a typed node): validate refuses it. Without `+` Hydra refuses it."""
+    from hydra.errors import ConfigCompositionException
+
+    base = [f"paths.output_root={tmp_path}", *options]
+    config.validate(_compose(*base))  # the option itself is valid
+    with pytest.raises(ConfigError, match=rf"unknown key {node}\.not_a_key"):
+        config.validate(_compose(*base, f"+{node}.not_a_key=1"))
+    with pytest.raises(ConfigCompositionException, match=rf"{node}\.not_a_key"):
+        _compose(*base, f"{node}.not_a_key=1")
+
+
+def test_an_unknown_top_level_key_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not_a_node"):
+        config.validate(_compose(f"paths.output_root={tmp_path}", "+not_a_node=1"))
+
+
+# --------------------------------------------------------------------------- the memory pre-flight
+
+
+def test_memory_preflight_names_the_key_the_estimate_and_what_is_available(tmp_path):
+    nodes = config.validate(_compose(f"paths.output_root={tmp_path}"))
+    config.check_memory(nodes, available=8 * 2**30)  # the default run fits in 8 GiB
+    nodes.reference.m = 10**9
+    with pytest.raises(ConfigError, match=r"reference\.m=1000000000 needs at least [\d.]+ GiB .* only 8\.0 GiB"):
+        config.check_memory(nodes, available=8 * 2**30)
+    nodes.reference.m = 512
+    nodes.eval.samples_per_prompt = 10**9
+    with pytest.raises(ConfigError, match=r"eval\.samples_per_prompt=1000000000 needs"):
+        config.check_memory(nodes, available=8 * 2**30)
+
+
+# --------------------------------------------------------------------------- comments on every key
+
+
+def _schemas() -> list[type]:
+    """Every dataclass registered in the ConfigStore (and the dataclasses nested in them)."""
+    repo = ConfigStore.instance().repo["schema"]
+    found, todo = [], []
+    for group in repo.values():
+        for entry in group.values():
+            todo.append(OmegaConf.get_type(entry.node))
+    while todo:
+        cls = todo.pop()
+        if cls in found or not is_dataclass(cls):
+            continue
+        found.append(cls)
+        todo.extend(f.type for f in fields(cls) if isinstance(f.type, type) and is_dataclass(f.type))
+    return found
+
+
+def _fields_without_comment(cls) -> list[str]:
+    """Fields of a dataclass without a comment on the line above (or beside) their definition: in the class that
+    defines them (a subclass that re-declares a field documents it again)."""
     missing = []
+    for owner in cls.__mro__:
+        if not is_dataclass(owner) or owner is object:
+            continue
+        source = textwrap.dedent(inspect.getsource(owner))
+        lines = source.splitlines()
+        tree = ast.parse(source).body[0]
+        for stmt in tree.body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                line = lines[stmt.lineno - 1]
+                above = lines[stmt.lineno - 2].strip() if stmt.lineno >= 2 else ""
+                if not above.startswith("#") and "  # " not in line:
+                    missing.append(f"{owner.__module__}.{owner.__name__}.{stmt.target.id}")
+    return missing
+
+
+def test_every_schema_field_has_a_comment():
+    schemas = _schemas()
+    assert len(schemas) >= 15, schemas  # the nodes, each task, objective and reward kind
+    missing = sorted({m for cls in schemas for m in _fields_without_comment(cls)})
+    assert not missing, "fields without a comment:\n" + "\n".join(missing)
+
+
+def _keys_without_comment(path: Path) -> list[str]:
+    """Keys of a YAML file with no comment on the line(s) directly above or beside them; keys inside a commented
+    block (a run of keys under one comment) pass. Hydra's own settings and defaults lists are skipped."""
+    lines = path.read_text().splitlines()
+    missing, in_hydra = [], False
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+        if not line.startswith(" ") and stripped:
+            in_hydra = stripped.startswith(("hydra:", "defaults:"))
+        if in_hydra or not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
             continue
         key = stripped.split(":", 1)[0]
-        if key in ("defaults", "_target_", "hydra", "run", "sweep", "job", "help", "dir", "subdir", "chdir",
-                   "name", "app_name") and path.name == "config.yaml" or key == "_target_":
-            continue
         j = i - 1
         documented = "#" in line.split(":", 1)[1]
         while not documented and j >= 0:
@@ -87,11 +187,45 @@ def _keys_without_comment(path: Path) -> list[str]:
     return missing
 
 
-# Presets that only re-set keys documented where they are defined (a comment at the top says what they change).
-OVERRIDE_ONLY = ("task_algo", "task_objective", "experiment")
-
-
-def test_every_config_key_has_a_comment():
-    homes = [p for p in sorted(CONF.rglob("*.yaml")) if p.relative_to(CONF).parts[0] not in OVERRIDE_ONLY]
-    missing = [m for p in homes for m in _keys_without_comment(p)]
+def test_every_yaml_key_has_a_comment():
+    presets = [p for p in sorted(CONF.rglob("*.yaml")) if p.relative_to(CONF).parts[0] != "experiment"]
+    missing = [m for p in presets for m in _keys_without_comment(p)]
     assert not missing, "keys without a comment:\n" + "\n".join(missing)
+
+
+def test_yaml_options_hold_no_default_of_their_schema(tmp_path):
+    """One place per default: a group option sets only values that differ from its schema's defaults."""
+    checks = {"algo": (ALGO_NAMES, "schema/algo/base.yaml"),
+              "objective": (OBJECTIVE_NAMES, None), "task": (TASKS, None)}
+    cs = ConfigStore.instance()
+    repeated = []
+    for group, (options, schema_name) in checks.items():
+        for option in options:
+            own = OmegaConf.load(CONF / group / f"{option}.yaml")
+            name = schema_name or f"schema/{group}/{option}.yaml"
+            schema = cs.load(name).node
+            for key, value in own.items():
+                if key != "defaults" and key in schema and schema[key] == value:
+                    repeated.append(f"{group}/{option}.yaml: {key}")
+    assert not repeated, repeated
+
+
+def test_objective_declarations_drive_validation_and_results():
+    """What run.py, validation and the results line need comes from each objective's declarations."""
+    for name, cls in OBJECTIVES.items():
+        assert cls.name == name and cls.label not in ("", "?")
+        assert cls.trains_with in (None, "algo", "sft")
+        assert is_dataclass(cls.config) and cls.config().name == name
+    from vbon_exp.run import base_point
+
+    point = base_point(_compose("objective=bon"))
+    assert point["algo"] is None and point["objective_label"] == OBJECTIVES["bon"].label
+    assert base_point(_compose("objective=vbon", "algo=rloo"))["algo"] == "rloo"
+
+
+def test_validate_returns_every_node_as_its_dataclass(tmp_path):
+    nodes = config.validate(_compose(f"paths.output_root={tmp_path}", "task=imdb"))
+    assert isinstance(nodes, SimpleNamespace)
+    assert type(nodes.task) is TASK_REGISTRY["imdb"].config and nodes.model is not None and nodes.reward is not None
+    assert nodes.paths.cache_dir == f"{tmp_path}/cache"  # interpolations resolved
+    assert torch.device(nodes.run.device if nodes.run.device != "auto" else "cpu")

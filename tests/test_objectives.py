@@ -1,7 +1,7 @@
 """Each trainer converges, on the exactly solvable synthetic task, to the distribution its objective defines.
 
-Runs go through `vbon_exp.run.run` with the composed config (the synthetic task's own tuning in
-conf/task_algo/ and conf/task_objective/), fixed seeds, wandb disabled. The bars are the issue's: exact
+Runs go through `vbon_exp.run.run` with the composed config (the synthetic task's own training scale in
+conf/scale/synthetic.yaml), fixed seeds, wandb disabled. The bars are the issue's: exact
 KL(π_θ ‖ target) after training ≤ 25% of its value at π_ref. Measured at seed 0 (see the closing note of the
 training-objectives issue): vbon-l1/ppo 8%, vbon-exact/ppo 7%, kl_rl/ppo 1.5%, vbon-l1/rloo 9%, kl_rl/rloo 2%;
 the margin to 25% is wide, and the runs are deterministic (seeded generators), so the tests are not flaky."""

@@ -459,6 +459,7 @@ def _vllm_installed() -> bool:
 
 @pytest.mark.skipif(_vllm_installed(), reason="vllm is installed: the missing-package error cannot be shown")
 def test_vllm_backend_without_vllm_fails_before_sampling(tiny_lm):
+    import vbon_exp.vllm_backend  # noqa: F401  (registers sampler=vllm, as vbon_exp.config does)
     from vbon_exp.sampling import SamplerBackendError, check_backend
 
     with pytest.raises(SamplerBackendError, match=r"sampler=vllm needs the `vllm` package.*pip install vllm"):
@@ -486,6 +487,6 @@ def test_selecting_sampler_vllm_stops_the_run_before_anything_is_sampled(make_co
     monkeypatch.setattr(vbon_exp.run, "build_task", refuse)
     in_defaults = "- sampler:" in (CONF_DIR / "config.yaml").read_text()
     cfg = make_config("sampler=vllm" if in_defaults else "+sampler=vllm", "wandb.mode=disabled", "device=cpu")
-    assert cfg.sampler.name == "vllm"
+    assert cfg.sampling.backend == "vllm"
     with pytest.raises(ConfigError, match=r"sampler=vllm.*`vllm` package.*pip install vllm"):
         vbon_exp.run.run(cfg)

@@ -229,7 +229,7 @@ def test_exact_values_are_never_silently_wrong_under_top_k_or_top_p(make_config,
 
     (Chi-square as elsewhere: fixed seed, p > 1e-3 fails a correct sampler/oracle pair for 1 in 1000 seeds.)"""
     from vbon_exp.config import ConfigError, validate
-    from vbon_exp.tasks import build_task
+    from conftest import build_task_from_config as build_task
 
     cfg = make_config(override, "device=cpu")
     try:
@@ -237,7 +237,7 @@ def test_exact_values_are_never_silently_wrong_under_top_k_or_top_p(make_config,
     except ConfigError as err:
         assert override.split("=")[0] in str(err)
         return
-    task = build_task(cfg, torch.device("cpu"))
+    task = build_task(cfg)
     sampling = SamplingConfig(**{k: cfg.sampling[k] for k in ("temperature", "top_k", "top_p", "max_new_tokens")})
     samples = ModelPolicy(task.reference, task, sampling).sample(task.test_prompts, 2000, torch.Generator().manual_seed(0))
     res = binned_chisquare(_counts_by_prompt(task, samples), task.oracle.ref_log_probs.exp(), task.oracle.rewards)

@@ -42,7 +42,7 @@ def compose_cfg(tmp_path, overrides):
 @pytest.mark.parametrize("objective", ["bon", "vbon", "kl_rl", "bon_sft"])
 def test_task_runs_end_to_end(tmp_path, artifacts, task, objective):
     extra = ["objective.n=2"] if objective in ("bon", "bon_sft") else ["objective.beta=0.5"]
-    extra += ["objective.sft.batch_size=4"] if objective == "bon_sft" else []
+    extra += ["sft.batch_size=4"] if objective == "bon_sft" else []
     cfg = compose_cfg(tmp_path, [*task_overrides(task, artifacts), f"objective={objective}", *extra, *FAST])
     point = run(cfg, run_dir=tmp_path / "run")
     assert point["status"] == "ok" and point["task"] == task
@@ -54,10 +54,10 @@ def test_task_runs_end_to_end(tmp_path, artifacts, task, objective):
 
 
 def test_imdb_prompts_are_review_prefixes(tmp_path, artifacts):
-    from vbon_exp.tasks.base import build_task
+    from conftest import build_task_from_config as build_task
 
     cfg = compose_cfg(tmp_path, [*task_overrides("imdb", artifacts), *FAST])
-    task = build_task(cfg, torch.device("cpu"))
+    task = build_task(cfg)
     assert len(task.train_prompts) == 8 and len(task.test_prompts) == 4
     assert all(2 <= len(p) <= 8 for p in task.train_prompts + task.test_prompts)
     texts = [task.tokenizer.decode(p) for p in task.train_prompts]
@@ -68,10 +68,10 @@ def test_imdb_prompts_are_review_prefixes(tmp_path, artifacts):
 
 def test_tldr_eos_penalty_and_prompt_format(tmp_path, artifacts):
     from vbon_exp.modeling import Samples
-    from vbon_exp.tasks.base import build_task
+    from conftest import build_task_from_config as build_task
 
     cfg = compose_cfg(tmp_path, [*task_overrides("tldr", artifacts), *FAST])
-    task = build_task(cfg, torch.device("cpu"))
+    task = build_task(cfg)
     assert all(task.tokenizer.decode(p).endswith("TL;DR:") for p in task.test_prompts)
     prompt = torch.tensor([task.test_prompts[0]])
     eos = task.tokenizer.eos_token_id
@@ -118,21 +118,21 @@ def test_malformed_data_names_file_and_line(tmp_path, artifacts, content, messag
 
 @pytest.mark.skipif(not SHARED_IMDB.exists(), reason=f"shared IMDB data not found at {SHARED_IMDB}")
 def test_real_imdb_reviews_make_prompts(tmp_path, artifacts):
-    from vbon_exp.tasks.base import build_task
+    from conftest import build_task_from_config as build_task
 
     cfg = compose_cfg(tmp_path, [*task_overrides("imdb", artifacts), f"task.data_dir={SHARED_IMDB}",
                                  "task.num_train_prompts=200", "task.num_test_prompts=50", *FAST])
-    task = build_task(cfg, torch.device("cpu"))
+    task = build_task(cfg)
     assert len(task.train_prompts) == 200 and len(set(map(tuple, task.train_prompts))) > 150
 
 
 @pytest.mark.skipif(not SHARED_TLDR.exists(), reason=f"shared TL;DR data not found at {SHARED_TLDR}")
 def test_real_tldr_file_splits_into_disjoint_prompts(tmp_path, artifacts):
-    from vbon_exp.tasks.base import build_task
+    from conftest import build_task_from_config as build_task
 
     cfg = compose_cfg(tmp_path, [*task_overrides("tldr", artifacts), f"task.data_dir={SHARED_TLDR}",
                                  "task.num_train_prompts=null", "task.num_test_prompts=100", *FAST])
-    task = build_task(cfg, torch.device("cpu"))
+    task = build_task(cfg)
     assert len(task.test_prompts) == 100 and len(task.train_prompts) == 400
     assert not set(map(tuple, task.test_prompts)) & set(map(tuple, task.train_prompts))
 

@@ -11,23 +11,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from vbon_exp import config as _config  # noqa: F401  (registers the n_from_beta / beta_from_n resolvers)
-from vbon_exp.config import ConfigError
-from vbon_exp.modeling import ModelLoadError
-from vbon_exp.rewards import RewardError
-from vbon_exp.tasks.data import DataError
+from vbon_exp import config as _config  # noqa: F401  (registers the schemas and the n_from_beta / beta_from_n resolvers)
+from vbon_exp.errors import USER_ERRORS
+from vbon_exp.launch import run_hydra
+from vbon_exp.tracking import ID_COLUMNS
 
 log = logging.getLogger("vbon_exp")
-
-# Errors a user can fix from the message alone: shown without a traceback.
-USER_ERRORS = (ConfigError, ModelLoadError, RewardError, DataError, FileNotFoundError)
-
-# The identifying columns of a results line, read one by one when a member fails (any of them may be the bad one).
-_ID_KEYS = {
-    "task": "task.name", "objective": "objective.name", "algo": "algo.name", "bound": "objective.bound",
-    "beta": "objective.beta", "n": "objective.n", "temperature": "sampling.temperature", "m": "reference.m",
-    "seed": "seed",
-}
 
 
 def _is_multirun() -> bool:
@@ -45,7 +34,7 @@ def _failed_point(cfg: DictConfig, err: Exception, t_start: float) -> dict:
         point = base_point(cfg)
     except Exception:  # the bad value is one of the identifying columns: read each alone, None where it fails
         point = {}
-        for column, key in _ID_KEYS.items():
+        for column, key in ID_COLUMNS.items():
             try:
                 point[column] = OmegaConf.select(cfg, key)
             except Exception:
@@ -73,7 +62,9 @@ def _record_failure(cfg: DictConfig, err: Exception, t_start: float) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from vbon_exp.run import run  # heavy imports after Hydra has parsed the command line (fast --help)
+    from vbon_exp.run import (
+        run,  # heavy imports after Hydra has parsed the command line (fast --help)
+    )
 
     t_start = time.perf_counter()
     try:
@@ -89,5 +80,10 @@ def main(cfg: DictConfig) -> float | None:
     return point.get("reward")  # the metric a sweeper optimises; None on non-main processes
 
 
+def cli() -> None:
+    """`python -m vbon_exp`: Hydra's main; a command line that does not fit the config exits with status 2."""
+    run_hydra(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -8,6 +8,8 @@ N the number of BoN samples and β = 1/(N−1) the KL coefficient under which RL
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -158,7 +160,52 @@ def vbon_reward_exact(log_f_hat: torch.Tensor, logp_ref: torch.Tensor, n: int, s
     return coef * log_bon_ratio_exact(log_f_hat, logp_ref, n)
 
 
-VBON_BOUNDS = ("l1", "exact")
+# --------------------------------------------------------------------------- reward transforms
+# The sequence reward an RL objective maximises with KL coefficient β, as a function of what a scored rollout
+# gives: the raw reward r(y), log F̂_x(r(y)) from the reference cache, log π_ref(y|x), and N. Objectives pick one by
+# name (vbon: `log_cdf` for bound=l1, `exact` for bound=exact; kl_rl: `identity`).
+
+
+@dataclass(frozen=True)
+class TransformInputs:
+    rewards: torch.Tensor  # [B] r(y)
+    log_f_hat: torch.Tensor | None = None  # [B] log F̂_x(r(y)) (None when no reference cache is read)
+    logp_ref: torch.Tensor | None = None  # [B] log π_ref(y|x), float64
+    n: float | None = None  # the BoN N of the objective
+    exact_scale: str = "beta"  # the exact bound's scale (vbon_reward_exact)
+
+
+REWARD_TRANSFORMS: dict[str, Callable[[TransformInputs], torch.Tensor]] = {}
+# transforms that read the reference cache's F̂ (the objective then needs the train cache)
+TRANSFORMS_NEEDING_CDF: set[str] = set()
+
+
+def register_transform(name: str, needs_cdf: bool = False):
+    def add(fn):
+        REWARD_TRANSFORMS[name] = fn
+        if needs_cdf:
+            TRANSFORMS_NEEDING_CDF.add(name)
+        return fn
+
+    return add
+
+
+@register_transform("identity")
+def transform_identity(x: TransformInputs) -> torch.Tensor:
+    """r(y): standard KL-regularised RL, optimum π* ∝ π_ref·exp(r/β) (§2)."""
+    return x.rewards.double()
+
+
+@register_transform("log_cdf", needs_cdf=True)
+def transform_log_cdf(x: TransformInputs) -> torch.Tensor:
+    """log F̂_x(r(y)): vBoN's `l1` bound (§3); with β = 1/(N−1) the optimum is π_BoN."""
+    return vbon_reward_l1(x.log_f_hat)
+
+
+@register_transform("exact", needs_cdf=True)
+def transform_exact(x: TransformInputs) -> torch.Tensor:
+    """β·log Σ_i C(N,i) F̂^(N−i) π_ref^(i−1): vBoN's exact bound (§3), N rounded as `vbon_reward_exact` needs."""
+    return vbon_reward_exact(x.log_f_hat, x.logp_ref.cpu(), int(x.n), x.exact_scale)
 
 
 def log_bon_ratio_estimate(log_f_hat: torch.Tensor, n: float) -> torch.Tensor:

@@ -1,30 +1,120 @@
-"""Config resolvers and start-up validation: bad input fails here, naming the key, before any model loads."""
+"""The config schema and start-up validation: bad input fails here, naming the key, before any model loads.
+
+Every config node has one dataclass beside the component that reads it (its fields, types, defaults and a comment
+per key, and a `check` for values). They are registered with Hydra's ConfigStore under `schema/...` and named in the
+YAML defaults lists (`- /schema/algo@_here_`), so Hydra composes typed nodes: a typo (`algo.lrr=1`) or a wrong type
+(`algo.lr=fast`) stops at composition. `validate` then merges every composed node into its schema again, which
+also rejects keys added with `+` (Hydra lets `+` add keys even to typed nodes), and runs every value check, the
+cross-key rules, and a pre-flight estimate of the memory the run will hold. YAML files hold no default of their
+own: only the values that make an option what it is (`conf/algo/rloo.yaml`: name, rloo_k, ...).
+
+| node        | schema                                   | module                  |
+|-------------|------------------------------------------|-------------------------|
+| task        | TASKS[task.name].config                  | vbon_exp/tasks/*.py     |
+| objective   | OBJECTIVES[objective.name].config        | vbon_exp/objectives/*.py|
+| algo        | RLConfig                                 | vbon_exp/trainers/rl.py |
+| sft         | SFTConfig                                | vbon_exp/trainers/sft.py |
+| model       | ModelConfig (language-model tasks)       | vbon_exp/modeling.py    |
+| reward      | REWARDS[reward.type].config (LM tasks)   | vbon_exp/rewards.py     |
+| sampling    | SamplingConfig (the sampler group too)   | vbon_exp/sampling.py    |
+| reference   | ReferenceConfig                          | vbon_exp/reference.py   |
+| eval        | EvalConfig                               | vbon_exp/evaluate.py    |
+| train       | TrainConfig                              | vbon_exp/trainers/loop.py |
+| wandb       | WandbConfig                              | vbon_exp/tracking.py    |
+| paths, seed, device | PathsConfig, RunConfig           | here                    |
+"""
 
 from __future__ import annotations
 
-import math
+import os
+from dataclasses import dataclass, fields
+from types import SimpleNamespace
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from vbon_exp import (
+    bon,
+    vllm_backend,  # noqa: F401  (registers sampler=vllm)
+)
+from vbon_exp.errors import ConfigError, check_number
+from vbon_exp.evaluate import EvalConfig
+from vbon_exp.modeling import ModelConfig
+from vbon_exp.objectives import OBJECTIVES
+from vbon_exp.reference import ReferenceConfig, cache_memory_bytes
+from vbon_exp.rewards import REWARDS
+from vbon_exp.sampling import SamplingConfig
+from vbon_exp.tasks import TASKS
+from vbon_exp.tracking import WandbConfig
+from vbon_exp.trainers.loop import TrainConfig
+from vbon_exp.trainers.rl import RLConfig
+from vbon_exp.trainers.sft import SFTConfig
+
+# --------------------------------------------------------------------------- the top-level nodes
 
 
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key and what is allowed."""
+@dataclass
+class PathsConfig:
+    """conf `paths:`: where things are written. Relative paths are relative to the directory you run from."""
+
+    # Root of all run output (Hydra run dirs, sweeps, caches). Ignored by git.
+    output_root: str = "outputs"
+    # Reference caches and built artifacts (the synthetic task's model).
+    cache_dir: str = "${paths.output_root}/cache"
 
 
-def _n_from_beta(beta):
+@dataclass
+class RunConfig:
+    """The top-level scalars of conf/config.yaml."""
+
+    # Random seed (integer): sampling, training and evaluation draws all derive from it.
+    seed: int = 0
+    # Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...
+    device: str = "auto"
+
+    def check(self, prefix: str = "") -> None:
+        check_number("seed", self.seed, integer=True)
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be auto, cpu or cuda[:i], got {self.device!r}")
+
+
+# node -> schema of the nodes with one schema
+FIXED_NODES = {
+    "sampling": SamplingConfig, "reference": ReferenceConfig, "eval": EvalConfig, "train": TrainConfig,
+    "wandb": WandbConfig, "paths": PathsConfig, "algo": RLConfig, "sft": SFTConfig,
+}
+TOP_LEVEL = {"task", "objective", "algo", "sft", "seed", "device", "sampling", "reference", "eval", "train", "wandb",
+             "paths", "model", "reward", "hydra"}  # hydra: present when composed with return_hydra_config
+
+
+def register_schemas() -> None:
+    """Every schema in Hydra's ConfigStore, named by the YAML defaults lists (`/schema/<node>[/<kind>]`)."""
+    cs = ConfigStore.instance()
+    for node, schema in FIXED_NODES.items():
+        cs.store(group=f"schema/{node}", name="base", node=schema)
+    cs.store(group="schema/model", name="base", node=ModelConfig)
+    for name, kind in TASKS.items():
+        cs.store(group="schema/task", name=name, node=kind.config)
+    for name, objective in OBJECTIVES.items():
+        cs.store(group="schema/objective", name=name, node=objective.config)
+    for name, kind in REWARDS.items():
+        cs.store(group="schema/reward", name=name, node=kind.config)
+
+
+# --------------------------------------------------------------------------- N <-> β resolvers
+
+
+def _or_none(fn, value):
     try:
-        beta = float(beta)
+        return fn(float(value))
     except (TypeError, ValueError):
         return None
-    return 1.0 / beta + 1.0 if beta > 0 else None
-
-
-def _beta_from_n(n):
-    try:
-        n = float(n)
-    except (TypeError, ValueError):
-        return None
-    return 1.0 / (n - 1.0) if n > 1 else None
 
 
 def _whole_if_close(n):
@@ -40,229 +130,148 @@ def _n_from_beta_if_set(default, *, _parent_):
     two the user sets, the other follows, with no cycle (this looks at `beta` only when it is not derived)."""
     if "beta" not in _parent_ or OmegaConf.is_interpolation(_parent_, "beta"):
         return default
-    return _whole_if_close(_n_from_beta(_parent_.beta))
+    return _whole_if_close(_or_none(bon.n_from_beta, _parent_.beta))
 
 
 def register_resolvers() -> None:
-    """`${n_from_beta:${.beta}}` and `${beta_from_n:${.n}}` tie N and β together (N = 1/β + 1) in objective
-    configs: each objective sets one and derives the other; `${n_from_beta_if_set:4}` lets bon and bon_sft take
-    either (N by default, β in sweeps)."""
-    for name, fn in (("n_from_beta", _n_from_beta), ("beta_from_n", _beta_from_n),
-                     ("n_from_beta_if_set", _n_from_beta_if_set)):
+    """`${n_from_beta:${.beta}}` and `${beta_from_n:${.n}}` tie N and β together (N = 1/β + 1, vbon_exp.bon) in
+    objective configs: each objective sets one and derives the other; `${n_from_beta_if_set:4}` lets bon and bon_sft
+    take either (N by default, β in sweeps). An invalid value gives null, which the objective's check names."""
+    resolvers = (("n_from_beta", lambda beta: _or_none(bon.n_from_beta, beta)),
+                 ("beta_from_n", lambda n: _or_none(bon.beta_from_n, n)),
+                 ("n_from_beta_if_set", _n_from_beta_if_set))
+    for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 
 
 register_resolvers()
+register_schemas()
 
 
-def _get(cfg: DictConfig, key: str):
+# --------------------------------------------------------------------------- validation
+
+
+def _field_names(schema) -> str:
+    return ", ".join(f.name for f in fields(schema))
+
+
+def typed_node(cfg: DictConfig, key: str, schema):
+    """The node at `key` merged into `schema` and returned as the dataclass; ConfigError names the bad key."""
     try:
-        return OmegaConf.select(cfg, key, throw_on_missing=True)
-    except Exception as err:  # MissingMandatoryValue, InterpolationResolutionError, ...
-        raise ConfigError(f"{key}: {err}") from None
-
-
-def _number(cfg, key, *, integer=False, minimum=None, exclusive_min=None, maximum=None, allow_none=False):
-    value = _get(cfg, key)
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{key} must be finite, got {value!r}")
-    if integer and int(value) != value:
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{key} must be ≥ {minimum}, got {value!r}")
-    if exclusive_min is not None and value <= exclusive_min:
-        raise ConfigError(f"{key} must be > {exclusive_min}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{key} must be ≤ {maximum}, got {value!r}")
-    return value
-
-
-def validate(cfg: DictConfig) -> None:
-    """Check every value a run depends on; raise ConfigError naming the first bad key."""
-    _number(cfg, "seed", integer=True)
-    _number(cfg, "sampling.temperature", exclusive_min=0)
-    _number(cfg, "sampling.top_k", integer=True, minimum=0)
-    _number(cfg, "sampling.top_p", exclusive_min=0, maximum=1)
-    _number(cfg, "sampling.max_new_tokens", integer=True, minimum=1)
-    _number(cfg, "sampling.batch_size", integer=True, minimum=1)
-    _number(cfg, "reference.m", integer=True, minimum=2)
-    _number(cfg, "reference.chunk_prompts", integer=True, minimum=1)
-    _number(cfg, "reference.keep_texts", integer=True, minimum=0)
-    _number(cfg, "eval.samples_per_prompt", integer=True, minimum=1)
-    _number(cfg, "eval.batch_size", integer=True, minimum=1)
-    _validate_schema(cfg)
-    _validate_objective(cfg)
-    _validate_training(cfg)
-    mode = _get(cfg, "wandb.mode")
-    if mode not in (None, "online", "offline", "disabled"):
-        raise ConfigError(f"wandb.mode must be online, offline, disabled or null (auto), got {mode!r}")
-    if _get(cfg, "task.name") == "synthetic":
-        # the oracle enumerates the temperature-scaled model; a top-k/top-p sampler draws from another distribution
-        for key, neutral in (("sampling.top_k", 0), ("sampling.top_p", 1.0)):
-            if _get(cfg, key) != neutral:
-                raise ConfigError(f"{key}={_get(cfg, key)} is not supported on the synthetic task (its exact values "
-                                  f"describe the unfiltered sampler); use {key}={neutral}")
-        length = _get(cfg, "task.response_length")
-        if _get(cfg, "sampling.max_new_tokens") != length:
-            raise ConfigError(
-                f"sampling.max_new_tokens must equal task.response_length={length} on the synthetic task "
-                "(responses have a fixed length and no EOS)"
-            )
-
-
-def _validate_objective(cfg: DictConfig) -> None:
-    from vbon_exp.objectives import OBJECTIVES
-
-    name = _get(cfg, "objective.name")
-    if name not in OBJECTIVES:
-        raise ConfigError(f"objective.name must be one of {sorted(OBJECTIVES)}, got {name!r}")
-    beta = _number(cfg, "objective.beta", exclusive_min=0, allow_none=True)
-    n = _number(cfg, "objective.n", minimum=1, allow_none=True)
-    if name in ("bon", "bon_sft"):
-        if n is None:
-            raise ConfigError(f"objective.n must be set for objective={name} (an integer ≥ 1)")
-        if int(n) != n:
-            hint = ""
-            if not OmegaConf.is_interpolation(cfg.objective, "beta"):
-                hint = (f" (N = 1/β + 1 from objective.beta={beta!r}; choose β = 1/(N − 1) for a whole N, "
-                        "e.g. 1/3, 1/7, 1/15)")
-            raise ConfigError(f"objective.n must be an integer for objective={name}, got {n!r}{hint}")
-    elif beta is None:
-        raise ConfigError(f"objective.beta must be set (> 0) for objective={name}")
-    if name == "vbon":
-        _choice(cfg, "objective.bound", ("l1", "exact"))
-        _choice(cfg, "objective.exact_scale", ("beta", "seed"))
-    if name == "bon_sft":
-        _number(cfg, "objective.samples_per_prompt", integer=True, minimum=1)
-    if n is not None and beta is not None and not math.isclose(n, 1.0 / beta + 1.0, rel_tol=1e-6):
-        primary = "objective.n or objective.beta" if name in ("bon", "bon_sft") else "objective.beta"
-        raise ConfigError(
-            f"objective.n={n} and objective.beta={beta} disagree (N = 1/β + 1); for objective={name} set "
-            f"{primary} only, the other follows it"
-        )
-
-
-def _choice(cfg: DictConfig, key: str, allowed: tuple):
-    value = _get(cfg, key)
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
-def _validate_training(cfg: DictConfig) -> None:
-    from vbon_exp.trainers import ALGOS
-
-    resume = _get(cfg, "train.resume")
-    if resume not in ("auto", True, False):
-        raise ConfigError(f"train.resume must be auto, true or false, got {resume!r}")
-    _number(cfg, "train.checkpoint_every", integer=True, minimum=0)
-    _number(cfg, "train.log_every", integer=True, minimum=1)
-    _number(cfg, "train.max_updates", integer=True, minimum=0, allow_none=True)
-    name = _get(cfg, "objective.name")
-    if name == "bon_sft":
-        prefix = "objective.sft"
-        _number(cfg, f"{prefix}.epochs", integer=True, minimum=1)
-        _number(cfg, f"{prefix}.batch_size", integer=True, minimum=1)
-    elif name in ("vbon", "kl_rl"):
-        prefix = "algo"
-        _choice(cfg, "algo.name", tuple(ALGOS))
-        for key in ("batch_size", "minibatch_size", "ppo_epochs", "total_episodes"):
-            _number(cfg, f"algo.{key}", integer=True, minimum=1)
-        _number(cfg, "algo.clip", exclusive_min=0)
-        _number(cfg, "algo.vf_clip", exclusive_min=0)
-        _number(cfg, "algo.vf_coef", minimum=0)
-        _number(cfg, "algo.gamma", minimum=0, maximum=1)
-        _number(cfg, "algo.lam", minimum=0, maximum=1)
-        if _get(cfg, "algo.name") == "rloo":
-            k = _number(cfg, "algo.rloo_k", integer=True, minimum=2)
-            if _get(cfg, "algo.batch_size") % k:
-                raise ConfigError(f"algo.batch_size={_get(cfg, 'algo.batch_size')} must be divisible by "
-                                  f"algo.rloo_k={k}")
-    else:
-        return
-    _number(cfg, f"{prefix}.lr", exclusive_min=0)
-    _choice(cfg, f"{prefix}.schedule", ("linear", "constant"))
-    _number(cfg, f"{prefix}.trainable_layers", integer=True, minimum=1, allow_none=True)
-
-
-# --------------------------------------------------------------------------- schemas: unknown keys and types
-# The nodes a run reads, each checked against the dataclass (or key set) that consumes it, so a typo such as
-# `+algo.lrr=1` or `algo.lr=fast` fails here, before any model loads, naming the key and what is allowed.
-
-TOP_LEVEL = {"task", "objective", "algo", "seed", "device", "sampling", "reference", "eval", "train", "wandb",
-             "paths", "model", "reward", "sampler", "hydra"}  # hydra: present when composed with return_hydra_config
-PLAIN_NODES = {
-    "reference": {"m", "chunk_prompts", "keep_texts", "cache_dir"},
-    "eval": {"samples_per_prompt", "batch_size", "score_batch_size"},
-    "wandb": {"mode", "project", "entity", "group", "tags"},
-    "paths": {"output_root", "cache_dir"},
-}
-
-
-def _dataclass_nodes():
-    from vbon_exp.sampling import SamplingConfig
-    from vbon_exp.trainers.rl import RLConfig, TrainConfig
-    from vbon_exp.trainers.sft import SFTConfig
-
-    return {"sampling": SamplingConfig, "algo": RLConfig, "train": TrainConfig, "objective.sft": SFTConfig}
-
-
-def _type_ok(value, annotation) -> bool:
-    import types
-    import typing
-
-    if annotation is typing.Any:
-        return True
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    return True
-
-
-def _type_name(annotation) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("NoneType", "null")
-
-
-def _check_node(cfg: DictConfig, key: str, allowed: set, hints: dict | None = None) -> None:
-    node = OmegaConf.select(cfg, key)
+        node = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{key}: {_first_line(err)}") from None
     if node is None:
-        return
+        raise ConfigError(f"{key} is missing (a mapping of {_field_names(schema)})")
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{key} must be a mapping of settings, got {node!r}")
-    unknown = sorted(set(node.keys()) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(f'{key}.{u}' for u in unknown)}; {key} takes "
-                          f"{', '.join(sorted(allowed))}")
-    for name, annotation in (hints or {}).items():
-        if name in node:
-            value = _get(cfg, f"{key}.{name}")
-            if not _type_ok(value, annotation):
-                raise ConfigError(f"{key}.{name} must be of type {_type_name(annotation)}, got {value!r}")
+    try:
+        values = OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{key}.{_full_key(err)}: {_first_line(err)}") from None
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), values)
+        return OmegaConf.to_object(merged)
+    except ConfigKeyError as err:
+        raise ConfigError(f"unknown key {key}.{_full_key(err)}; {key} takes {_field_names(schema)}") from None
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"{key}.{_full_key(err)} must be set") from None
+    except ValidationError as err:
+        raise ConfigError(f"{key}.{_full_key(err)}: {_first_line(err)}") from None
 
 
-def _validate_schema(cfg: DictConfig) -> None:
-    import dataclasses
-    import typing
+def _full_key(err: OmegaConfBaseException) -> str:
+    return str(getattr(err, "full_key", "") or "?")
 
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _choose(cfg: DictConfig, key: str, registry: dict, what: str):
+    name = OmegaConf.select(cfg, key)
+    if name not in registry:
+        raise ConfigError(f"{key} must be one of {sorted(registry)}, got {name!r} ({what})")
+    return registry[name]
+
+
+def validate(cfg: DictConfig) -> SimpleNamespace:
+    """Check every value a run depends on; raise ConfigError naming the first bad key. Returns the typed nodes
+    (dataclasses) by name: task, objective, algo, sampling, reference, eval, train, wandb, paths, run, model, reward
+    (model and reward None on tasks that do not read them)."""
     unknown = sorted(set(cfg.keys()) - TOP_LEVEL)
     if unknown:
-        raise ConfigError(f"unknown top-level key(s) {unknown}; known: {sorted(TOP_LEVEL)}")
-    for key, allowed in PLAIN_NODES.items():
-        _check_node(cfg, key, allowed)
-    for key, cls in _dataclass_nodes().items():
-        hints = typing.get_type_hints(cls)
-        _check_node(cfg, key, {f.name for f in dataclasses.fields(cls)}, hints)
+        raise ConfigError(f"unknown top-level key(s) {unknown}; known: {sorted(TOP_LEVEL - {'hydra'})}")
+    try:
+        run = RunConfig(seed=cfg.seed, device=cfg.device)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_first_line(err)) from None
+    run.check()
+    out = SimpleNamespace(run=run, model=None, reward=None)
+    for key, schema in FIXED_NODES.items():
+        setattr(out, key, typed_node(cfg, key, schema))
+    task_kind = _choose(cfg, "task.name", TASKS, "conf/task/<name>.yaml")
+    objective_cls = _choose(cfg, "objective.name", OBJECTIVES, "conf/objective/<name>.yaml")
+    out.task = typed_node(cfg, "task", task_kind.config)
+    out.objective = typed_node(cfg, "objective", objective_cls.config)
+    if task_kind.uses_model_groups:
+        out.model = typed_node(cfg, "model", ModelConfig)
+        reward_kind = _choose(cfg, "reward.type", REWARDS, "conf/reward/<name>.yaml")
+        out.reward = typed_node(cfg, "reward", reward_kind.config)
+    for key in ("sampling", "reference", "eval", "train", "wandb", "task", "objective", "model", "reward"):
+        node = getattr(out, key)
+        if node is not None:
+            node.check(key)
+    if objective_cls.trains_with is not None:  # the trainer node the objective reads (algo | sft)
+        getattr(out, objective_cls.trains_with).check(objective_cls.trains_with)
+    if hasattr(out.task, "check_run"):
+        out.task.check_run(cfg)
+    check_memory(out)
+    return out
+
+
+# --------------------------------------------------------------------------- memory pre-flight
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (no check)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(nodes: SimpleNamespace, available: int | None = None) -> None:
+    """Stop before anything is built when the reference caches or the evaluation samples cannot fit in memory:
+    the error names the key that sets the size, the estimate and what is available. A lower bound of what the run
+    holds (vocabulary-sized logits are counted where the task knows its vocabulary before loading a model)."""
+    available = available_memory_bytes() if available is None else available
+    if available is None or os.environ.get("VBON_EXP_SKIP_MEMORY_CHECK") == "1":
+        return
+    sizes = nodes.task.sizes()
+    sequence = sizes["prompt_tokens"] + nodes.sampling.max_new_tokens
+    splits = {"test": sizes["num_test_prompts"]}
+    shared = sizes.get("splits_share_prompts", False)  # one cache serves both splits
+    if "train" in OBJECTIVES[nodes.objective.name](nodes.objective).cache_splits and not shared:
+        splits["train"] = sizes["num_train_prompts"]
+    ref = nodes.reference
+    cache = sum(cache_memory_bytes(p, ref.m, ref.chunk_prompts, sequence) for p in splits.values())
+    _fits("reference.m", ref.m, cache, available,
+          f"reference caches of {sum(splits.values())} prompts × M={ref.m}")
+    evaluation = nodes.eval.memory_bytes(sizes["num_test_prompts"], sequence, nodes.sampling.max_new_tokens,
+                                         sizes["vocab_size"] or 0)
+    _fits("eval.samples_per_prompt", nodes.eval.samples_per_prompt, evaluation, available,
+          f"evaluation samples of {sizes['num_test_prompts']} prompts × {nodes.eval.samples_per_prompt}")
+
+
+def _fits(key: str, value, estimate: int, available: int, what: str) -> None:
+    if estimate > 0.8 * available:  # the rest: models, the interpreter, the allocator's slack
+        raise ConfigError(
+            f"{key}={value} needs at least {estimate / 2**30:.1f} GiB ({what}), but only {available / 2**30:.1f} "
+            f"GiB of memory is available; lower {key} (set VBON_EXP_SKIP_MEMORY_CHECK=1 to run anyway)"
+        )

@@ -5,20 +5,48 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import torch
 
+from vbon_exp.errors import ConfigError, check_choice, check_number
+from vbon_exp.kl import KL_ESTIMATORS, primary_estimator
 from vbon_exp.policies import BoNPolicy, stratified_mean_se
 
 log = logging.getLogger(__name__)
 
-# Which KL estimate is the Pareto x-axis: the full-vocabulary per-token KL where token probabilities exist
-# (the seed code's logged KL, lowest variance), else k1.
-PRIMARY_KL = ("full", "k1")
+
+@dataclass
+class EvalConfig:
+    """conf `eval:`: evaluation on the task's test prompts."""
+
+    # Policy samples per test prompt for reward, KL and win rate (≥ 1).
+    samples_per_prompt: int = 256
+    # Sequences per forward pass when computing log-probs for KL estimates (≥ 1).
+    batch_size: int = 64
+    # Pairs per reward-model call (≥ 1).
+    score_batch_size: int = 256
+    # Which KL estimate is the `kl` column (the Pareto x-axis; vbon_exp/kl.py): auto (full where the policy has
+    # token distributions, else k1) | full | k1 | k3. Every estimate the policy offers is reported as kl_<name>.
+    kl_estimator: str = "auto"
+
+    def check(self, prefix: str = "eval") -> None:
+        check_number(f"{prefix}.samples_per_prompt", self.samples_per_prompt, integer=True, minimum=1)
+        check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
+        check_number(f"{prefix}.score_batch_size", self.score_batch_size, integer=True, minimum=1)
+        check_choice(f"{prefix}.kl_estimator", self.kl_estimator, ("auto", *KL_ESTIMATORS))
+
+    def memory_bytes(self, num_prompts: int, sequence_tokens: int, response_tokens: int, vocab_size: int) -> int:
+        """At least what evaluation holds: every sample's ids and masks (int64), and one KL batch's two float32
+        log-distributions [batch, response length, vocabulary]."""
+        samples = num_prompts * self.samples_per_prompt * sequence_tokens * 2 * 8
+        logits = 2 * self.batch_size * response_tokens * vocab_size * 4
+        return samples + logits
 
 
 def evaluate(
-    policy, task, test_cache, *, samples_per_prompt: int, seed: int, batch_size: int = 64, target_log_probs=None
+    policy, task, test_cache, *, samples_per_prompt: int, seed: int, batch_size: int = 64, target_log_probs=None,
+    kl_estimator: str = "auto",
 ) -> dict[str, float]:
     """Sample `samples_per_prompt` responses per test prompt from `policy` and measure them.
 
@@ -35,7 +63,10 @@ def evaluate(
     terms = policy.kl_terms(samples, test_cache, batch_size)
     for name, values in terms.items():
         out[f"kl_{name}"], out[f"kl_{name}_se"] = stratified_mean_se(values, pidx)
-    primary = next(name for name in PRIMARY_KL if name in terms)
+    primary = primary_estimator(kl_estimator, terms)
+    if primary not in terms:
+        raise ConfigError(f"eval.kl_estimator={kl_estimator} is not available for this policy (it offers "
+                          f"{sorted(terms)})")
     out["kl"], out["kl_se"], out["kl_estimator"] = out[f"kl_{primary}"], out[f"kl_{primary}_se"], primary
     if isinstance(policy, BoNPolicy):
         out["kl_analytic"] = policy.analytic_kl()

@@ -7,8 +7,12 @@ import inspect
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
+from omegaconf import MISSING
+
+from vbon_exp.errors import ModelLoadError, check_choice
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +24,25 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-class ModelLoadError(RuntimeError):
-    """A model or tokenizer could not be loaded; the message names the id/path and how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    """conf/model/<name>.yaml: the policy/reference model of a language-model task (imdb, tldr)."""
+
+    # Hub id or local directory (save_pretrained layout). Required.
+    name_or_path: str = MISSING
+    # Run code shipped with the model repository (off unless you trust it).
+    trust_remote_code: bool = False
+    # Weights dtype: null (as saved) | float32 | bfloat16 | float16.
+    dtype: Optional[str] = None
+    # Load the frozen reference in 4-bit (bitsandbytes NF4; CUDA only). The trained policy is never quantised.
+    load_in_4bit: bool = False
+    # The command that makes a locally built model (named in the error when it is missing); null for hub models.
+    made_by: Optional[str] = None
+
+    def check(self, prefix: str = "model") -> None:
+        check_choice(f"{prefix}.dtype", self.dtype, (None, "float32", "bfloat16", "float16"))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,7 +82,7 @@ def quantization_config(load_in_4bit: bool, device: torch.device, key: str):
     """bitsandbytes NF4 (double quantisation, bf16 compute) for frozen models on a GPU; None when off."""
     if not load_in_4bit:
         return None
-    from vbon_exp.config import ConfigError
+    from vbon_exp.errors import ConfigError
 
     if device.type != "cuda":
         raise ConfigError(f"{key}=true needs a CUDA GPU (the run's device is {device})")
@@ -116,9 +137,26 @@ def _cache_kwarg(model) -> str:
     return _CACHE_KWARG[cls]
 
 
+_KEEP_KWARG: dict[type, str | None] = {}
+
+
+def _logits_to_keep_kwarg(model) -> str | None:
+    """The keyword that restricts the LM head to the last positions (`logits_to_keep`, `num_logits_to_keep` in older
+    transformers), or None where the model has neither."""
+    cls = type(model)
+    if cls not in _KEEP_KWARG:
+        params = inspect.signature(model.forward).parameters
+        _KEEP_KWARG[cls] = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+    return _KEEP_KWARG[cls]
+
+
 def decode_step(model, input_ids, attention_mask, position_ids, cache):
-    """One forward pass with a KV cache; returns (logits of the last position [B, V], new cache)."""
+    """One cached forward pass: (logits of the last position [B, V], new cache); the LM head sees only the last
+    position where the model allows it (the prompt pass would otherwise project every prompt position)."""
     kwargs = {_cache_kwarg(model): cache}
+    keep = _logits_to_keep_kwarg(model)
+    if keep is not None:
+        kwargs[keep] = 1
     out = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **kwargs
     )
@@ -194,17 +232,25 @@ class Samples:
         )
 
 
-def response_logits(model, samples: Samples, temperature: float) -> torch.Tensor:
-    """Temperature-scaled log-softmax over the vocabulary at every response position: [B, Lr, V].
+def response_logits(model, samples: Samples, temperature: float, *, with_hidden: bool = False):
+    """Temperature-scaled log-softmax over the vocabulary at every response position: [B, Lr, V], computed in
+    float32 (float64 models stay float64). The one log-prob function of the package: trainers, the evaluator,
+    policies and the preference losses all call it, so their log-probs agree bit for bit.
 
-    The logits that predict response token t sit at input position Lp − 1 + t."""
+    The logits that predict response token t sit at input position Lp − 1 + t. With `with_hidden`, also the last
+    hidden state at those positions [B, Lr, H] (the PPO value head reads it)."""
     ids = torch.cat([samples.prompt_ids, samples.response_ids], dim=1)
     mask = torch.cat([samples.prompt_mask, samples.response_mask], dim=1)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
+                output_hidden_states=with_hidden)
     lp, lr = samples.prompt_ids.shape[1], samples.response_ids.shape[1]
-    logits = out.logits[:, lp - 1 : lp - 1 + lr]
+    window = slice(lp - 1, lp - 1 + lr)  # the positions that predict response tokens
+    logits = out.logits[:, window]
     logits = (logits if logits.dtype == torch.float64 else logits.float()) / temperature
-    return torch.log_softmax(logits, dim=-1)
+    log_dist = torch.log_softmax(logits, dim=-1)
+    if with_hidden:
+        return log_dist, out.hidden_states[-1][:, window]
+    return log_dist
 
 
 def token_log_probs(log_dist: torch.Tensor, samples: Samples) -> torch.Tensor:

@@ -9,8 +9,8 @@ import math
 
 import torch
 
-from vbon_exp import bon
-from vbon_exp.modeling import Samples, response_logits
+from vbon_exp import bon, kl
+from vbon_exp.modeling import Samples, response_logits, token_log_probs
 from vbon_exp.rewards import score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
 
@@ -30,25 +30,20 @@ class ModelPolicy:
 
     @torch.no_grad()
     def kl_terms(self, samples: Samples, cache=None, batch_size: int = 64) -> dict[str, torch.Tensor]:
-        """Per-sample sequence-level KL terms, each an unbiased estimate of KL(π_θ‖π_ref) on average:
-        - full: Σ_t KL(π_θ(·|x,y_<t) ‖ π_ref(·|x,y_<t)) over the whole vocabulary (lowest variance);
-        - k1: log π_θ(y|x) − log π_ref(y|x);
-        - k3: (ρ − 1) − log ρ with ρ = π_ref(y|x)/π_θ(y|x) (non-negative per sample)."""
+        """Per-sample sequence-level terms of every KL estimator in vbon_exp.kl, each an unbiased estimate of
+        KL(π_θ‖π_ref) on average (full: summed over response positions; k1, k3: of the sequence log-ratio)."""
         device = next(self.model.parameters()).device
-        full, k1 = [], []
+        full, logp_seq, logq_seq = [], [], []
         for start in range(0, len(samples), batch_size):
             part = samples.select(slice(start, start + batch_size)).to(device)
             mask = part.response_mask.float()
             logp = response_logits(self.model, part, self.sampling.temperature)
             logq = response_logits(self.task.reference, part, self.sampling.temperature)
-            per_token = (logp.exp() * (logp - logq)).sum(-1)
-            full.append((per_token * mask).sum(-1).double().cpu())
-            tok = part.response_ids.unsqueeze(-1)
-            ratio = (logp.gather(-1, tok) - logq.gather(-1, tok)).squeeze(-1)
-            k1.append((ratio * mask).sum(-1).double().cpu())
-        full_t, k1_t = torch.cat(full), torch.cat(k1)
-        log_rho = -k1_t
-        return {"full": full_t, "k1": k1_t, "k3": torch.expm1(log_rho) - log_rho}
+            full.append((kl.full(logp, logq) * mask).sum(-1).double().cpu())
+            logp_seq.append(token_log_probs(logp, part).sum(-1).double().cpu())
+            logq_seq.append(token_log_probs(logq, part).sum(-1).double().cpu())
+        logp_t, logq_t = torch.cat(logp_seq), torch.cat(logq_seq)
+        return {"full": torch.cat(full), "k1": kl.k1(logp_t, logq_t), "k3": kl.k3(logp_t, logq_t)}
 
     def exact_log_probs(self, oracle) -> torch.Tensor:
         return oracle.model_log_probs(self.model)

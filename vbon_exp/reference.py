@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +34,43 @@ import torch
 from tqdm.auto import tqdm
 
 from vbon_exp import bon
+from vbon_exp.errors import check_number
 from vbon_exp.modeling import Samples
 from vbon_exp.rewards import score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
+from vbon_exp.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+
+
+@dataclass
+class ReferenceConfig:
+    """conf `reference:`: the reference reward cache that estimates each prompt's reward CDF F_x."""
+
+    # Cached π_ref samples per prompt (M ≥ 2); F̂ = (rank + 1)/(M + 1).
+    m: int = 512
+    # Prompts per cache chunk: one atomic file each; an interrupted build resumes at the first missing chunk.
+    chunk_prompts: int = 64
+    # Response texts kept per prompt in the cache for inspection (0 = none).
+    keep_texts: int = 4
+    # Directory of caches, keyed by a hash of everything that determines them (shared by all runs).
+    cache_dir: str = "${paths.cache_dir}"
+
+    def check(self, prefix: str = "reference") -> None:
+        check_number(f"{prefix}.m", self.m, integer=True, minimum=2)
+        check_number(f"{prefix}.chunk_prompts", self.chunk_prompts, integer=True, minimum=1)
+        check_number(f"{prefix}.keep_texts", self.keep_texts, integer=True, minimum=0)
+
+
+def cache_memory_bytes(num_prompts: int, m: int, chunk_prompts: int, sequence_tokens: int) -> int:
+    """What building and holding one cache takes in host memory, at least: the [P, M] float64 table and its float64
+    rows (16 bytes per cached reward), plus one chunk's samples while it is built (chunk × M sequences of prompt +
+    response ids and masks, int64)."""
+    table = 16 * num_prompts * m
+    chunk = min(chunk_prompts, num_prompts) * m * sequence_tokens * 2 * 8
+    return table + chunk
 
 
 @dataclass
@@ -77,20 +105,6 @@ class ReferenceCache:
 def cache_key(parts: dict) -> str:
     blob = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -156,8 +170,8 @@ def _write_chunk(path: Path, rewards: np.ndarray, texts: list[list[str]] | None)
         arrays["texts"] = np.array(texts, dtype=str)  # fixed-width unicode: no pickle involved
     data = _npz_bytes(arrays)
     # the sidecar goes first: a chunk without a matching checksum is treated as missing and rebuilt
-    _atomic_write_bytes(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
-    _atomic_write_bytes(path, data)
+    atomic_write_bytes(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+    atomic_write_bytes(path, data)
 
 
 def _read_chunk(path: Path) -> dict[str, np.ndarray] | None:
@@ -261,7 +275,7 @@ def build_reference_cache(
     bar.close()
     if todo or not meta_path.exists():
         meta = {"key": key, "version": CACHE_VERSION, "num_prompts": len(prompts), "m": m, **key_parts}
-        _atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
+        atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
     log.info(
         "%s: %s %d prompts × M=%d in %s", desc, "built" if todo else "reused", len(prompts), m, directory
     )

@@ -6,18 +6,15 @@ A reward is a callable `reward(samples) -> FloatTensor[B]` with a `name` (for me
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol
 
 import torch
+from omegaconf import MISSING
 
+from vbon_exp.errors import RewardError, check_choice, check_number
+from vbon_exp.meters import SCORING
 from vbon_exp.modeling import Samples
-from vbon_exp.sampling import Meter
-
-SCORING = Meter("samples")  # pairs scored by `score` in this process, and the seconds it took (throughput logs)
-
-
-class RewardError(RuntimeError):
-    """A reward model returned NaN or inf; the message names the model and the batch."""
 
 
 class Reward(Protocol):
@@ -85,21 +82,10 @@ class ClassifierReward:
     Optionally a fixed score (`eos_penalty`, e.g. −20 for TL;DR as in the seed code) replaces the reward of responses
     that end without EOS."""
 
-    def __init__(
-        self,
-        name_or_path: str,
-        *,
-        device,
-        policy_tokenizer,
-        label: str | None = None,
-        with_prompt: bool = True,
-        max_length: int = 512,
-        batch_size: int = 64,
-        eos_penalty: float | None = None,
-        eos_id: int | None = None,
-        trust_remote_code: bool = False,
-        dtype: str | None = None,
-    ):
+    def __init__(self, cfg: "ClassifierRewardConfig", *, device, policy_tokenizer, eos_id: int | None = None):
+        name_or_path, label, with_prompt = cfg.name_or_path, cfg.label, cfg.with_prompt
+        max_length, batch_size, eos_penalty = cfg.max_length, cfg.batch_size, cfg.eos_penalty
+        trust_remote_code, dtype = cfg.trust_remote_code, cfg.dtype
         from transformers import AutoModelForSequenceClassification
 
         from vbon_exp.modeling import _load_error, load_tokenizer, quiet_transformers
@@ -126,7 +112,7 @@ class ClassifierReward:
 
     def _label_index(self, label: str | None) -> int:
         id2label = {int(k): v for k, v in (self.model.config.id2label or {}).items()}
-        from vbon_exp.config import ConfigError
+        from vbon_exp.errors import ConfigError
 
         if label is None:
             if self.model.config.num_labels != 1:
@@ -166,7 +152,8 @@ class VaderReward:
 
     name = "vader"
 
-    def __init__(self, *, policy_tokenizer, with_prompt: bool = True, device=None, **_):
+    def __init__(self, cfg: "VaderRewardConfig", *, policy_tokenizer, device=None, eos_id=None):
+        with_prompt = cfg.with_prompt
         try:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         except ImportError as err:
@@ -178,3 +165,69 @@ class VaderReward:
     def __call__(self, samples: Samples) -> torch.Tensor:
         texts = decode_pairs(self.policy_tokenizer, samples, self.with_prompt)
         return torch.tensor([self.analyzer.polarity_scores(t)["compound"] for t in texts], dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- configs and the registry
+
+
+@dataclass
+class ClassifierRewardConfig:
+    """conf/reward/<name>.yaml with `type: classifier`: a sequence classifier (or one-logit reward head)."""
+
+    # Reward kind (vbon_exp.rewards.REWARDS): classifier | vader.
+    type: str = "classifier"
+    # Hub id or local directory. Required.
+    name_or_path: str = MISSING
+    # The class whose logit is the reward, by name in the model config's id2label (never by index); null: a
+    # one-logit reward head.
+    label: Optional[str] = None
+    # Score prompt + response (true) or the response alone.
+    with_prompt: bool = True
+    # Classifier input length cap (tokens).
+    max_length: int = 512
+    # Pairs per classifier forward pass.
+    batch_size: int = 64
+    # Score of a response that ends without EOS (the seed code's TL;DR used -20); null = no penalty.
+    eos_penalty: Optional[float] = None
+    # Run code shipped with the model repository (off unless you trust it).
+    trust_remote_code: bool = False
+    # Weights dtype for GPU users: null (as saved) | float32 | bfloat16 | float16.
+    dtype: Optional[str] = None
+    # The command that makes a locally built model (named in the error when it is missing); null for hub models.
+    made_by: Optional[str] = None
+
+    def check(self, prefix: str = "reward") -> None:
+        check_number(f"{prefix}.max_length", self.max_length, integer=True, minimum=1)
+        check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
+        check_choice(f"{prefix}.dtype", self.dtype, (None, "float32", "bfloat16", "float16"))
+
+
+@dataclass
+class VaderRewardConfig:
+    """conf/reward/vader.yaml: VADER's compound sentiment score in [−1, 1] (offline; the lexicon ships with it)."""
+
+    # Reward kind (vbon_exp.rewards.REWARDS): classifier | vader.
+    type: str = "vader"
+    # Score prompt + response (true) or the response alone.
+    with_prompt: bool = True
+
+    def check(self, prefix: str = "reward") -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class RewardKind:
+    config: type  # the schema of conf/reward/<name>.yaml
+    build: Callable  # (config, *, device, policy_tokenizer, eos_id) -> Reward
+
+
+# Reward kinds by `reward.type`.
+REWARDS: dict[str, RewardKind] = {
+    "classifier": RewardKind(ClassifierRewardConfig, ClassifierReward),
+    "vader": RewardKind(VaderRewardConfig, VaderReward),
+}
+
+
+def build_reward(cfg, *, device, policy_tokenizer, eos_id: int | None):
+    """The reward model of a validated `reward` node (a config dataclass of REWARDS)."""
+    return REWARDS[cfg.type].build(cfg, device=device, policy_tokenizer=policy_tokenizer, eos_id=eos_id)

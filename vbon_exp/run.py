@@ -11,15 +11,16 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vbon_exp.config import ConfigError, validate
+from vbon_exp.config import validate
+from vbon_exp.errors import ConfigError, SamplerBackendError
 from vbon_exp.evaluate import evaluate
+from vbon_exp.meters import GENERATION, SCORING
 from vbon_exp.modeling import resolve_device
-from vbon_exp.objectives import RunContext, build_objective
+from vbon_exp.objectives import OBJECTIVES, RunContext, build_objective
 from vbon_exp.reference import build_reference_cache
-from vbon_exp.rewards import SCORING
-from vbon_exp.sampling import GENERATION, SamplerBackendError, SamplingConfig, check_backend
+from vbon_exp.sampling import SamplingConfig, check_backend
 from vbon_exp.tasks import build_task
-from vbon_exp.tracking import Tracker
+from vbon_exp.tracking import ID_COLUMNS, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +52,14 @@ def reference_caches(cfg: DictConfig, task, sampling: SamplingConfig, splits) ->
     return caches
 
 
-RL_OBJECTIVES = ("vbon", "kl_rl")
-
-
-def sampling_config(cfg: DictConfig) -> SamplingConfig:
-    """`sampling:` plus the sampler backend (`sampler:` group: native by default, vllm optional). A backend that
-    cannot run here (vLLM not installed) stops the run now, before anything is built or sampled."""
-    sampler = OmegaConf.select(cfg, "sampler", default=None)
-    options = OmegaConf.to_container(sampler, resolve=True) if sampler is not None else {}
-    backend = options.pop("name", "native")
+def sampling_config(nodes) -> SamplingConfig:
+    """The validated `sampling:` node (the `sampler` group sets its backend). A backend that cannot run here (vLLM
+    not installed) stops the run now, before anything is built or sampled."""
     try:
-        check_backend(backend)
+        check_backend(nodes.sampling.backend)
     except SamplerBackendError as err:
         raise ConfigError(str(err)) from err
-    return SamplingConfig(**OmegaConf.to_container(cfg.sampling, resolve=True), backend=backend,
-                          backend_options=options or None)
+    return nodes.sampling
 
 
 class StageMeter:
@@ -113,25 +107,22 @@ class _TrainLogMeans:
 
 
 def base_point(cfg: DictConfig) -> dict:
-    """The identifying columns of a results line."""
-    return {
-        "task": cfg.task.name,
-        "objective": cfg.objective.name,
-        "algo": OmegaConf.select(cfg, "algo.name") if cfg.objective.name in RL_OBJECTIVES else None,
-        "bound": OmegaConf.select(cfg, "objective.bound"),
-        "beta": OmegaConf.select(cfg, "objective.beta"),
-        "n": OmegaConf.select(cfg, "objective.n"),
-        "temperature": cfg.sampling.temperature,
-        "m": cfg.reference.m,
-        "seed": cfg.seed,
-    }
+    """The identifying columns of a results line (vbon_exp.tracking.ID_COLUMNS), plus the objective's legend label.
+    `algo` is None for objectives that do not train with conf/algo."""
+    point = {column: OmegaConf.select(cfg, key) for column, key in ID_COLUMNS.items()}
+    objective = OBJECTIVES.get(point["objective"])
+    if objective is None or objective.trains_with != "algo":
+        point["algo"] = None
+    if objective is not None:
+        point["objective_label"] = objective.label
+    return point
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Run one experiment and return its reward-vs-KL point (also written to results.jsonl and wandb)."""
     t_start = time.perf_counter()
-    validate(cfg)  # the sampler backend itself is checked by sampling_config, before anything is built or sampled
-    sampling = sampling_config(cfg)
+    nodes = validate(cfg)  # every node as its dataclass; nothing is built before this passes
+    sampling = sampling_config(nodes)
     from accelerate import Accelerator
 
     # one process unless started with `accelerate launch`; then every process runs this function
@@ -146,7 +137,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         run_dir = Path(broadcast_object_list([str(run_dir)])[0])
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    objective = build_objective(cfg.objective)
+    objective = build_objective(nodes.objective)
     tracker = Tracker(
         run_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.wandb.mode if main else "disabled",
         project=cfg.wandb.project, write_results=main,
@@ -158,7 +149,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     try:
         stage = time.perf_counter()
         with accelerator.main_process_first():  # the main process builds artifacts and caches; others then load
-            task = build_task(cfg, device)
+            task = build_task(nodes.task, device=device, cache_dir=nodes.paths.cache_dir, sampling=sampling,
+                              model=nodes.model, reward=nodes.reward)
             cache_meter = StageMeter("cache_build")
             caches = reference_caches(cfg, task, sampling, dict.fromkeys(("test", *objective.cache_splits)))
             timings = cache_meter.stop()
@@ -172,7 +164,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
 
         point = {**base_point(cfg), "status": "ok", "num_processes": accelerator.num_processes, **ctx.extras}
         if main:
-            point.update(evaluate_point(cfg, objective, policy, task, caches["test"]))
+            point.update(evaluate_point(cfg, nodes, objective, policy, task, caches["test"]))
             point.update(timings, wall_s=time.perf_counter() - t_start, run_dir=str(run_dir))
             tracker.write_point(point)
             print(summary_line(point, tracker))
@@ -183,13 +175,13 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     return point
 
 
-def evaluate_point(cfg: DictConfig, objective, policy, task, test_cache) -> dict:
+def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache) -> dict:
     """The evaluator's metrics; on a task with an oracle also KL(π_ref ‖ target), so convergence reads off one line."""
     meter = StageMeter("eval")
     target = objective.target_log_probs(task.oracle) if task.oracle is not None else None
     metrics = evaluate(
-        policy, task, test_cache, samples_per_prompt=cfg.eval.samples_per_prompt, seed=cfg.seed + 1,
-        batch_size=cfg.eval.batch_size, target_log_probs=target,
+        policy, task, test_cache, samples_per_prompt=nodes.eval.samples_per_prompt, seed=cfg.seed + 1,
+        batch_size=nodes.eval.batch_size, target_log_probs=target, kl_estimator=nodes.eval.kl_estimator,
     )
     if target is not None:
         metrics["exact_kl_to_target_init"] = task.oracle.metrics(task.oracle.ref_log_probs, target)[

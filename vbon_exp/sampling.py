@@ -21,64 +21,76 @@ import-guarded: `check_backend` fails before any sampling, naming the package, w
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from vbon_exp.modeling import Samples, _cache_kwarg, positions_from_mask
+from vbon_exp.errors import SamplerBackendError, check_choice, check_number
+from vbon_exp.meters import GENERATION
+from vbon_exp.modeling import Samples, decode_step, positions_from_mask
 
-BACKENDS = ("native", "vllm")
+
+@dataclass
+class SamplingConfig:
+    """conf `sampling:` (what π_ref and every policy sample with) plus the backend chosen by the `sampler` group."""
+
+    # Softmax temperature (> 0). π_ref is the model sampled at this temperature.
+    temperature: float = 1.0
+    # Keep only the k most likely tokens (integer ≥ 0; 0 = no top-k filter).
+    top_k: int = 0
+    # Nucleus sampling mass (0 < top_p ≤ 1; 1 = no filter).
+    top_p: float = 1.0
+    # Maximum response length in tokens (≥ 1).
+    max_new_tokens: int = 48
+    # Sequences decoded together in one batch (≥ 1).
+    batch_size: int = 256
+    # Sampler backend: native (this module) | vllm (vbon_exp/vllm_backend.py; GPU, optional package). Set by the
+    # `sampler` config group (sampler=vllm), which also fills backend_options.
+    backend: str = "native"
+    # Extra settings of the backend (vllm: gpu_memory_utilization, enforce_eager, any vllm.LLM keyword).
+    backend_options: Optional[dict] = field(default=None, compare=False, hash=False)
+
+    def check(self, prefix: str = "sampling") -> None:
+        check_number(f"{prefix}.temperature", self.temperature, exclusive_min=0)
+        check_number(f"{prefix}.top_k", self.top_k, integer=True, minimum=0)
+        check_number(f"{prefix}.top_p", self.top_p, exclusive_min=0, maximum=1)
+        check_number(f"{prefix}.max_new_tokens", self.max_new_tokens, integer=True, minimum=1)
+        check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
+        check_choice(f"{prefix}.backend", self.backend, sorted(SAMPLERS))
+
+
+
+
+
+
+# --------------------------------------------------------------------------- the sampler registry
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
-    temperature: float = 1.0  # softmax temperature, > 0
-    top_k: int = 0  # keep the k most likely tokens; 0 = all
-    top_p: float = 1.0  # nucleus: smallest set of tokens with mass ≥ top_p; 1 = all
-    max_new_tokens: int = 48  # response length cap (tokens)
-    batch_size: int = 256  # sequences decoded together
-    backend: str = "native"  # native (this module) | vllm (vbon_exp/vllm_backend.py; GPU, optional package)
-    backend_options: dict | None = field(default=None, compare=False, hash=False)  # extra settings of the backend
+class SamplerBackend:
+    """A way to draw responses with the `sample_responses` contract, and a check that it can run here."""
+
+    sample: Callable  # (model, prompts, n_per_prompt, cfg, *, eos_id, pad_id, generator, prompt_index, desc) -> Samples
+    require: Callable[[], None] = lambda: None  # raises SamplerBackendError, naming what is missing
 
 
-class Meter:
-    """Work done by one stage kind in this process and the seconds it took, cumulative (throughput logs): take a
-    `snapshot()` before a stage and `since(snapshot)` after it."""
-
-    def __init__(self, unit: str):
-        self.unit, self.count, self.seconds = unit, 0.0, 0.0
-
-    def add(self, count: float, seconds: float) -> None:
-        self.count += float(count)
-        self.seconds += float(seconds)
-
-    def snapshot(self) -> tuple[float, float]:
-        return self.count, self.seconds
-
-    def since(self, snap: tuple[float, float]) -> dict[str, float | None]:
-        """{count, seconds, rate} of the work since `snap`; rate None when nothing was done."""
-        count, seconds = self.count - snap[0], self.seconds - snap[1]
-        return {"count": count, "seconds": seconds, "rate": count / seconds if count > 0 and seconds > 0 else None}
+# Sampler backends by name: `native` is this module's; vbon_exp.vllm_backend registers `vllm` when imported (the
+# backend sits above this module, so nothing here imports it).
+SAMPLERS: dict[str, SamplerBackend] = {}
 
 
-GENERATION = Meter("tokens")  # response tokens sampled by `sample_responses` (up to and including EOS), seconds
-
-
-class SamplerBackendError(ImportError):
-    """The selected sampler backend cannot be used here (e.g. vLLM is not installed); the message says why."""
+def register_sampler(name: str, backend: SamplerBackend) -> None:
+    SAMPLERS[name] = backend
 
 
 def check_backend(backend: str) -> None:
     """Fail at once, naming the missing package, when `backend` cannot run here (called before any sampling)."""
-    if backend not in BACKENDS:
-        raise SamplerBackendError(f"sampler backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if backend == "vllm":
-        from vbon_exp.vllm_backend import require_vllm
-
-        require_vllm()
+    if backend not in SAMPLERS:
+        raise SamplerBackendError(f"sampler backend must be one of {sorted(SAMPLERS)}, got {backend!r}")
+    SAMPLERS[backend].require()
 
 
 # --------------------------------------------------------------------------- logit filters
@@ -207,32 +219,6 @@ def left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
 _KEEP_KWARG: dict[type, str | None] = {}
 
 
-def _logits_to_keep_kwarg(model) -> str | None:
-    """The forward's argument that limits the LM head to the last positions (transformers ≥ 4.45:
-    `logits_to_keep`, earlier `num_logits_to_keep`), or None when the model has neither."""
-    cls = type(model)
-    if cls not in _KEEP_KWARG:
-        params = inspect.signature(model.forward).parameters
-        _KEEP_KWARG[cls] = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
-    return _KEEP_KWARG[cls]
-
-
-def _decode_step(model, input_ids, attention_mask, position_ids, cache):
-    """One cached forward pass: (logits of the last position [B, V], new cache); the LM head sees only the last
-    position where the model allows it (the prompt pass would otherwise project every prompt position)."""
-    kwargs = {_cache_kwarg(model): cache}
-    keep = _logits_to_keep_kwarg(model)
-    if keep is not None:
-        kwargs[keep] = 1
-    out = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **kwargs
-    )
-    new_cache = out.get("cache", None)
-    if new_cache is None:
-        new_cache = out.get("past_key_values", None)
-    return out.logits[:, -1], new_cache
-
-
 def _select_cache_rows(cache, idx: torch.Tensor):
     """The KV cache restricted to rows `idx`, or None when this cache type cannot be cut (then nothing is dropped)."""
     if hasattr(cache, "batch_select_indices"):
@@ -269,7 +255,7 @@ def generate_batch(
     finished = torch.zeros(batch, dtype=torch.bool, device=device)  # among the rows still in the batch
     cache, done_steps = None, 0
     for t in range(steps):
-        logits, cache = _decode_step(model, step_ids, attn[:, : lp + t], step_pos, cache)
+        logits, cache = decode_step(model, step_ids, attn[:, : lp + t], step_pos, cache)
         tok = sample_next_token(logits, cfg, generator, inplace=True)  # the logits are this loop's own
         done_steps = t + 1
         live = ~finished
@@ -309,17 +295,9 @@ def sample_responses(
     Prompts are bucketed by length (sorted) so a batch holds prompts of similar length and little padding;
     batching never changes the distribution, only which rows share a forward pass."""
     t0 = time.perf_counter()
-    if cfg.backend != "native":
-        check_backend(cfg.backend)
-        from vbon_exp.vllm_backend import sample_responses_vllm
-
-        samples = sample_responses_vllm(
-            model, prompts, n_per_prompt, cfg, eos_id=eos_id, pad_id=pad_id, generator=generator,
-            prompt_index=prompt_index,
-        )
-    else:
-        samples = _sample_native(model, prompts, n_per_prompt, cfg, eos_id=eos_id, pad_id=pad_id,
-                                 generator=generator, prompt_index=prompt_index, desc=desc)
+    check_backend(cfg.backend)
+    samples = SAMPLERS[cfg.backend].sample(model, prompts, n_per_prompt, cfg, eos_id=eos_id, pad_id=pad_id,
+                                           generator=generator, prompt_index=prompt_index, desc=desc)
     GENERATION.add(int(samples.response_mask.sum()), time.perf_counter() - t0)
     return samples
 
@@ -346,3 +324,6 @@ def _sample_native(model, prompts, n_per_prompt, cfg, *, eos_id, pad_id, generat
     inverse = torch.empty(len(placed), dtype=torch.long)
     inverse[torch.tensor(placed, dtype=torch.long)] = torch.arange(len(placed))
     return samples.select(inverse.to(samples.prompt_index.device))
+
+
+register_sampler("native", SamplerBackend(_sample_native))

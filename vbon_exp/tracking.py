@@ -10,12 +10,44 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Optional
+
+from vbon_exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 WANDB_MODES = ("online", "offline", "disabled")
+
+# The identifying columns of a results line and the config key each comes from: the one definition that run.py
+# writes, __main__ uses for failed sweep members and pareto reads back from wandb run configs. (`algo` is None for
+# objectives that train without conf/algo.)
+ID_COLUMNS = {
+    "task": "task.name", "objective": "objective.name", "algo": "algo.name", "bound": "objective.bound",
+    "beta": "objective.beta", "n": "objective.n", "temperature": "sampling.temperature", "m": "reference.m",
+    "seed": "seed",
+}
+
+
+@dataclass
+class WandbConfig:
+    """conf `wandb:` (Weights & Biases). The local results.jsonl is written whatever the mode."""
+
+    # online | offline | disabled | null (auto: $WANDB_MODE, else online with an API key, else offline).
+    mode: Optional[str] = None
+    # wandb project name.
+    project: str = "vbon_exp"
+    # wandb entity (team or user); null = your default.
+    entity: Optional[str] = None
+    # Run group, e.g. a sweep's name.
+    group: Optional[str] = None
+    # Extra run tags (list of strings).
+    tags: List[str] = field(default_factory=list)
+
+    def check(self, prefix: str = "wandb") -> None:
+        if self.mode not in (None, *WANDB_MODES):
+            raise ConfigError(f"{prefix}.mode must be online, offline, disabled or null (auto), got {self.mode!r}")
 
 
 def wandb_api_key_configured() -> bool:

@@ -20,15 +20,15 @@ import logging
 
 import torch
 
+from vbon_exp.errors import SamplerBackendError
 from vbon_exp.modeling import Samples
+from vbon_exp.sampling import SamplerBackend, left_pad, register_sampler
 
 log = logging.getLogger(__name__)
 
 
 def require_vllm():
     """The vllm module, or SamplerBackendError naming the package when it cannot be imported."""
-    from vbon_exp.sampling import SamplerBackendError
-
     try:
         import vllm  # noqa: F401
     except ImportError as err:
@@ -82,12 +82,10 @@ _ENGINES: dict[int, _Engine] = {}
 
 def sample_responses_vllm(
     model, prompts: list[list[int]], n_per_prompt: int, cfg, *, eos_id: int | None, pad_id: int, generator,
-    prompt_index: list[int] | None = None,
+    prompt_index: list[int] | None = None, desc: str | None = None,
 ) -> Samples:
     vllm = require_vllm()
     from vllm.inputs import TokensPrompt
-
-    from vbon_exp.sampling import left_pad
 
     engine = _ENGINES.get(id(model))
     if engine is None:
@@ -120,3 +118,7 @@ def sample_responses_vllm(
             response_mask[j, : len(ids)] = 1
     return Samples(torch.tensor(pidx, dtype=torch.long, device=device), prompt_ids, prompt_mask,
                    response_ids.to(device), response_mask.to(device))
+
+
+# `sampler=vllm`: registered on import (vbon_exp.config imports this module, so the name is known before any run).
+register_sampler("vllm", SamplerBackend(sample_responses_vllm, require=lambda: require_vllm() and None))

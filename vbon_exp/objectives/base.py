@@ -1,14 +1,27 @@
-"""What an objective is: a way to turn (task, reference caches) into a policy, plus the distribution it targets."""
+"""What an objective is: a way to turn (task, reference caches) into a policy, plus the distribution it targets.
+
+An objective is one module in this package: a config dataclass (the schema and defaults of
+conf/objective/<name>.yaml, with its own `check`), and a class registered with `@register_objective` that declares
+what the rest of the run needs to know about it, so run.py, validation and the results line read declarations
+rather than name lists:
+- `config`: its config dataclass;
+- `label`: the legend name (results column `objective_label`, read by `make pareto-plot`);
+- `cache_splits`: reference reward caches it reads besides the evaluator's "test" cache;
+- `trains_with`: the trainer node it reads: `algo` (conf/algo, the RL trainers; then `algo` is a results column),
+  `sft` (the supervised loop), or None (nothing trained); that node's values are checked only then;
+- `fit(ctx)`: the policy; `target_log_probs(oracle)`: its exact target on a task with an oracle;
+- `loss_terms(ctx)` (RL objectives): extra loss terms the RL trainer adds to its policy-gradient loss."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Optional, Union
 
 import torch
 from omegaconf import DictConfig
 
+from vbon_exp.errors import ConfigError, check_number
 from vbon_exp.sampling import SamplingConfig
 
 
@@ -27,13 +40,33 @@ class RunContext:
     extras: dict[str, Any] = field(default_factory=dict)  # objective facts for the results line
 
 
-class Objective:
-    name: str = "?"
-    # reference caches the objective reads (the evaluator always needs "test")
-    cache_splits: tuple[str, ...] = ()
+@dataclass
+class ObjectiveConfig:
+    """What every objective node has: its name and the (β, N) pair that places it on the shared β axis (N = 1/β + 1).
+    Each objective's YAML sets one of the two and derives the other (conf/objective/*.yaml)."""
 
-    def __init__(self, beta: float | None, n: float | None, **_):
-        self.beta, self.n = beta, n
+    # Objective name (results column; vbon_exp.objectives.OBJECTIVES).
+    name: str = "?"
+    # KL coefficient β (> 0), or derived from N.
+    beta: Optional[float] = None
+    # The BoN sample count N = 1/β + 1, or derived from β.
+    n: Optional[Union[int, float]] = None
+
+    def check(self, prefix: str = "objective") -> None:
+        check_number(f"{prefix}.beta", self.beta, exclusive_min=0, allow_none=True)
+        check_number(f"{prefix}.n", self.n, minimum=1, allow_none=True)
+
+
+class Objective:
+    name: ClassVar[str] = "?"
+    label: ClassVar[str] = "?"
+    config: ClassVar[type] = ObjectiveConfig
+    cache_splits: ClassVar[tuple[str, ...]] = ()
+    trains_with: ClassVar[Optional[str]] = None
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.beta, self.n = cfg.beta, cfg.n
 
     def fit(self, ctx: RunContext):
         """Return a policy (vbon_exp.policies) trained or assembled for this objective."""
@@ -42,3 +75,14 @@ class Objective:
     def target_log_probs(self, oracle) -> torch.Tensor:
         """Exact log-probs of the distribution this objective aims at, on a task with an oracle."""
         raise NotImplementedError
+
+
+# name -> objective class; filled by @register_objective as vbon_exp.objectives imports its modules
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register_objective(cls: type[Objective]) -> type[Objective]:
+    if cls.name in OBJECTIVES and OBJECTIVES[cls.name] is not cls:
+        raise ConfigError(f"two objectives are named {cls.name!r}: {OBJECTIVES[cls.name]} and {cls}")
+    OBJECTIVES[cls.name] = cls
+    return cls

@@ -3,15 +3,26 @@
 
 from __future__ import annotations
 
-from vbon_exp.objectives.base import RunContext
-from vbon_exp.objectives.rl import RLObjective
+from dataclasses import dataclass
+
+from vbon_exp.objectives.base import register_objective
+from vbon_exp.objectives.rl import BetaFirstConfig, RLObjective
 
 
+@dataclass
+class KLRLConfig(BetaFirstConfig):
+    """conf/objective/kl_rl.yaml."""
+
+    # Objective name (results column).
+    name: str = "kl_rl"
+
+
+@register_objective
 class KLRLObjective(RLObjective):
     name = "kl_rl"
-
-    def sequence_reward(self, ctx: RunContext):
-        return lambda samples, logp_ref_seq: samples.rewards.double()
+    label = "KL-regularised RL"
+    config = KLRLConfig
+    transform = "identity"
 
     def target_log_probs(self, oracle):
         return oracle.optimum_log_probs(float(self.beta))

@@ -1,17 +1,39 @@
-"""Objectives optimised by on-policy RL with a per-token KL penalty β: they differ only in the sequence reward."""
+"""Objectives optimised by on-policy RL with a per-token KL penalty β (conf/algo: PPO or RLOO). They differ in the
+sequence reward, a named transform of the rollout (vbon_exp.bon.REWARD_TRANSFORMS), and may add loss terms."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Optional, Union
 
 from omegaconf import OmegaConf
 
+from vbon_exp import bon
+from vbon_exp.errors import ConfigError
 from vbon_exp.modeling import load_causal_lm
-from vbon_exp.objectives.base import Objective, RunContext
+from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext
+from vbon_exp.objectives.bon import check_n_beta_agree
 from vbon_exp.policies import ModelPolicy
-from vbon_exp.trainers import ALGOS, RLConfig, TrainConfig
+from vbon_exp.trainers import ALGOS
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class BetaFirstConfig(ObjectiveConfig):
+    """Objectives defined by β (vbon, kl_rl): set β; N = 1/β + 1 follows (a results column, for comparing with BoN)."""
+
+    # KL coefficient β (> 0). Set β; N follows it.
+    beta: Optional[float] = 0.3333333333333333
+    # The BoN sample count N = 1/β + 1 (derived; results column).
+    n: Optional[Union[int, float]] = "${n_from_beta:${.beta}}"  # type: ignore[assignment]  (resolved to a number)
+
+    def check(self, prefix: str = "objective") -> None:
+        super().check(prefix)
+        if self.beta is None:
+            raise ConfigError(f"{prefix}.beta must be set (> 0) for objective={self.name}")
+        check_n_beta_agree(self, prefix, primary=f"{prefix}.beta")
 
 
 def save_policy(ctx: RunContext, lm) -> None:
@@ -24,19 +46,49 @@ def save_policy(ctx: RunContext, lm) -> None:
     ctx.accelerator.wait_for_everyone()
 
 
+def train_config(ctx: RunContext):
+    """The run's `train:` node as its dataclass (vbon_exp.trainers.loop.TrainConfig)."""
+    return OmegaConf.to_object(ctx.cfg.train)
+
+
 class RLObjective(Objective):
+    trains_with = "algo"
+    # the sequence reward: a name in vbon_exp.bon.REWARD_TRANSFORMS
+    transform: str = "identity"
+
+    @property
+    def cache_splits(self) -> tuple[str, ...]:
+        """The train prompts' reference cache, when the transform reads F̂."""
+        return ("train",) if self.transform in bon.TRANSFORMS_NEEDING_CDF else ()
+
+    def transform_n(self) -> Optional[float]:
+        """The N handed to the transform (the exact bound's binomial sum)."""
+        return self.n
+
     def sequence_reward(self, ctx: RunContext):
         """(scored samples, log π_ref(y|x) [B]) -> the sequence reward [B] maximised with KL coefficient β."""
-        raise NotImplementedError
+        fn = bon.REWARD_TRANSFORMS[self.transform]
+        cache = ctx.caches.get("train")
+        n = self.transform_n() if self.transform in bon.TRANSFORMS_NEEDING_CDF else self.n
+        scale = getattr(self.cfg, "exact_scale", "beta")
+
+        def reward(samples, logp_ref_seq):
+            log_f = cache.log_cdf_hat(samples.prompt_index, samples.rewards) if cache is not None else None
+            return fn(bon.TransformInputs(samples.rewards, log_f, logp_ref_seq, n, scale))
+
+        return reward
+
+    def loss_terms(self, ctx: RunContext) -> list:
+        """Extra terms of the RL loss, each `term(trainer, minibatch, log_dist) -> (loss, stats)` (none by default)."""
+        return []
 
     def fit(self, ctx: RunContext) -> ModelPolicy:
-        algo = RLConfig.from_dict(OmegaConf.to_container(ctx.cfg.algo, resolve=True))
-        train = TrainConfig(**OmegaConf.to_container(ctx.cfg.train, resolve=True))
+        algo = OmegaConf.to_object(ctx.cfg.algo)
         policy = load_causal_lm(ctx.task.policy_init, ctx.device)
         trainer = ALGOS[algo.name](
-            algo, train, policy=policy, task=ctx.task, sampling=ctx.sampling,
+            algo, train_config(ctx), policy=policy, task=ctx.task, sampling=ctx.sampling,
             sequence_reward=self.sequence_reward(ctx), kl_coef=float(self.beta), accelerator=ctx.accelerator,
-            run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.cfg.seed,
+            run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.cfg.seed, loss_terms=self.loss_terms(ctx),
         )
         lm = trainer.train()
         ctx.extras["param_checksums"] = trainer.checksums

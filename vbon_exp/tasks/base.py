@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 
 from vbon_exp.rewards import Reward
 
@@ -37,26 +35,3 @@ class Task:
 
 def prompts_digest(prompts: list[list[int]]) -> str:
     return hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]
-
-
-def build_task(cfg: DictConfig, device: torch.device) -> Task:
-    """Instantiate conf/task/<name>.yaml's `_target_` with the task node and the run's device."""
-    # the sampling temperature defines π_ref (the synthetic oracle enumerates at it), so it overrides the task default
-    extra = {key: cfg[key] for key in ("model", "reward") if key in cfg}  # the real tasks' model groups
-    return instantiate_clean(
-        cfg.task, _convert_="object", _recursive_=False, device=device, cache_dir=cfg.paths.cache_dir,
-        temperature=cfg.sampling.temperature, max_new_tokens=cfg.sampling.max_new_tokens, **extra,
-    )
-
-
-def instantiate_clean(node, **kwargs):
-    """hydra.utils.instantiate, re-raising the target's own error: Hydra wraps it in an InstantiationException whose
-    message buries the clear one a builder raised."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, Exception):
-            raise err.__cause__ from None
-        raise

@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
-class DataError(ValueError):
-    """Task data is missing or malformed; the message names the file (and line) or dataset id."""
+from vbon_exp.errors import DataError
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict]:

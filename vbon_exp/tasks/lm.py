@@ -7,11 +7,12 @@ import hashlib
 import logging
 from pathlib import Path
 
-
 import torch
 
-from vbon_exp.tasks.base import Task, instantiate_clean, prompts_digest
-from vbon_exp.modeling import ModelLoadError, load_causal_lm, load_tokenizer, pad_token_id
+from vbon_exp.errors import ModelLoadError
+from vbon_exp.modeling import load_causal_lm, load_tokenizer, pad_token_id
+from vbon_exp.rewards import build_reward
+from vbon_exp.tasks.base import Task, prompts_digest
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,15 @@ def path_fingerprint(name_or_path: str, revision: str | None = None) -> str:
 def load_policy(model_cfg, device):
     """(tokenizer, frozen reference model) from the `model` group; a tokenizer without a pad token pads with EOS
     (padding is tracked by masks, so the id only needs to exist), and says so."""
-    name = model_cfg["name_or_path"]
-    require_artifact(name, model_cfg.get("made_by"), "model.name_or_path")
-    tokenizer = load_tokenizer(name, model_cfg.get("trust_remote_code", False), key="model.name_or_path")
+    name = model_cfg.name_or_path
+    require_artifact(name, model_cfg.made_by, "model.name_or_path")
+    tokenizer = load_tokenizer(name, model_cfg.trust_remote_code, key="model.name_or_path")
     if tokenizer.pad_token is None:
         log.info("tokenizer of %s has no pad token: padding with EOS id %s", name, tokenizer.eos_token_id)
-    dtype = model_cfg.get("dtype")
-    reference = load_causal_lm(name, device, model_cfg.get("trust_remote_code", False),
+    dtype = model_cfg.dtype
+    reference = load_causal_lm(name, device, model_cfg.trust_remote_code,
                                dtype=getattr(torch, dtype) if dtype else None, key="model.name_or_path",
-                               load_in_4bit=bool(model_cfg.get("load_in_4bit", False)))
+                               load_in_4bit=model_cfg.load_in_4bit)
     return tokenizer, reference.eval().requires_grad_(False), pad_token_id(tokenizer)
 
 
@@ -54,18 +55,16 @@ def require_artifact(name_or_path: str, made_by: str | None, key: str) -> None:
 
 
 def load_reward(reward_cfg, device, tokenizer):
-    """Instantiate the `reward` group's `_target_` with the run's device and the policy tokenizer (for decoding)."""
-    reward_cfg = dict(reward_cfg)
-    if "name_or_path" in reward_cfg:
-        require_artifact(reward_cfg["name_or_path"], reward_cfg.get("made_by"), "reward.name_or_path")
-    reward_cfg.pop("made_by", None)
-    return instantiate_clean(reward_cfg, device=device, policy_tokenizer=tokenizer, eos_id=tokenizer.eos_token_id,
-                             _convert_="object")
+    """The `reward` group's model (vbon_exp.rewards.REWARDS by `reward.type`), with the run's device and the policy
+    tokenizer (for decoding)."""
+    if getattr(reward_cfg, "name_or_path", None):
+        require_artifact(reward_cfg.name_or_path, reward_cfg.made_by, "reward.name_or_path")
+    return build_reward(reward_cfg, device=device, policy_tokenizer=tokenizer, eos_id=tokenizer.eos_token_id)
 
 
 def check_context(reference, prompt_tokens: int, max_new_tokens: int, prompt_key: str) -> None:
     """Prompt + response must fit the model's positions (a longer sequence would fail, or silently wrap, mid-run)."""
-    from vbon_exp.config import ConfigError
+    from vbon_exp.errors import ConfigError
 
     config = reference.config
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
@@ -80,8 +79,8 @@ def lm_task(name: str, model_cfg, tokenizer, reference, pad_id: int, reward_mode
             test: list[list[int]]) -> Task:
     """A Task for a language-model policy whose prompts are already tokenized."""
     return Task(
-        name=name, tokenizer=tokenizer, reference=reference, policy_init=model_cfg["name_or_path"],
+        name=name, tokenizer=tokenizer, reference=reference, policy_init=model_cfg.name_or_path,
         reward=reward_model, train_prompts=train, test_prompts=test, eos_id=tokenizer.eos_token_id, pad_id=pad_id,
-        fingerprint={"reference": path_fingerprint(model_cfg["name_or_path"]), "reward": reward_model.fingerprint,
+        fingerprint={"reference": path_fingerprint(model_cfg.name_or_path), "reward": reward_model.fingerprint,
                      "train_prompts": prompts_digest(train), "test_prompts": prompts_digest(test)},
     )

@@ -18,16 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
+from vbon_exp.storage import atomic_write_text
+
 log = logging.getLogger(__name__)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], state: dict, keep: int = 2) -> Path:
@@ -47,7 +40,7 @@ def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _atomic_text(root / "latest", final.name)
+    atomic_write_text(root / "latest", final.name)
     older = sorted(p for p in root.glob("step-*") if p != final)
     for old in older[: max(0, len(older) - (keep - 1))]:  # keep the newest `keep` checkpoints
         shutil.rmtree(old, ignore_errors=True)

@@ -6,11 +6,39 @@ Subclasses set `model` (possibly DDP-wrapped), `unwrapped`, `optimizer`, `schedu
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Union
 
-from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vbon_exp.errors import ConfigError, check_number
+from vbon_exp.trainers.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """conf `train:`: the training-loop settings every trainer (RL, SFT, preference) shares."""
+
+    # Updates (RL) or optimizer steps (SFT) between checkpoints in <run_dir>/checkpoints (0 = only at the end).
+    checkpoint_every: int = 50
+    # auto: continue from <run_dir>/checkpoints when one exists; true: require one; false: start fresh.
+    resume: Union[str, bool] = "auto"
+    # Updates between wandb training logs (≥ 1).
+    log_every: int = 1
+    # Stop after this many updates (null = the full run; the learning-rate schedule always spans the full run).
+    max_updates: Optional[int] = None
+
+    def check(self, prefix: str = "train") -> None:
+        if self.resume not in ("auto", True, False):
+            raise ConfigError(f"{prefix}.resume must be auto, true or false, got {self.resume!r}")
+        check_number(f"{prefix}.checkpoint_every", self.checkpoint_every, integer=True, minimum=0)
+        check_number(f"{prefix}.log_every", self.log_every, integer=True, minimum=1)
+        check_number(f"{prefix}.max_updates", self.max_updates, integer=True, minimum=0, allow_none=True)
 
 
 class CheckpointedTrainer:

@@ -13,7 +13,7 @@ from vbon_exp.trainers.rl import OnPolicyTrainer, Rollout, masked_whiten
 
 def token_rewards(ro: Rollout, kl_coef: float) -> torch.Tensor:
     """[B, Lr]: −β·KL_t on every real token, plus the sequence reward on the last real one."""
-    rewards = -kl_coef * (ro.logp_old - ro.logp_ref) * ro.mask
+    rewards = -kl_coef * ro.kl_tokens
     last = (ro.mask.sum(-1).long() - 1).clamp(min=0)
     rewards[torch.arange(len(last), device=last.device), last] += ro.seq_reward
     return rewards

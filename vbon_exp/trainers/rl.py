@@ -14,63 +14,89 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vbon_exp.modeling import Samples, positions_from_mask, response_logits
+from vbon_exp import kl
+from vbon_exp.errors import ConfigError, check_choice, check_number
+from vbon_exp.modeling import Samples, response_logits
 from vbon_exp.rewards import RewardError, score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
-from vbon_exp.trainers.loop import CheckpointedTrainer
+from vbon_exp.trainers.loop import CheckpointedTrainer, TrainConfig  # noqa: F401  (TrainConfig: re-exported)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RLConfig:
-    """conf/algo/<name>.yaml. Defaults are the paper's (Amini et al. 2025, App. on hyperparameters)."""
+    """conf/algo/<name>.yaml. Defaults are the paper's (Amini et al. 2025, App. on hyperparameters); conf/algo/ppo.yaml
+    takes them as they are, conf/algo/rloo.yaml changes what RLOO needs."""
 
+    # Algorithm: ppo | rloo (vbon_exp.trainers.ALGOS; results column).
     name: str = "ppo"
-    lr: float = 3e-6  # AdamW learning rate
+    # AdamW learning rate (> 0).
+    lr: float = 3e-6
+    # AdamW epsilon.
     adam_eps: float = 1e-5
+    # AdamW weight decay.
     weight_decay: float = 0.0
-    schedule: str = "linear"  # linear (decay to 0 over training) | constant
-    batch_size: int = 32  # episodes (responses) per update, over all processes
-    minibatch_size: int = 8  # episodes per optimizer step (per process)
-    ppo_epochs: int = 4  # passes over each batch
-    total_episodes: int = 10_000  # training length in episodes; updates = total_episodes / batch_size
-    gamma: float = 1.0  # GAE discount (PPO)
-    lam: float = 0.95  # GAE λ (PPO)
-    clip: float = 0.2  # policy ratio clip ε
-    vf_clip: float = 0.2  # value clip (PPO)
-    vf_coef: float = 0.2  # value loss weight (PPO)
-    max_grad_norm: float | None = 1.0  # gradient clipping; null = off
-    whiten_advantages: bool = True  # normalise advantages over each batch's real tokens
-    trainable_layers: int | None = None  # train only the top k transformer blocks (+ final norm); null = all
-    rloo_k: int = 4  # responses per prompt (RLOO's leave-one-out group)
-    value_head_lr_scale: float = 1.0  # value head lr = lr × this
+    # Learning-rate schedule: linear (decay to 0 over training) | constant.
+    schedule: str = "linear"
+    # Episodes (responses) per update, over all processes.
+    batch_size: int = 32
+    # Episodes per optimizer step, per process.
+    minibatch_size: int = 8
+    # PPO epochs over each batch.
+    ppo_epochs: int = 4
+    # Training length in episodes (updates = total_episodes / batch_size).
+    total_episodes: int = 10_000
+    # GAE discount γ (PPO).
+    gamma: float = 1.0
+    # GAE λ (PPO).
+    lam: float = 0.95
+    # Policy-ratio clip ε.
+    clip: float = 0.2
+    # Value clip (PPO).
+    vf_clip: float = 0.2
+    # Value-loss coefficient (PPO).
+    vf_coef: float = 0.2
+    # Gradient-norm clipping (null = off).
+    max_grad_norm: Optional[float] = 1.0
+    # Normalise advantages over each batch's real tokens.
+    whiten_advantages: bool = True
+    # Train only the top k transformer blocks and the final norm (null = the whole model).
+    trainable_layers: Optional[int] = None
+    # Responses per prompt (RLOO's leave-one-out group; PPO samples one).
+    rloo_k: int = 4
+    # Value head learning rate = lr × this.
+    value_head_lr_scale: float = 1.0
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "RLConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown algo keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+    def check(self, prefix: str = "algo") -> None:
+        from vbon_exp.trainers import (
+            ALGOS,  # the registry sits in the package that imports this module
+        )
 
-
-@dataclass
-class TrainConfig:
-    """conf/config.yaml `train:`: run-level training settings shared by all trainers."""
-
-    checkpoint_every: int = 50  # updates between checkpoints (0 = only at the end)
-    resume: str | bool = "auto"  # auto: continue from <run_dir>/checkpoints if present; true: require; false: fresh
-    log_every: int = 1  # updates between wandb logs
-    max_updates: int | None = None  # stop after this many updates (the schedule still spans the full run)
+        check_choice(f"{prefix}.name", self.name, sorted(ALGOS))
+        for key in ("batch_size", "minibatch_size", "ppo_epochs", "total_episodes"):
+            check_number(f"{prefix}.{key}", getattr(self, key), integer=True, minimum=1)
+        check_number(f"{prefix}.lr", self.lr, exclusive_min=0)
+        check_choice(f"{prefix}.schedule", self.schedule, ("linear", "constant"))
+        check_number(f"{prefix}.clip", self.clip, exclusive_min=0)
+        check_number(f"{prefix}.vf_clip", self.vf_clip, exclusive_min=0)
+        check_number(f"{prefix}.vf_coef", self.vf_coef, minimum=0)
+        check_number(f"{prefix}.gamma", self.gamma, minimum=0, maximum=1)
+        check_number(f"{prefix}.lam", self.lam, minimum=0, maximum=1)
+        check_number(f"{prefix}.trainable_layers", self.trainable_layers, integer=True, minimum=1, allow_none=True)
+        if self.name == "rloo":
+            check_number(f"{prefix}.rloo_k", self.rloo_k, integer=True, minimum=2)
+            if self.batch_size % self.rloo_k:
+                raise ConfigError(f"{prefix}.batch_size={self.batch_size} must be divisible by "
+                                  f"{prefix}.rloo_k={self.rloo_k}")
 
 
 def derived_seed(*parts) -> int:
@@ -117,6 +143,9 @@ def freeze_lower_layers(model: nn.Module, trainable_layers: int | None) -> None:
         break
     if blocks is None:
         raise ValueError(f"algo.trainable_layers: cannot find the transformer blocks of {type(model).__name__}")
+    if not 1 <= trainable_layers <= len(blocks):
+        raise ValueError(f"algo.trainable_layers={trainable_layers} must be between 1 and the model's "
+                         f"{len(blocks)} transformer blocks")
     model.requires_grad_(False)
     for block in list(blocks)[len(blocks) - trainable_layers :]:
         block.requires_grad_(True)
@@ -145,20 +174,12 @@ class PolicyWithValue(nn.Module):
             self.value_head.to(next(lm.parameters()).device)
 
     def forward(self, samples: Samples, temperature: float):
-        """(log-softmax over the vocabulary at each response position [B, Lr, V], values [B, Lr] or None)."""
-        ids = torch.cat([samples.prompt_ids, samples.response_ids], dim=1)
-        mask = torch.cat([samples.prompt_mask, samples.response_mask], dim=1)
-        out = self.lm(
-            input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
-            output_hidden_states=self.value_head is not None,
-        )
-        lp, lr = samples.prompt_ids.shape[1], samples.response_ids.shape[1]
-        window = slice(lp - 1, lp - 1 + lr)  # the positions that predict response tokens
-        log_dist = torch.log_softmax(out.logits[:, window].float() / temperature, dim=-1)
-        values = None
-        if self.value_head is not None:
-            values = self.value_head(out.hidden_states[-1][:, window].float()).squeeze(-1)
-        return log_dist, values
+        """(log-softmax over the vocabulary at each response position [B, Lr, V], values [B, Lr] or None), from
+        the package's one log-prob function."""
+        if self.value_head is None:
+            return response_logits(self.lm, samples, temperature), None
+        log_dist, hidden = response_logits(self.lm, samples, temperature, with_hidden=True)
+        return log_dist, self.value_head(hidden.float()).squeeze(-1)
 
 
 def gather_tokens(log_dist: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -176,6 +197,12 @@ class Rollout:
     advantages: torch.Tensor | None = None  # [B, Lr]
     returns: torch.Tensor | None = None  # [B, Lr]
 
+    @property
+    def kl_tokens(self) -> torch.Tensor:
+        """[B, Lr] the per-token KL penalty estimate k1 = log π_old − log π_ref (vbon_exp.kl), zero on padding: the
+        one definition PPO's token rewards, RLOO's returns and the logged KL all use."""
+        return kl.k1(self.logp_old, self.logp_ref) * self.mask
+
     def minibatch(self, idx: torch.Tensor) -> "Rollout":
         pick = lambda t: None if t is None else t[idx]  # noqa: E731
         return Rollout(self.samples.select(idx), self.mask[idx], self.logp_old[idx], self.logp_ref[idx],
@@ -183,6 +210,9 @@ class Rollout:
 
 
 SequenceReward = Callable[[Samples, torch.Tensor], torch.Tensor]  # (scored samples, log π_ref(y|x)) -> [B]
+# An objective's extra loss term: (trainer, minibatch, log-distributions [B, Lr, V] with grad) -> (loss, stats). The
+# trainer adds it to the clipped policy-gradient (+ value) loss of every minibatch (e.g. BOND's forward-KL term).
+LossTerm = Callable[["OnPolicyTrainer", "Rollout", torch.Tensor], tuple[torch.Tensor, dict]]
 
 
 class OnPolicyTrainer(CheckpointedTrainer):
@@ -204,8 +234,10 @@ class OnPolicyTrainer(CheckpointedTrainer):
         run_dir: Path,
         tracker=None,
         seed: int = 0,
+        loss_terms: list[LossTerm] | None = None,
     ):
         self.cfg, self.train_cfg, self.task, self.sampling = cfg, train_cfg, task, sampling
+        self.loss_terms = list(loss_terms or [])
         self.sequence_reward, self.kl_coef, self.accelerator = sequence_reward, kl_coef, accelerator
         self.run_dir, self.tracker, self.seed = Path(run_dir), tracker, seed
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
@@ -316,6 +348,10 @@ class OnPolicyTrainer(CheckpointedTrainer):
             vf_loss = masked_mean(vf, mb.mask)
             loss = loss + c.vf_coef * vf_loss
             stats["vf_loss"] = vf_loss.detach()
+        for term in self.loss_terms:
+            extra, extra_stats = term(self, mb, log_dist)
+            loss = loss + extra
+            stats.update({k: v.detach() if torch.is_tensor(v) else v for k, v in extra_stats.items()})
         return loss, stats
 
     def optimise(self, ro: Rollout, update: int) -> dict:
@@ -334,7 +370,7 @@ class OnPolicyTrainer(CheckpointedTrainer):
         return {key: value / count for key, value in sums.items()}
 
     def rollout_stats(self, ro: Rollout) -> dict:
-        kl_seq = ((ro.logp_old - ro.logp_ref) * ro.mask).sum(-1)
+        kl_seq = ro.kl_tokens.sum(-1)
         return {
             "reward": float(ro.samples.rewards.float().mean()),
             "objective_reward": float(ro.seq_reward.mean()),
