@@ -145,7 +145,7 @@ def test_freeze_lower_layers_trains_exactly_the_top_blocks_and_the_final_norm(ar
     expected = {name for name in names if name.startswith(trainable_prefixes)}
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == expected
-    # embeddings and the LM head (tied to the input embedding in GPT-2; untied in the others) are frozen
+    # embeddings and the LM head are frozen, tied (gpt2) or untied (the others: today an untied head is not trained)
     assert not any(p.requires_grad for name, p in model.named_parameters() if "emb" in name or "wte" in name
                    or "wpe" in name or "lm_head" in name or "embed_out" in name)
     assert not model.get_input_embeddings().weight.requires_grad
