@@ -1,5 +1,6 @@
 """The RL building blocks (vbon_exp/trainers): GAE, where rewards land, RLOO baselines, masks; checkpoints."""
 
+import pytest
 import torch
 
 from vbon_exp.modeling import Samples
@@ -103,3 +104,270 @@ def test_checkpoint_roundtrip_tied_weights_and_pointer(tmp_path):
         assert torch.equal(a, b), name
     assert other.lm_head.weight.data_ptr() == other.transformer.wte.weight.data_ptr()  # still tied
     assert state["update"] == 3 and "state" in state["optimizer"]
+
+
+# --------------------------------------------------------------------------- freeze_lower_layers
+
+
+def _tiny_causal_lm(arch: str):
+    """Three-block models of the architectures freeze_lower_layers knows (GPT-2 tied and untied, Llama, GPT-NeoX)."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    if arch.startswith("gpt2"):
+        return tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=11, n_positions=8, n_embd=16, n_layer=3, n_head=2,
+                                                tie_word_embeddings=arch == "gpt2"))
+    small = {"vocab_size": 11, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 3,
+             "num_attention_heads": 2, "bos_token_id": 0, "eos_token_id": 0}
+    if arch == "llama":
+        return tf.LlamaForCausalLM(tf.LlamaConfig(num_key_value_heads=2, **small))
+    return tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**small))
+
+
+FROZEN_LAYOUT = {  # (prefix of block i, final norm prefix)
+    "gpt2": ("transformer.h.{}.", "transformer.ln_f."),
+    "gpt2-untied": ("transformer.h.{}.", "transformer.ln_f."),
+    "llama": ("model.layers.{}.", "model.norm."),
+    "gpt_neox": ("gpt_neox.layers.{}.", "gpt_neox.final_layer_norm."),
+}
+
+
+@pytest.mark.parametrize("arch", list(FROZEN_LAYOUT))
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_freeze_lower_layers_trains_exactly_the_top_blocks_and_the_final_norm(arch, k):
+    from vbon_exp.trainers.rl import freeze_lower_layers
+
+    model = _tiny_causal_lm(arch)
+    block, norm = FROZEN_LAYOUT[arch]
+    freeze_lower_layers(model, k)
+    trainable_prefixes = tuple(block.format(i) for i in range(3 - k, 3)) + (norm,)
+    names = [name for name, _ in model.named_parameters()]
+    expected = {name for name in names if name.startswith(trainable_prefixes)}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == expected
+    # embeddings and the LM head are frozen, tied (gpt2) or untied (the others: today an untied head is not trained)
+    assert not any(p.requires_grad for name, p in model.named_parameters() if "emb" in name or "wte" in name
+                   or "wpe" in name or "lm_head" in name or "embed_out" in name)
+    assert not model.get_input_embeddings().weight.requires_grad
+    assert not model.get_output_embeddings().weight.requires_grad
+    assert any(name.startswith(norm) for name in expected)  # precondition: the layout names real parameters
+
+
+@pytest.mark.parametrize("arch", list(FROZEN_LAYOUT))
+def test_freeze_lower_layers_none_leaves_everything_trainable(arch):
+    from vbon_exp.trainers.rl import freeze_lower_layers
+
+    model = _tiny_causal_lm(arch)
+    freeze_lower_layers(model, None)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_freeze_lower_layers_unknown_architecture_names_the_config_key():
+    from vbon_exp.trainers.rl import freeze_lower_layers
+
+    class Mystery(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(3)])
+
+    model = Mystery()
+    with pytest.raises(ValueError, match=r"algo\.trainable_layers.*Mystery"):
+        freeze_lower_layers(model, 1)
+    assert all(p.requires_grad for p in model.parameters())  # nothing was frozen on the way to the error
+
+
+@pytest.mark.xfail(strict=True, reason="production bug: trainable_layers larger than the model's number of blocks "
+                   "silently trains fewer blocks (list slicing with a negative start); it should raise")
+def test_freeze_lower_layers_more_layers_than_the_model_has_is_an_error():
+    from vbon_exp.trainers.rl import freeze_lower_layers
+
+    with pytest.raises(ValueError, match=r"algo\.trainable_layers"):
+        freeze_lower_layers(_tiny_causal_lm("gpt2"), 5)  # 3 blocks; today only the top 2 are trained
+
+
+def test_trainer_with_trainable_layers_changes_only_the_top_block(synthetic_task, tmp_path):
+    """One PPO update with algo.trainable_layers=1 on the synthetic 2-block GPT-2: embeddings, LM head and block 0
+    are bit-for-bit unchanged; block 1 and the final norm moved; the optimiser holds only the trainable tensors."""
+    import copy
+
+    from accelerate import Accelerator
+
+    from vbon_exp.sampling import SamplingConfig
+    from vbon_exp.trainers import PPOTrainer, RLConfig, TrainConfig
+
+    policy = copy.deepcopy(synthetic_task.reference).requires_grad_(True)
+    before = {name: p.detach().clone() for name, p in policy.named_parameters()}
+    cfg = RLConfig(lr=1e-3, batch_size=8, minibatch_size=4, ppo_epochs=1, total_episodes=16, trainable_layers=1)
+    trainer = PPOTrainer(cfg, TrainConfig(checkpoint_every=0, resume=False, max_updates=1), policy=policy,
+                         task=synthetic_task, sampling=SamplingConfig(max_new_tokens=5),
+                         sequence_reward=lambda s, lr: s.rewards.double(), kl_coef=0.1,
+                         accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=0)
+    lm_group = trainer.optimizer.param_groups[0]["params"]
+    assert {id(p) for p in lm_group} == {id(p) for p in policy.parameters() if p.requires_grad}
+    trained = trainer.train()
+    for name, p in trained.named_parameters():
+        changed = not torch.equal(p.detach(), before[name])
+        if name.startswith(("transformer.h.1.", "transformer.ln_f.")):
+            assert p.requires_grad and changed, name
+        else:
+            assert not p.requires_grad and not changed, name
+
+
+# --------------------------------------------------------------------------- the clipped PPO loss
+
+
+class _FixedPolicy(torch.nn.Module):
+    """Stands in for PolicyWithValue: per-token log-probs of token 0 and values are leaf parameters, so the loss's
+    gradient with respect to each token's log-prob / value can be read off directly."""
+
+    def __init__(self, logp: torch.Tensor, values: torch.Tensor | None):
+        super().__init__()
+        self.logp = torch.nn.Parameter(logp)
+        self.values = None if values is None else torch.nn.Parameter(values)
+
+    def forward(self, samples, temperature):
+        others = torch.full((*self.logp.shape, 2), -4.0, dtype=self.logp.dtype)
+        return torch.cat([self.logp[..., None], others], dim=-1), self.values
+
+
+def _loss_setup(logp_old, ratio, advantages, mask, values_old=None, values=None, returns=None, **cfg):
+    from vbon_exp.sampling import SamplingConfig
+    from vbon_exp.trainers import PPOTrainer, RLConfig
+
+    d = {"dtype": torch.float64}
+    logp_old, ratio, advantages, mask = (torch.tensor([x], **d) for x in (logp_old, ratio, advantages, mask))
+    logp = logp_old + ratio.log()
+    b, length = mask.shape
+    z = torch.zeros(b, length, dtype=torch.long)
+    samples = Samples(torch.arange(b), z[:, :1], torch.ones(b, 1, dtype=torch.long), z, mask.long())
+    v_old = None if values_old is None else torch.tensor([values_old], **d)
+    ro = Rollout(samples, mask, logp_old * mask, torch.zeros_like(mask), v_old, torch.zeros(b, **d), advantages,
+                 None if returns is None else torch.tensor([returns], **d))
+    trainer = PPOTrainer.__new__(PPOTrainer)  # only loss() is exercised
+    trainer.cfg, trainer.sampling = RLConfig(**cfg), SamplingConfig()
+    trainer.model = _FixedPolicy(logp.clone(), None if values is None else torch.tensor([values], **d))
+    return trainer, ro, logp
+
+
+def test_ppo_policy_clipping_zeroes_the_gradient_only_where_the_clip_binds():
+    """Per token (ε = 0.2), with the gradient of the unclipped surrogate −A·ρ as reference:
+    ρ > 1+ε with A > 0, and ρ < 1−ε with A < 0: the clipped term is the max → zero gradient;
+    inside [1−ε, 1+ε]: the unclipped gradient; outside the band on the pessimistic side (ρ > 1+ε with A < 0, ρ < 1−ε
+    with A > 0): the unclipped gradient too (the clip is one-sided); padding: zero."""
+    ratio = [1.5, 0.5, 1.1, 0.9, 1.5, 0.5, 1.1]
+    adv = [1.0, -1.0, 1.0, -2.0, -1.0, 1.0, 1.0]
+    mask = [1, 1, 1, 1, 1, 1, 0]
+    logp_old = [-1.0, -0.5, -2.0, -1.5, -0.7, -3.0, -1.0]
+    trainer, ro, _ = _loss_setup(logp_old, ratio, adv, mask, clip=0.2)
+    loss, stats = trainer.loss(ro)
+    loss.backward()
+    grad = trainer.model.logp.grad[0]
+
+    logp = trainer.model.logp.detach().clone().requires_grad_(True)
+    unclipped = (-ro.advantages * torch.exp(logp - ro.logp_old) * ro.mask).sum() / ro.mask.sum()
+    unclipped.backward()
+    reference = logp.grad[0]
+
+    clipped, free = [0, 1], [2, 3, 4, 5]
+    assert torch.equal(grad[clipped], torch.zeros(2, dtype=torch.float64))
+    assert torch.allclose(grad[free], reference[free], rtol=1e-12, atol=0)
+    assert (reference.abs()[:6] > 0.05).all()  # precondition: unclipped, every real token would have a gradient
+    assert grad[6] == 0
+    assert float(stats["clipfrac"]) == pytest.approx(4 / 6)  # |ρ − 1| > ε on tokens 0, 1, 4, 5
+    expected_pg = sum(max(-a * r, -a * min(max(r, 0.8), 1.2)) for r, a in zip(ratio[:6], adv[:6])) / 6
+    assert float(stats["pg_loss"]) == pytest.approx(expected_pg, rel=1e-12)
+
+
+def test_ppo_value_clipping_zeroes_the_gradient_only_where_the_clip_binds():
+    """vf = ½·max((v − R)², (v_clip − R)²), v_clip = v_old + clamp(v − v_old, ±0.2). When v moved more than 0.2 from
+    v_old towards R (token 0, 3) the clipped error is the larger: zero gradient. Inside the band (2, 5) and past the
+    band away from R or overshooting it (1, 4) the gradient is the unclipped vf_coef·(v − R)/n. Padding: zero."""
+    v_old = [0.0, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0]
+    v = [0.5, -0.5, 0.1, 0.0, 0.5, 0.05, 0.9]
+    returns = [1.0, 1.0, 1.0, -1.0, 0.3, -2.0, 5.0]
+    mask = [1, 1, 1, 1, 1, 1, 0]
+    n, vf_coef = 6, 0.5
+    trainer, ro, _ = _loss_setup([-1.0] * 7, [1.0] * 7, [0.0] * 7, mask, values_old=v_old, values=v,
+                                 returns=returns, vf_clip=0.2, vf_coef=vf_coef)
+    loss, stats = trainer.loss(ro)
+    loss.backward()
+    grad = trainer.model.values.grad[0]
+    unclipped = torch.tensor([vf_coef * (vi - ri) / n for vi, ri in zip(v, returns)], dtype=torch.float64)
+    clipped, free = [0, 3], [1, 2, 4, 5]
+    assert torch.equal(grad[clipped], torch.zeros(2, dtype=torch.float64))
+    assert torch.allclose(grad[free], unclipped[free], rtol=1e-12, atol=0)
+    assert (unclipped[clipped].abs() > 0.01).all()  # precondition: unclipped, these would have a gradient
+    assert grad[6] == 0
+    v_clip = [vo + min(max(vi - vo, -0.2), 0.2) for vo, vi in zip(v_old, v)]
+    expected_vf = sum(0.5 * max((vi - ri) ** 2, (vc - ri) ** 2)
+                      for vi, vc, ri in zip(v[:6], v_clip[:6], returns[:6])) / n
+    assert float(stats["vf_loss"]) == pytest.approx(expected_vf, rel=1e-12)
+    assert float(loss.detach()) == pytest.approx(float(stats["pg_loss"]) + vf_coef * expected_vf, rel=1e-12)
+
+
+# --------------------------------------------------------------------------- learning-rate schedules
+
+
+def _zero_loss(module):
+    """A loss with a (zero) gradient for every trainable tensor: AdamW then leaves the weights as they are."""
+    return sum((p * 0).sum() for p in module.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_rl_schedule_after_k_optimizer_steps(synthetic_task, tmp_path, schedule):
+    """PPO with 3 updates × (2 epochs × 2 minibatches) = 12 optimizer steps: after k steps the lr is
+    lr·(1 − k/12) (linear, 0 at the end) or lr (constant), in the policy group and (× value_head_lr_scale) the
+    value-head group."""
+    import copy
+
+    from accelerate import Accelerator
+
+    from vbon_exp.sampling import SamplingConfig
+    from vbon_exp.trainers import PPOTrainer, RLConfig, TrainConfig
+
+    lr, scale = 1e-3, 4.0
+    cfg = RLConfig(lr=lr, schedule=schedule, batch_size=8, minibatch_size=4, ppo_epochs=2, total_episodes=24,
+                   value_head_lr_scale=scale)
+    trainer = PPOTrainer(cfg, TrainConfig(), policy=copy.deepcopy(synthetic_task.reference).requires_grad_(True),
+                         task=synthetic_task, sampling=SamplingConfig(max_new_tokens=5),
+                         sequence_reward=lambda s, lr: s.rewards.double(), kl_coef=0.1,
+                         accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=0)
+    total = trainer.num_updates * trainer.steps_per_update
+    assert total == 12
+    seen = []
+    for k in range(total + 1):
+        factor = max(0.0, 1 - k / total) if schedule == "linear" else 1.0
+        groups = trainer.optimizer.param_groups
+        assert groups[0]["lr"] == pytest.approx(lr * factor, rel=1e-12, abs=1e-18), k
+        assert groups[1]["lr"] == pytest.approx(lr * scale * factor, rel=1e-12, abs=1e-18), k
+        seen.append(groups[0]["lr"])
+        if k < total:
+            trainer.optimizer_step(_zero_loss(trainer.model), max_grad_norm=1.0)
+    if schedule == "linear":
+        assert seen[0] == lr and seen[total // 2] == pytest.approx(lr / 2) and seen[-1] == 0.0
+    else:
+        assert set(seen) == {lr}
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_sft_schedule_after_k_optimizer_steps(synthetic_task, tmp_path, schedule):
+    """SFT over 10 pairs in batches of 4 for 2 epochs: 3 steps an epoch, 6 in all."""
+    import copy
+
+    from accelerate import Accelerator
+
+    from vbon_exp.trainers import TrainConfig
+    from vbon_exp.trainers.sft import SFTConfig, SFTTrainer
+
+    z = torch.zeros(10, 2, dtype=torch.long)
+    data = Samples(torch.zeros(10, dtype=torch.long), z, torch.ones_like(z), z, torch.ones_like(z))
+    lr = 2e-3
+    trainer = SFTTrainer(SFTConfig(lr=lr, schedule=schedule, batch_size=4, epochs=2), TrainConfig(),
+                         policy=copy.deepcopy(synthetic_task.reference).requires_grad_(True), data=data,
+                         temperature=1.0, accelerator=Accelerator(cpu=True), run_dir=tmp_path)
+    assert trainer.total_steps == 6
+    for k in range(7):
+        factor = max(0.0, 1 - k / 6) if schedule == "linear" else 1.0
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr * factor, rel=1e-12, abs=1e-18), k
+        if k < 6:
+            trainer.optimizer_step(_zero_loss(trainer.model), max_grad_norm=None)
