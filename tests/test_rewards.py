@@ -12,7 +12,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # a requir
 
 from vbon_exp import tiny
 from vbon_exp.modeling import Samples
-from vbon_exp.rewards import VaderReward, score
+from vbon_exp.rewards import VaderReward, VaderRewardConfig, score
 
 POSITIVE = "This movie was wonderful, I loved it."
 NEGATIVE = "A terrible, awful film. I hated it."
@@ -53,7 +53,7 @@ def make_samples(tokenizer, pairs: list[tuple[str, str]]) -> Samples:
 
 
 def test_vader_scores_a_positive_text_above_a_negative_one(tokenizer, analyzer):
-    reward = VaderReward(policy_tokenizer=tokenizer, with_prompt=False)
+    reward = VaderReward(VaderRewardConfig(with_prompt=False), policy_tokenizer=tokenizer)
     r = reward(make_samples(tokenizer, [("Review:", " " + POSITIVE), ("Review:", " " + NEGATIVE)]))
     assert r.dtype == torch.float32 and r.shape == (2,)
     assert r[0] > 0.5 and r[1] < -0.5, r
@@ -66,8 +66,8 @@ def test_vader_with_prompt_on_and_off_scores_different_texts(tokenizer, analyzer
     """A negative prompt with a positive response: with the prompt the compound is negative, without it positive."""
     prompt, response = "I hated this movie.", " It was great!"
     samples = make_samples(tokenizer, [(prompt, response)])
-    with_prompt = VaderReward(policy_tokenizer=tokenizer, with_prompt=True)
-    without = VaderReward(policy_tokenizer=tokenizer, with_prompt=False)
+    with_prompt = VaderReward(VaderRewardConfig(with_prompt=True), policy_tokenizer=tokenizer)
+    without = VaderReward(VaderRewardConfig(with_prompt=False), policy_tokenizer=tokenizer)
     r_with, r_without = float(with_prompt(samples)[0]), float(without(samples)[0])
     assert r_with == pytest.approx(vader(analyzer, prompt + response), abs=1e-6)
     assert r_without == pytest.approx(vader(analyzer, response), abs=1e-6)
@@ -78,7 +78,7 @@ def test_vader_with_prompt_on_and_off_scores_different_texts(tokenizer, analyzer
 def test_vader_ignores_padding(tokenizer, analyzer):
     """Precondition of the other checks: the garbage in the padding would change the score if it were read."""
     samples = make_samples(tokenizer, [("", " It was fine.")])
-    r = float(VaderReward(policy_tokenizer=tokenizer, with_prompt=True)(samples)[0])
+    r = float(VaderReward(VaderRewardConfig(with_prompt=True), policy_tokenizer=tokenizer)(samples)[0])
     assert r == pytest.approx(vader(analyzer, " It was fine."), abs=1e-6)
     everything = tokenizer.decode(samples.prompt_ids[0].tolist() + samples.response_ids[0].tolist())
     assert abs(vader(analyzer, everything) - r) > 0.3
@@ -92,7 +92,7 @@ def test_score_in_batches_equals_one_unbatched_call(tokenizer, analyzer, with_pr
              ("What a film.", " " + NEGATIVE + " " + NEGATIVE), ("Great cast.", " Boring."),
              ("The ending", " was beautiful and moving, a wonderful surprise.")]
     samples = make_samples(tokenizer, pairs)
-    reward = VaderReward(policy_tokenizer=tokenizer, with_prompt=with_prompt)
+    reward = VaderReward(VaderRewardConfig(with_prompt=with_prompt), policy_tokenizer=tokenizer)
     unbatched = reward(samples)
     lengths = samples.prompt_mask.sum(-1) + samples.response_mask.sum(-1)
     assert not torch.equal(torch.argsort(lengths, stable=True), torch.arange(len(pairs)))  # sorting reorders rows

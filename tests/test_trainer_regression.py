@@ -85,7 +85,7 @@ def run_rl(task, trainer_cls, algo: dict, run_dir) -> RecordingTracker:
     torch.set_num_threads(1)
     tracker = RecordingTracker()
     trainer = trainer_cls(
-        RLConfig.from_dict(algo), TrainConfig(checkpoint_every=0, resume=False, log_every=1),
+        RLConfig(**algo), TrainConfig(checkpoint_every=0, resume=False, log_every=1),
         policy=_fresh_policy(task), task=task, sampling=SAMPLING,
         sequence_reward=lambda samples, logp_ref: samples.rewards.double(),  # objective=kl_rl
         kl_coef=KL_COEF, accelerator=_accelerator(), run_dir=run_dir, tracker=tracker, seed=SEED,
@@ -105,7 +105,7 @@ def run_sft(task, run_dir) -> RecordingTracker:
     torch.set_num_threads(1)
     tracker = RecordingTracker()
     trainer = SFTTrainer(
-        SFTConfig.from_dict(SFT_CFG), TrainConfig(checkpoint_every=0, resume=False),
+        SFTConfig(**SFT_CFG), TrainConfig(checkpoint_every=0, resume=False),
         policy=_fresh_policy(task), data=bon_sft_data(task), temperature=SAMPLING.temperature,
         accelerator=_accelerator(), run_dir=run_dir, tracker=tracker, seed=SEED,
     )

@@ -176,13 +176,15 @@ def test_freeze_lower_layers_unknown_architecture_names_the_config_key():
     assert all(p.requires_grad for p in model.parameters())  # nothing was frozen on the way to the error
 
 
-@pytest.mark.xfail(strict=True, reason="production bug: trainable_layers larger than the model's number of blocks "
-                   "silently trains fewer blocks (list slicing with a negative start); it should raise")
-def test_freeze_lower_layers_more_layers_than_the_model_has_is_an_error():
+@pytest.mark.parametrize("k", [5, 0, -1])
+def test_freeze_lower_layers_outside_one_to_the_block_count_is_an_error(k):
+    """A slice with a negative start used to train fewer blocks than asked (k=5 of 3 trained 2) or none."""
     from vbon_exp.trainers.rl import freeze_lower_layers
 
+    model = _tiny_causal_lm("gpt2")  # 3 blocks
     with pytest.raises(ValueError, match=r"algo\.trainable_layers"):
-        freeze_lower_layers(_tiny_causal_lm("gpt2"), 5)  # 3 blocks; today only the top 2 are trained
+        freeze_lower_layers(model, k)
+    assert all(p.requires_grad for p in model.parameters())  # nothing was frozen on the way to the error
 
 
 def test_trainer_with_trainable_layers_changes_only_the_top_block(synthetic_task, tmp_path):
@@ -244,7 +246,7 @@ def _loss_setup(logp_old, ratio, advantages, mask, values_old=None, values=None,
     ro = Rollout(samples, mask, logp_old * mask, torch.zeros_like(mask), v_old, torch.zeros(b, **d), advantages,
                  None if returns is None else torch.tensor([returns], **d))
     trainer = PPOTrainer.__new__(PPOTrainer)  # only loss() is exercised
-    trainer.cfg, trainer.sampling = RLConfig(**cfg), SamplingConfig()
+    trainer.cfg, trainer.sampling, trainer.loss_terms = RLConfig(**cfg), SamplingConfig(), []
     trainer.model = _FixedPolicy(logp.clone(), None if values is None else torch.tensor([values], **d))
     return trainer, ro, logp
 
