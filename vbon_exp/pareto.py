@@ -29,17 +29,14 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from vbon_exp.tracking import ID_COLUMNS
+
 log = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.jsonl"
-# Objectives in the order the paper lists them; any other name follows, alphabetically.
-OBJECTIVE_ORDER = ("bon", "bon_sft", "vbon", "kl_rl")
-STYLE = {  # objective → (colour, marker, legend label)
-    "bon": ("#1f77b4", "o", "BoN (sampling)"),
-    "bon_sft": ("#2ca02c", "s", "BoN-SFT"),
-    "vbon": ("#d62728", "D", "vBoN"),
-    "kl_rl": ("#ff7f0e", "^", "KL-regularised RL"),
-}
+# One marker per objective, in the order of their names; colours from matplotlib's tab10. Legend names come from the
+# results lines (`objective_label`, each objective's declared label), so no list here names the objectives.
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "h", "p")
 # Leading columns of points.csv / frontier.csv; the rest follow alphabetically.
 LEAD_COLUMNS = (
     "task", "objective", "algo", "bound", "beta", "n", "temperature", "m", "seed", "status", "on_frontier",
@@ -48,13 +45,9 @@ LEAD_COLUMNS = (
 )
 NUMERIC_COLUMNS = ("beta", "n", "temperature", "m", "seed", "reward", "reward_se", "kl", "kl_se", "kl_analytic",
                    "win_rate", "win_rate_se")
-# results-line column → config key, for runs read back from wandb (their config holds the identifying columns)
-CONFIG_COLUMNS = {
-    "task": "task.name", "objective": "objective.name", "algo": "algo.name", "bound": "objective.bound",
-    "beta": "objective.beta", "n": "objective.n", "temperature": "sampling.temperature", "m": "reference.m",
-    "seed": "seed",
-}
-RL_OBJECTIVES = ("vbon", "kl_rl")
+# results-line column → config key, for runs read back from wandb (their config holds the identifying columns; runs
+# written since the objective declarations also hold the results line's own `results_id` columns)
+CONFIG_COLUMNS = ID_COLUMNS
 
 
 class ParetoError(Exception):
@@ -162,8 +155,9 @@ def runs_to_frame(runs: Iterable) -> pd.DataFrame:
         config = _as_dict(getattr(run, "config", None))
         summary = _as_dict(getattr(run, "summary", None))
         row = {column: _config_get(config, key) for column, key in CONFIG_COLUMNS.items()}
-        if row["objective"] not in RL_OBJECTIVES:
-            row["algo"] = None
+        ids = _unwrap(config.get("results_id"))
+        if isinstance(ids, dict):  # the results line's own identifying columns (algo None where no algo trains)
+            row.update({key: _unwrap(value) for key, value in ids.items()})
         for key, value in summary.items():
             if key.startswith("_") or "/" in key:  # wandb internals; final/* and train/* histories
                 continue
@@ -251,7 +245,20 @@ def add_frontier(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def objective_sort_key(name: str) -> tuple:
-    return (OBJECTIVE_ORDER.index(name), "") if name in OBJECTIVE_ORDER else (len(OBJECTIVE_ORDER), str(name))
+    return (str(name),)
+
+
+def objective_styles(points: pd.DataFrame) -> dict:
+    """objective -> (colour, marker, legend label), the same in every panel and figure of one table."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"].colors
+    labels = {}
+    if "objective_label" in points:
+        for objective, label in points[["objective", "objective_label"]].dropna().itertuples(index=False):
+            labels.setdefault(objective, label)
+    return {objective: (colours[i % len(colours)], MARKERS[i % len(MARKERS)], labels.get(objective, objective))
+            for i, objective in enumerate(sorted(points["objective"].unique(), key=objective_sort_key))}
 
 
 def frontier_frequency(points: pd.DataFrame) -> pd.DataFrame:
@@ -298,15 +305,6 @@ def _pyplot():
     return plt
 
 
-def _style(objective: str, index: int):
-    if objective in STYLE:
-        return STYLE[objective]
-    import matplotlib
-
-    colours = matplotlib.colormaps["tab10"].colors
-    return colours[(index + 4) % len(colours)], "v", objective
-
-
 def _objectives(points: pd.DataFrame) -> list[str]:
     return sorted(points["objective"].unique(), key=objective_sort_key)
 
@@ -335,11 +333,12 @@ def plot_vs_kl(points: pd.DataFrame, metric: str, ylabel: str, *, title: str, fr
     plt = _pyplot()
     ok = points[plottable(points) & np.isfinite(points[metric])] if metric in points else points.iloc[:0]
     tasks = sorted(ok["task"].unique()) or ["?"]
+    styles = objective_styles(points)
     fig, axes = _task_axes(plt, tasks, title)
     for ax, task in zip(axes, tasks):
         mine = ok[ok["task"] == task]
-        for index, objective in enumerate(_objectives(mine)):
-            colour, marker, label = _style(objective, index)
+        for objective in _objectives(mine):
+            colour, marker, label = styles[objective]
             rows = mine[mine["objective"] == objective].sort_values("kl")
             _errorbar(ax, rows["kl"], rows[metric], _se(rows, "kl_se"), _se(rows, f"{metric}_se"),
                       colour=colour, marker=marker, label=f"{label} ({len(rows)} runs)")
@@ -367,8 +366,7 @@ def plot_vs_kl(points: pd.DataFrame, metric: str, ylabel: str, *, title: str, fr
     return fig
 
 
-def _series_label(objective: str, n: float, many: bool, index: int) -> str:
-    label = _style(objective, index)[2]
+def _series_label(label: str, n: float, many: bool) -> str:
     return f"{label}, N = {n:.3g}" if many and np.isfinite(n) else label
 
 
@@ -380,11 +378,12 @@ def plot_vs_temperature(points: pd.DataFrame):
     metrics = [(m, label) for m, label in (("reward", "reward"), ("win_rate", "win rate against π_ref samples"))
                if m in ok]
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5.0), squeeze=False)
+    styles = objective_styles(points)
     tasks = sorted(ok["task"].unique())
     fig.suptitle("vs sampling temperature" + (f" (task: {', '.join(tasks)})" if tasks else ""), fontsize=13)
     for ax, (metric, ylabel) in zip(axes[0], metrics):
-        for index, objective in enumerate(_objectives(ok)):
-            colour, marker, _ = _style(objective, index)
+        for objective in _objectives(ok):
+            colour, marker, label = styles[objective]
             rows = ok[(ok["objective"] == objective) & np.isfinite(ok[metric])]
             ns = sorted(rows["n"].round(6).dropna().unique())
             styles = ["-", "--", ":", "-."]
@@ -395,7 +394,7 @@ def plot_vs_temperature(points: pd.DataFrame):
                                own.reindex(stats["temperature"]).to_numpy() if own is not None else np.nan)
                 ax.errorbar(stats["temperature"], stats["mean"], yerr=err, fmt=marker + styles[k % len(styles)],
                             color=colour, markersize=6, capsize=2, linewidth=1.3,
-                            label=_series_label(objective, n, len(ns) > 1, index) + (
+                            label=_series_label(label, n, len(ns) > 1) + (
                                 "" if len(tasks) < 2 else f" [{', '.join(sorted(series['task'].unique()))}]"))
         ax.set_xlabel("sampling temperature", fontsize=12)
         ax.set_ylabel(ylabel, fontsize=12)

@@ -140,7 +140,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     objective = build_objective(nodes.objective)
     tracker = Tracker(
         run_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.wandb.mode if main else "disabled",
-        project=cfg.wandb.project, write_results=main,
+        project=cfg.wandb.project, write_results=main, results_id=base_point(cfg),
         entity=cfg.wandb.entity, group=cfg.wandb.group, tags=cfg.wandb.tags,
         name=f"{cfg.task.name}-{cfg.objective.name}-b{cfg.objective.beta}-n{cfg.objective.n}-s{cfg.seed}",
     )

@@ -114,6 +114,7 @@ class Tracker:
         tags: list[str] | None = None,
         job_type: str = "train",
         write_results: bool = True,
+        results_id: dict | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.results_path = self.run_dir / "results.jsonl"
@@ -127,7 +128,9 @@ class Tracker:
 
             self.run = wandb.init(
                 project=project, entity=entity, name=name, group=group, tags=list(tags or []), job_type=job_type,
-                dir=str(self.run_dir), mode=self.mode, config=config, reinit="finish_previous",
+                dir=str(self.run_dir), mode=self.mode,
+                # the results line's identifying columns beside the config, for `make pareto-plot --wandb-project`
+                config={**config, **({"results_id": results_id} if results_id else {})}, reinit="finish_previous",
                 settings=wandb.Settings(silent=True, console="off"),
             )
             self.wandb_dir = str(Path(self.run.dir).parent)
