@@ -101,3 +101,35 @@ def test_score_in_batches_equals_one_unbatched_call(tokenizer, analyzer, with_pr
     expected = torch.tensor([vader(analyzer, (p if with_prompt else "") + r) for p, r in pairs])
     assert torch.allclose(unbatched, expected, atol=1e-6, rtol=0)
     assert len(set(unbatched.tolist())) == len(pairs)  # distinct values: a row mix-up cannot go unnoticed
+
+
+# --------------------------------------------------------------------------- classifier outputs (reward.output)
+
+
+def test_classifier_outputs_are_the_probability_the_logit_and_the_margin_of_the_class():
+    from vbon_exp.rewards import CLASSIFIER_OUTPUTS
+
+    logits = torch.tensor([[0.5, 2.0, -1.0], [3.0, -2.0, 0.0]])
+    p = torch.softmax(logits, -1)
+    assert torch.allclose(CLASSIFIER_OUTPUTS["prob"](logits, 1), p[:, 1])
+    assert torch.equal(CLASSIFIER_OUTPUTS["logit"](logits, 1), logits[:, 1])
+    assert torch.allclose(CLASSIFIER_OUTPUTS["margin"](logits, 1), torch.tensor([2.0 - 0.5, -2.0 - 3.0]))
+    two = logits[:, :2]  # two classes: the margin is the log-odds log p/(1 − p)
+    q = CLASSIFIER_OUTPUTS["prob"](two, 1)
+    assert torch.allclose(CLASSIFIER_OUTPUTS["margin"](two, 1), torch.log(q / (1 - q)), atol=1e-6)
+    # prob is monotone in the margin, not in the logit: the logit can order two texts the other way
+    a, b = torch.tensor([[0.0, 1.0]]), torch.tensor([[3.0, 2.0]])
+    assert CLASSIFIER_OUTPUTS["logit"](a, 1) < CLASSIFIER_OUTPUTS["logit"](b, 1)
+    assert CLASSIFIER_OUTPUTS["prob"](a, 1) > CLASSIFIER_OUTPUTS["prob"](b, 1)
+
+
+@pytest.mark.parametrize("output", ["prob", "margin"])
+def test_a_one_logit_reward_head_takes_only_the_logit(output):
+    from vbon_exp.errors import ConfigError
+    from vbon_exp.rewards import ClassifierRewardConfig
+
+    with pytest.raises(ConfigError, match=r"reward\.output"):
+        ClassifierRewardConfig(name_or_path="x", label=None, output=output).check()
+    ClassifierRewardConfig(name_or_path="x", label=None, output="logit").check()
+    with pytest.raises(ConfigError, match=r"reward\.output"):
+        ClassifierRewardConfig(name_or_path="x", label="POSITIVE", output="softmax").check()

@@ -62,8 +62,13 @@ def test_imdb_prompts_are_review_prefixes(tmp_path, artifacts):
     assert all(2 <= len(p) <= 8 for p in task.train_prompts + task.test_prompts)
     texts = [task.tokenizer.decode(p) for p in task.train_prompts]
     assert not any("<br" in t for t in texts)
-    # the reward is the POSITIVE logit, found by name
-    assert task.reward.index == 1
+    # the reward is p(POSITIVE | text) (the paper's r), the class found by name
+    assert task.reward.index == 1 and task.reward.output == "prob"
+    from vbon_exp.modeling import Samples
+
+    ids = torch.tensor([task.test_prompts[0]])
+    samples = Samples(torch.zeros(1, dtype=torch.long), ids, torch.ones_like(ids), ids, torch.ones_like(ids))
+    assert 0.0 < float(task.reward(samples)[0]) < 1.0
 
 
 def test_tldr_eos_penalty_and_prompt_format(tmp_path, artifacts):

@@ -246,14 +246,17 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def check_memory(nodes: SimpleNamespace, available: int | None = None) -> None:
+def check_memory(nodes: SimpleNamespace, available: int | None = None, vocab_size: int | None = None) -> None:
     """Stop before anything is built when the reference caches or the evaluation samples cannot fit in memory:
     the error names the key that sets the size, the estimate and what is available. A lower bound of what the run
-    holds (vocabulary-sized logits are counted where the task knows its vocabulary before loading a model)."""
+    holds. Vocabulary-sized logits are counted where the vocabulary is known: from the task's config (synthetic)
+    before anything loads, and again with `vocab_size` once the models are loaded, before any sampling (run.py)."""
     available = available_memory_bytes() if available is None else available
     if available is None or os.environ.get("VBON_EXP_SKIP_MEMORY_CHECK") == "1":
         return
     sizes = nodes.task.sizes()
+    if vocab_size is not None:
+        sizes["vocab_size"] = vocab_size
     sequence = sizes["prompt_tokens"] + nodes.sampling.max_new_tokens
     splits = {"test": sizes["num_test_prompts"]}
     shared = sizes.get("splits_share_prompts", False)  # one cache serves both splits

@@ -12,7 +12,7 @@ from typing import Callable, Optional, Protocol
 import torch
 from omegaconf import MISSING
 
-from vbon_exp.errors import RewardError, check_choice, check_number
+from vbon_exp.errors import ConfigError, RewardError, check_choice, check_number
 from vbon_exp.meters import SCORING
 from vbon_exp.modeling import Samples
 
@@ -75,9 +75,30 @@ def decode_pairs(tokenizer, samples: Samples, with_prompt: bool = True) -> list[
     return out
 
 
+def _prob(logits: torch.Tensor, index: int) -> torch.Tensor:
+    """p(class | text): the paper's IMDB reward r(y) = p(POS | y) (Amini et al. 2025, §5)."""
+    return torch.softmax(logits, dim=-1)[:, index]
+
+
+def _logit(logits: torch.Tensor, index: int) -> torch.Tensor:
+    """The class's logit: what the seed code trained on (rycolab/vbon)."""
+    return logits[:, index]
+
+
+def _margin(logits: torch.Tensor, index: int) -> torch.Tensor:
+    """The class's logit minus the largest other logit (two classes: logit(POS) − logit(NEG) = log-odds)."""
+    others = torch.cat([logits[:, :index], logits[:, index + 1:]], dim=-1)
+    return logits[:, index] - others.max(dim=-1).values
+
+
+# reward.output -> (logits [B, C], class index) -> reward [B]
+CLASSIFIER_OUTPUTS = {"prob": _prob, "logit": _logit, "margin": _margin}
+
+
 class ClassifierReward:
-    """A sequence classifier's logit as the reward (no softmax): the class named `label` in the model config's
-    id2label (looked up by name, never by index), or the single output of a one-logit reward head (`label: null`).
+    """A sequence classifier as the reward: for the class named `label` in the model config's id2label (looked up by
+    name, never by index) its probability, logit or margin (`reward.output`, CLASSIFIER_OUTPUTS), or the single
+    output of a one-logit reward head (`label: null`, `output: logit`).
 
     Optionally a fixed score (`eos_penalty`, e.g. −20 for TL;DR as in the seed code) replaces the reward of responses
     that end without EOS."""
@@ -108,7 +129,15 @@ class ClassifierReward:
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.index = self._label_index(label)
-        self.fingerprint = f"classifier:{name_or_path}:{label}:{with_prompt}:{max_length}:{eos_penalty}"
+        self.output = cfg.output
+        if self.output != "logit" and self.model.config.num_labels < 2:
+            from vbon_exp.errors import ConfigError
+
+            raise ConfigError(f"reward.output={self.output} needs a classifier with ≥ 2 classes; {name_or_path!r} has "
+                              "one output (a reward head): use reward.output=logit")
+        # the logit reward keeps its old cache keys (the rewards are unchanged); other outputs have their own
+        output_key = "" if self.output == "logit" else f":{self.output}"
+        self.fingerprint = f"classifier:{name_or_path}:{label}:{with_prompt}:{max_length}:{eos_penalty}{output_key}"
 
     def _label_index(self, label: str | None) -> int:
         id2label = {int(k): v for k, v in (self.model.config.id2label or {}).items()}
@@ -139,7 +168,7 @@ class ClassifierReward:
             rows = order[start : start + self.batch_size]
             batch = self.tokenizer.pad({k: [enc[k][i] for i in rows] for k in enc.keys()}, padding=True,
                                        return_tensors="pt").to(self.device)
-            r[torch.tensor(rows)] = self.model(**batch).logits[:, self.index].float().cpu()
+            r[torch.tensor(rows)] = CLASSIFIER_OUTPUTS[self.output](self.model(**batch).logits.float(), self.index).cpu()
         if self.eos_penalty is not None and self.eos_id is not None:
             ended = ((samples.response_ids == self.eos_id) & samples.response_mask.bool()).any(-1).cpu()
             r = torch.where(ended, r, torch.full_like(r, float(self.eos_penalty)))
@@ -181,6 +210,9 @@ class ClassifierRewardConfig:
     # The class whose logit is the reward, by name in the model config's id2label (never by index); null: a
     # one-logit reward head.
     label: Optional[str] = None
+    # What of the classifier is the reward: prob (p of the class `label`: the paper's r(y) = p(POS|y)) | logit (its
+    # logit, as the seed code trained) | margin (its logit minus the largest other class's: the log-odds for two).
+    output: str = "logit"
     # Score prompt + response (true) or the response alone.
     with_prompt: bool = True
     # Classifier input length cap (tokens).
@@ -197,6 +229,10 @@ class ClassifierRewardConfig:
     made_by: Optional[str] = None
 
     def check(self, prefix: str = "reward") -> None:
+        check_choice(f"{prefix}.output", self.output, CLASSIFIER_OUTPUTS)
+        if self.label is None and self.output != "logit":
+            raise ConfigError(f"{prefix}.output={self.output} needs {prefix}.label (the class); a one-logit reward "
+                              f"head has only {prefix}.output=logit")
         check_number(f"{prefix}.max_length", self.max_length, integer=True, minimum=1)
         check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
         check_choice(f"{prefix}.dtype", self.dtype, (None, "float32", "bfloat16", "float16"))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vbon_exp.config import validate
+from vbon_exp.config import check_memory, validate
 from vbon_exp.errors import ConfigError, SamplerBackendError
 from vbon_exp.evaluate import evaluate
 from vbon_exp.meters import GENERATION, SCORING
@@ -43,8 +43,10 @@ def reference_caches(cfg: DictConfig, task, sampling: SamplingConfig, splits) ->
         caches[split] = build_reference_cache(
             reference=task.reference, reward=task.reward, tokenizer=task.tokenizer, prompts=task.prompts(split),
             m=cfg.reference.m, sampling=sampling, seed=cfg.seed, cache_dir=cfg.reference.cache_dir,
+            # the split is part of the key: train and test caches never share samples (even on the synthetic task,
+            # whose train and test prompts are the same)
             key_parts={"reference": task.fingerprint["reference"], "reward": task.fingerprint["reward"],
-                       "prompts": task.fingerprint[f"{split}_prompts"]},
+                       "prompts": task.fingerprint[f"{split}_prompts"], "split": split},
             eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=cfg.reference.chunk_prompts,
             keep_texts=cfg.reference.keep_texts, score_batch_size=cfg.eval.score_batch_size,
             desc=f"reference cache ({split})",
@@ -151,6 +153,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         with accelerator.main_process_first():  # the main process builds artifacts and caches; others then load
             task = build_task(nodes.task, device=device, cache_dir=nodes.paths.cache_dir, sampling=sampling,
                               model=nodes.model, reward=nodes.reward)
+            # the models' vocabulary is known now: the memory pre-flight again, with its logits, before any sampling
+            check_memory(nodes, vocab_size=getattr(task.reference.config, "vocab_size", None))
             cache_meter = StageMeter("cache_build")
             caches = reference_caches(cfg, task, sampling, dict.fromkeys(("test", *objective.cache_splits)))
             timings = cache_meter.stop()

@@ -26,7 +26,7 @@ WANDB_MODES = ("online", "offline", "disabled")
 ID_COLUMNS = {
     "task": "task.name", "objective": "objective.name", "algo": "algo.name", "bound": "objective.bound",
     "beta": "objective.beta", "n": "objective.n", "temperature": "sampling.temperature", "m": "reference.m",
-    "seed": "seed",
+    "seed": "seed", "reward_output": "reward.output",
 }
 
 
