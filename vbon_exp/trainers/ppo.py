@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from vbon_exp.trainers.rl import OnPolicyTrainer, Rollout, masked_whiten
+from vbon_exp.trainers.rl import OnPolicyTrainer, Rollout, masked_whiten, register_algo
 
 
 def token_rewards(ro: Rollout, kl_coef: float) -> torch.Tensor:
@@ -34,6 +34,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * mask
 
 
+@register_algo("ppo")
 class PPOTrainer(OnPolicyTrainer):
     uses_value_head = True
 

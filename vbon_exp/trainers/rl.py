@@ -77,10 +77,6 @@ class RLConfig:
     value_head_lr_scale: float = 1.0
 
     def check(self, prefix: str = "algo") -> None:
-        from vbon_exp.trainers import (
-            ALGOS,  # the registry sits in the package that imports this module
-        )
-
         check_choice(f"{prefix}.name", self.name, sorted(ALGOS))
         for key in ("batch_size", "minibatch_size", "ppo_epochs", "total_episodes"):
             check_number(f"{prefix}.{key}", getattr(self, key), integer=True, minimum=1)
@@ -213,6 +209,18 @@ SequenceReward = Callable[[Samples, torch.Tensor], torch.Tensor]  # (scored samp
 # An objective's extra loss term: (trainer, minibatch, log-distributions [B, Lr, V] with grad) -> (loss, stats). The
 # trainer adds it to the clipped policy-gradient (+ value) loss of every minibatch (e.g. BOND's forward-KL term).
 LossTerm = Callable[["OnPolicyTrainer", "Rollout", torch.Tensor], tuple[torch.Tensor, dict]]
+
+
+# RL algorithms by `algo.name`: each trainer module registers its class (vbon_exp.trainers imports them all).
+ALGOS: dict[str, type["OnPolicyTrainer"]] = {}
+
+
+def register_algo(name: str):
+    def add(cls):
+        ALGOS[name] = cls
+        return cls
+
+    return add
 
 
 class OnPolicyTrainer(CheckpointedTrainer):

@@ -4,9 +4,10 @@ head. The update reuses the clipped policy-gradient loss (ratio = 1 on the first
 
 from __future__ import annotations
 
-from vbon_exp.trainers.rl import OnPolicyTrainer, Rollout, masked_whiten
+from vbon_exp.trainers.rl import OnPolicyTrainer, Rollout, masked_whiten, register_algo
 
 
+@register_algo("rloo")
 class RLOOTrainer(OnPolicyTrainer):
     uses_value_head = False
 
