@@ -4,7 +4,7 @@ KL-RL with calibrated reward transforms.
 Runs go through `vbon_exp.run.run` at the synthetic task's own training scale (conf/scale/synthetic.yaml: 100
 updates), CPU, seeded, so they are deterministic. Bars:
 - every new objective ends with exact KL(π_θ ‖ target) ≤ 25% of its value at π_ref. Measured at seed 0 (PPO):
-  bond (w = 0.5, N = 4) 5.4%, bond_iterative (copy anchor, n = 2, N = 8: 3 rounds) 5.1%, bond_iterative
+  bond (w = 0.5, N = 4) 5.9%, bond_iterative (copy anchor, n = 2, N = 8: 3 rounds) 5.1%, bond_iterative
   (EMA anchor, N = 8) 19%, kl_rl transform=exp_cdf (t = 3, β = 1/3) 1.5%, transform=cdf 11%;
 - iterative BOND stays near π_BoN(n^t) over its 3 rounds (see the test for the bound);
 - BOND at w = 1 (no forward term) and kl_rl transform=log_cdf at β = 1/(N − 1) are vBoN's l1 run: the same

@@ -161,7 +161,7 @@ class MovingAnchor:
         to; ema, the nominal 1 + (1 − γ)·updates."""
         if self.cfg.anchor == "copy":
             return 1 + sum(b < updates_done for b in self.boundaries)
-        return 1.0 + (1.0 - self.gamma) * updates_done
+        return round(1.0 + (1.0 - self.gamma) * updates_done, 9)  # (1 − γ)·U in floating point: 2.0000000000000018
 
     def effective_n(self, updates_done: int) -> float:
         return float(self.n ** self.round(updates_done))
