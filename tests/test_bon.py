@@ -235,6 +235,43 @@ def test_vbon_reward_l1_is_identity():
     assert torch.equal(bon.vbon_reward_l1(x), x)
 
 
+def _inputs(f_values, rewards=(0.3, -1.2, 2.0, 0.0), t=1.0):
+    log_f = torch.log(torch.tensor(f_values, dtype=torch.float64))
+    return bon.TransformInputs(torch.tensor(rewards, dtype=torch.float32), log_f, None, 4.0, "beta", t)
+
+
+def test_calibrated_transforms_match_hand_values():
+    """Φ of the calibrated reward F̂ (InfAlign's CTRL transforms): hand-computed values."""
+    x = _inputs([0.25, 0.5, 1.0, 0.1])
+    fn = bon.REWARD_TRANSFORMS
+    torch.testing.assert_close(fn["identity"](x), torch.tensor([0.3, -1.2, 2.0, 0.0], dtype=torch.float32).double())
+    torch.testing.assert_close(fn["log_cdf"](x), torch.tensor([-1.3862943611198906, -0.6931471805599453, 0.0,
+                                                               -2.3025850929940455], dtype=torch.float64))
+    torch.testing.assert_close(fn["cdf"](x), torch.tensor([0.25, 0.5, 1.0, 0.1], dtype=torch.float64))
+    # exp(t·F̂): t = 1 → e^0.25 = 1.2840254166877414, e^0.5 = 1.6487212707001282, e^1, e^0.1 = 1.1051709180756477
+    torch.testing.assert_close(fn["exp_cdf"](x), torch.tensor([1.2840254166877414, 1.6487212707001282,
+                                                               2.718281828459045, 1.1051709180756477],
+                                                              dtype=torch.float64))
+    # t = −2 (worst-of-N direction): e^−0.5, e^−1, e^−2, e^−0.2
+    torch.testing.assert_close(fn["exp_cdf"](_inputs([0.25, 0.5, 1.0, 0.1], t=-2.0)),
+                               torch.tensor([0.6065306597126334, 0.36787944117144233, 0.1353352832366127,
+                                             0.8187307530779818], dtype=torch.float64))
+    for name in ("cdf", "exp_cdf", "log_cdf"):
+        assert fn[name](x).dtype == torch.float64
+
+
+def test_the_transforms_that_read_the_cache_say_so():
+    assert {"log_cdf", "exact", "cdf", "exp_cdf"} <= bon.TRANSFORMS_NEEDING_CDF
+    assert "identity" not in bon.TRANSFORMS_NEEDING_CDF
+
+
+def test_calibrated_transforms_are_monotone_in_the_quantile():
+    f = torch.linspace(0.01, 1.0, 50, dtype=torch.float64)
+    for name, t in (("log_cdf", 1.0), ("cdf", 1.0), ("exp_cdf", 3.0)):
+        values = bon.REWARD_TRANSFORMS[name](bon.TransformInputs(torch.zeros(50), torch.log(f), None, 4.0, t=t))
+        assert bool((values[1:] > values[:-1]).all()), name
+
+
 def test_log_bon_ratio_estimate():
     log_f = torch.tensor([0.0, -1.0, -2.5], dtype=torch.float64)
     expected = [math.log(4) + 3 * v for v in log_f.tolist()]

@@ -39,10 +39,13 @@ def compose_cfg(tmp_path, overrides):
 
 
 @pytest.mark.parametrize("task", ["imdb", "tldr"])
-@pytest.mark.parametrize("objective", ["bon", "vbon", "kl_rl", "bon_sft"])
+@pytest.mark.parametrize("objective", ["bon", "vbon", "kl_rl", "bon_sft", "bond", "bond_iterative"])
 def test_task_runs_end_to_end(tmp_path, artifacts, task, objective):
-    extra = ["objective.n=2"] if objective in ("bon", "bon_sft") else ["objective.beta=0.5"]
+    n_first = ("bon", "bon_sft", "bond", "bond_iterative")
+    extra = ["objective.n=2"] if objective in n_first else ["objective.beta=0.5"]
     extra += ["sft.batch_size=4"] if objective == "bon_sft" else []
+    extra += ["objective.forward_samples_per_prompt=2"] if objective == "bond" else []
+    extra += ["objective.ref_kl=0.1"] if objective == "bond_iterative" else []
     cfg = compose_cfg(tmp_path, [*task_overrides(task, artifacts), f"objective={objective}", *extra, *FAST])
     point = run(cfg, run_dir=tmp_path / "run")
     assert point["status"] == "ok" and point["task"] == task

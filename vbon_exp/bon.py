@@ -163,7 +163,9 @@ def vbon_reward_exact(log_f_hat: torch.Tensor, logp_ref: torch.Tensor, n: int, s
 # --------------------------------------------------------------------------- reward transforms
 # The sequence reward an RL objective maximises with KL coefficient β, as a function of what a scored rollout
 # gives: the raw reward r(y), log F̂_x(r(y)) from the reference cache, log π_ref(y|x), and N. Objectives pick one by
-# name (vbon: `log_cdf` for bound=l1, `exact` for bound=exact; kl_rl: `identity`).
+# name (vbon: `log_cdf` for bound=l1, `exact` for bound=exact; kl_rl: `objective.transform`, `identity` by default).
+# With a transform Φ of the calibrated reward F(r), the RL optimum is π ∝ π_ref·exp(Φ/β) (the synthetic oracle's
+# `transform_optimum_log_probs` computes it with the exact F).
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class TransformInputs:
     logp_ref: torch.Tensor | None = None  # [B] log π_ref(y|x), float64
     n: float | None = None  # the BoN N of the objective
     exact_scale: str = "beta"  # the exact bound's scale (vbon_reward_exact)
+    t: float = 1.0  # the exponent of `exp_cdf` (exp(t·F̂))
 
 
 REWARD_TRANSFORMS: dict[str, Callable[[TransformInputs], torch.Tensor]] = {}
@@ -206,6 +209,27 @@ def transform_log_cdf(x: TransformInputs) -> torch.Tensor:
 def transform_exact(x: TransformInputs) -> torch.Tensor:
     """β·log Σ_i C(N,i) F̂^(N−i) π_ref^(i−1): vBoN's exact bound (§3), N rounded as `vbon_reward_exact` needs."""
     return vbon_reward_exact(x.log_f_hat, x.logp_ref.cpu(), int(x.n), x.exact_scale)
+
+
+# Calibrated reward transforms (InfAlign's calibrate-and-transform RL, CTRL: Balashankar et al. 2024, "InfAlign:
+# Inference-aware language model alignment", arXiv:2412.19792): calibrate the reward to its quantile under π_ref,
+# F_x(r(y)) ∈ [0, 1] (the cache's F̂ here), then apply a transform Φ. `log_cdf` above is Φ = log (vBoN's l1 reward;
+# with β = 1/(N−1) the optimum is π_BoN, Amini et al. 2025 §3); InfAlign's exponential transform Φ(u) = exp(t·u)
+# aims at best-of-N win rate for t > 0 (worst-of-N for t < 0); Φ = identity on F is the plain calibrated reward.
+
+
+@register_transform("cdf", needs_cdf=True)
+def transform_cdf(x: TransformInputs) -> torch.Tensor:
+    """F̂_x(r(y)): the calibrated reward itself (InfAlign: Φ = identity on the quantile); optimum
+    π ∝ π_ref·exp(F/β)."""
+    return torch.exp(x.log_f_hat.to(torch.float64))
+
+
+@register_transform("exp_cdf", needs_cdf=True)
+def transform_exp_cdf(x: TransformInputs) -> torch.Tensor:
+    """exp(t·F̂_x(r(y))): InfAlign's exponential calibrated transform (Φ(u) = exp(t·u)); optimum
+    π ∝ π_ref·exp(exp(t·F)/β)."""
+    return torch.exp(x.t * torch.exp(x.log_f_hat.to(torch.float64)))
 
 
 def log_bon_ratio_estimate(log_f_hat: torch.Tensor, n: float) -> torch.Tensor:

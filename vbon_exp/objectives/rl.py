@@ -1,9 +1,11 @@
 """Objectives optimised by on-policy RL with a per-token KL penalty β (conf/algo: PPO or RLOO). They differ in the
-sequence reward, a named transform of the rollout (vbon_exp.bon.REWARD_TRANSFORMS), and may add loss terms."""
+sequence reward, a named transform of the rollout (vbon_exp.bon.REWARD_TRANSFORMS), and may add loss terms, weight
+the policy-gradient loss, or hand the trainer a moving anchor and per-update callbacks (`trainer_options`)."""
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -61,20 +63,34 @@ class RLObjective(Objective):
         """The train prompts' reference cache, when the transform reads F̂."""
         return ("train",) if self.transform in bon.TRANSFORMS_NEEDING_CDF else ()
 
+    @property
+    def n_exact(self) -> int:
+        """The integer N of the exact bound's binomial sum: N itself, else ⌊1/β⌋ + 1 as in the seed code."""
+        n = float(self.n)
+        return int(round(n)) if math.isclose(n, round(n), rel_tol=1e-9) else int(1.0 / self.beta) + 1
+
     def transform_n(self) -> Optional[float]:
-        """The N handed to the transform (the exact bound's binomial sum)."""
-        return self.n
+        """The N handed to the transform (the exact bound's binomial sum needs an integer)."""
+        return self.n_exact if self.transform == "exact" else self.n
+
+    def transform_params(self) -> dict:
+        """The transform's settings besides N (vbon_exp.bon.TransformInputs), from the objective's config."""
+        return {"exact_scale": getattr(self.cfg, "exact_scale", "beta"), "t": float(getattr(self.cfg, "t", 1.0))}
+
+    def kl_coef(self) -> float:
+        """The trainer's per-token KL coefficient: β."""
+        return float(self.beta)
 
     def sequence_reward(self, ctx: RunContext):
         """(scored samples, log π_ref(y|x) [B]) -> the sequence reward [B] maximised with KL coefficient β."""
         fn = bon.REWARD_TRANSFORMS[self.transform]
         cache = ctx.caches.get("train")
         n = self.transform_n() if self.transform in bon.TRANSFORMS_NEEDING_CDF else self.n
-        scale = getattr(self.cfg, "exact_scale", "beta")
+        params = self.transform_params()
 
         def reward(samples, logp_ref_seq):
             log_f = cache.log_cdf_hat(samples.prompt_index, samples.rewards) if cache is not None else None
-            return fn(bon.TransformInputs(samples.rewards, log_f, logp_ref_seq, n, scale))
+            return fn(bon.TransformInputs(samples.rewards, log_f, logp_ref_seq, n, **params))
 
         return reward
 
@@ -82,14 +98,24 @@ class RLObjective(Objective):
         """Extra terms of the RL loss, each `term(trainer, minibatch, log_dist) -> (loss, stats)` (none by default)."""
         return []
 
+    def trainer_options(self, ctx: RunContext) -> dict:
+        """More keyword arguments of the RL trainer (vbon_exp.trainers.rl.OnPolicyTrainer): `pg_coef`, `reference`,
+        `update_callbacks`, `state_modules` (none by default: the trainer's own defaults)."""
+        return {}
+
+    def prepare(self, ctx: RunContext, trainer) -> None:
+        """Called with the built trainer just before it trains (e.g. to read its update count); nothing by default."""
+
     def fit(self, ctx: RunContext) -> ModelPolicy:
         algo = OmegaConf.to_object(ctx.cfg.algo)
         policy = load_causal_lm(ctx.task.policy_init, ctx.device)
         trainer = ALGOS[algo.name](
             algo, train_config(ctx), policy=policy, task=ctx.task, sampling=ctx.sampling,
-            sequence_reward=self.sequence_reward(ctx), kl_coef=float(self.beta), accelerator=ctx.accelerator,
+            sequence_reward=self.sequence_reward(ctx), kl_coef=self.kl_coef(), accelerator=ctx.accelerator,
             run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.cfg.seed, loss_terms=self.loss_terms(ctx),
+            **self.trainer_options(ctx),
         )
+        self.prepare(ctx, trainer)
         lm = trainer.train()
         ctx.extras["param_checksums"] = trainer.checksums
         save_policy(ctx, lm)

@@ -6,7 +6,6 @@ reference CDF F̂ (Amini et al. 2025, §3):
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 from vbon_exp.errors import check_choice
@@ -45,12 +44,6 @@ class VBoNObjective(RLObjective):
     @property
     def transform(self) -> str:
         return BOUNDS[self.cfg.bound]
-
-    @property
-    def n_exact(self) -> int:
-        """The integer N of the exact bound's binomial sum: N itself, else ⌊1/β⌋ + 1 as in the seed code."""
-        n = float(self.n)
-        return int(round(n)) if math.isclose(n, round(n), rel_tol=1e-9) else int(1.0 / self.beta) + 1
 
     def transform_n(self) -> float:
         if self.cfg.bound == "exact" and self.n_exact != float(self.n):

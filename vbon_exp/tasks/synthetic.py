@@ -237,6 +237,22 @@ class SyntheticOracle:
     def optimum_log_probs(self, beta: float) -> torch.Tensor:
         return bon.kl_regularised_optimum_log_probs(self.ref_log_probs, self.rewards, beta)
 
+    def transform_optimum_log_probs(self, transform: str, beta: float, n: float | None = None,
+                                    exact_scale: str = "beta", t: float = 1.0) -> torch.Tensor:
+        """log π* for π* ∝ π_ref·exp(Φ(y)/β), Φ the named reward transform of vbon_exp.bon.REWARD_TRANSFORMS fed
+        the exact quantile F_x(r(y)) = P(r ≤ r(y)) under π_ref in place of the cache's F̂: the optimum of KL-RL with
+        a calibrated reward (identity gives `optimum_log_probs`; log_cdf with β = 1/(N−1) gives π_BoN for
+        continuous rewards, since π_BoN ∝ π_ref·F^(N−1))."""
+        log_le, _, _ = bon.log_reward_cdfs(self.ref_log_probs, self.rewards)
+        inputs = bon.TransformInputs(self.rewards, log_le, self.ref_log_probs, n, exact_scale, t)
+        phi = bon.REWARD_TRANSFORMS[transform](inputs)
+        return bon.kl_regularised_optimum_log_probs(self.ref_log_probs, phi, beta)
+
+    def policy_bon_log_probs(self, logp: torch.Tensor, n: float) -> torch.Tensor:
+        """Exact log BoN_n(π) of any policy π given its exact log-probs [P, K] (iterative BOND's per-round target:
+        best-of-n of the anchor)."""
+        return bon.bon_log_probs(logp, self.rewards, n)
+
     def index_of(self, samples: Samples) -> torch.Tensor:
         """Position of each sampled response in the enumeration (base-V number)."""
         v, length = self.spec.vocab_size, self.spec.response_length

@@ -44,6 +44,11 @@ class TrainConfig:
 class CheckpointedTrainer:
     unit = "update"
     step = 0
+    # modules saved with every checkpoint and restored on resume besides the policy (name -> module)
+    state_modules: dict = {}
+
+    def checkpoint_modules(self) -> dict:
+        return {"policy": self.unwrapped, **self.state_modules}
 
     def optimizer_step(self, loss, max_grad_norm: float | None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -61,7 +66,7 @@ class CheckpointedTrainer:
         if self.accelerator.is_main_process:
             state = {"update": self.step, "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict()}
-            path = save_checkpoint(self.checkpoint_root, self.step, {"policy": self.unwrapped}, state)
+            path = save_checkpoint(self.checkpoint_root, self.step, self.checkpoint_modules(), state)
             log.info("checkpoint at %s %d: %s", self.unit, self.step, path)
         self.accelerator.wait_for_everyone()
 
@@ -73,7 +78,7 @@ class CheckpointedTrainer:
             raise FileNotFoundError(f"train.resume=true but there is no checkpoint under {self.checkpoint_root}")
         if path is None or resume is False:
             return
-        state = load_checkpoint(path, {"policy": self.unwrapped})
+        state = load_checkpoint(path, self.checkpoint_modules())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["update"])

@@ -206,6 +206,9 @@ class Rollout:
 
 
 SequenceReward = Callable[[Samples, torch.Tensor], torch.Tensor]  # (scored samples, log π_ref(y|x)) -> [B]
+# Called after every update (trainer.step already counts it) before that update is logged and checkpointed; may
+# return stats to log (e.g. iterative BOND refreshes its anchor and logs the round).
+UpdateCallback = Callable[["OnPolicyTrainer"], Optional[dict]]
 # An objective's extra loss term: (trainer, minibatch, log-distributions [B, Lr, V] with grad) -> (loss, stats). The
 # trainer adds it to the clipped policy-gradient (+ value) loss of every minibatch (e.g. BOND's forward-KL term).
 LossTerm = Callable[["OnPolicyTrainer", "Rollout", torch.Tensor], tuple[torch.Tensor, dict]]
@@ -224,9 +227,16 @@ def register_algo(name: str):
 
 
 class OnPolicyTrainer(CheckpointedTrainer):
-    """Shared loop; subclasses set `uses_value_head`, `responses_per_prompt` and `compute_advantages`."""
+    """Shared loop; subclasses set `uses_value_head`, `responses_per_prompt` and `compute_advantages`.
+
+    What an objective may change besides its sequence reward (all off by default, leaving the loss as it was):
+    `loss_terms` (added to every minibatch loss), `pg_coef` (the weight of the clipped policy-gradient loss),
+    `reference` (the model the per-token KL penalty is taken against, π_ref unless given: a moving anchor),
+    `update_callbacks` (after every update) and `state_modules` (more modules saved with each checkpoint and
+    restored on resume, e.g. that anchor)."""
 
     uses_value_head = True
+    pg_coef = 1.0  # the weight of the clipped policy-gradient loss (set per instance by __init__)
 
     def __init__(
         self,
@@ -243,9 +253,17 @@ class OnPolicyTrainer(CheckpointedTrainer):
         tracker=None,
         seed: int = 0,
         loss_terms: list[LossTerm] | None = None,
+        pg_coef: float = 1.0,
+        reference: nn.Module | None = None,
+        update_callbacks: list[UpdateCallback] | None = None,
+        state_modules: dict[str, nn.Module] | None = None,
     ):
         self.cfg, self.train_cfg, self.task, self.sampling = cfg, train_cfg, task, sampling
         self.loss_terms = list(loss_terms or [])
+        self.pg_coef = float(pg_coef)
+        self.reference = task.reference if reference is None else reference
+        self.update_callbacks = list(update_callbacks or [])
+        self.state_modules = dict(state_modules or {})
         self.sequence_reward, self.kl_coef, self.accelerator = sequence_reward, kl_coef, accelerator
         self.run_dir, self.tracker, self.seed = Path(run_dir), tracker, seed
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
@@ -322,7 +340,7 @@ class OnPolicyTrainer(CheckpointedTrainer):
             part = samples.select(slice(start, start + self.cfg.minibatch_size))
             log_dist, v = self.unwrapped(part, self.sampling.temperature)
             logp_old.append(gather_tokens(log_dist, part.response_ids))
-            ref_dist = response_logits(self.task.reference, part, self.sampling.temperature)
+            ref_dist = response_logits(self.reference, part, self.sampling.temperature)
             logp_ref.append(gather_tokens(ref_dist, part.response_ids))
             if v is not None:
                 values.append(v)
@@ -349,7 +367,7 @@ class OnPolicyTrainer(CheckpointedTrainer):
             "approx_kl": masked_mean(0.5 * (logp - mb.logp_old) ** 2, mb.mask).detach(),
             "entropy": masked_mean(-(log_dist.exp() * log_dist).sum(-1), mb.mask).detach(),
         }
-        loss = pg_loss
+        loss = pg_loss if self.pg_coef == 1.0 else self.pg_coef * pg_loss
         if values is not None:
             v_clipped = mb.values + (values - mb.values).clamp(-c.vf_clip, c.vf_clip)
             vf = 0.5 * torch.maximum((values - mb.returns) ** 2, (v_clipped - mb.returns) ** 2)
@@ -405,6 +423,8 @@ class OnPolicyTrainer(CheckpointedTrainer):
                          generation_tok_s=tokens / max(t1 - t0, 1e-9),
                          update_tok_s=tokens * self.cfg.ppo_epochs / max(t2 - t1, 1e-9))
             self.step += 1
+            for callback in self.update_callbacks:
+                stats.update(callback(self) or {})
             if self.tracker is not None and self.accelerator.is_main_process and (
                     self.step % self.train_cfg.log_every == 0 or self.step == stop):
                 self.tracker.log({f"train/{k}": v for k, v in stats.items()}, step=self.step)
