@@ -74,9 +74,13 @@ def test_every_member_has_a_results_line_and_the_failure_is_recorded(sweep):
     assert all("kl_analytic" in p for p in bon)
 
 
-def test_members_share_one_reference_cache(sweep):
+def test_members_share_the_reference_caches(sweep):
+    """Keyed by content: every member (same seed) reads one test cache, and the RL members one train cache (the
+    split is in the key, so train and test never share samples)."""
     root, _, _ = sweep
-    assert len(list((root / "cache" / "reference").iterdir())) == 1  # keyed by content: same seed, same cache
+    caches = list((root / "cache" / "reference").iterdir())
+    splits = sorted(json.loads((c / "meta.json").read_text())["split"] for c in caches)
+    assert splits == ["test", "train"], caches
 
 
 def test_pareto_plot_on_the_sweep(sweep):
