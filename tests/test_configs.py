@@ -78,7 +78,7 @@ NODE_OPTIONS = {
     "model": [["task=imdb", f"model={m}"] for m in sorted(p.stem for p in (CONF / "model").glob("*.yaml"))],
     "reward": [["task=imdb", f"reward={r}"] for r in sorted(p.stem for p in (CONF / "reward").glob("*.yaml"))],
     "sampling": [[f"sampler={s}"] for s in sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))],
-    **{node: [[]] for node in ("reference", "eval", "train", "wandb", "paths", "sft")},
+    **{node: [[]] for node in ("reference", "eval", "train", "wandb", "paths", "sft", "preference")},
 }
 TYPO_CASES = [(node, options) for node, cases in NODE_OPTIONS.items() for options in cases]
 
@@ -214,7 +214,7 @@ def test_objective_declarations_drive_validation_and_results():
     """What run.py, validation and the results line need comes from each objective's declarations."""
     for name, cls in OBJECTIVES.items():
         assert cls.name == name and cls.label not in ("", "?")
-        assert cls.trains_with in (None, "algo", "sft")
+        assert cls.trains_with is None or cls.trains_with in config.FIXED_NODES  # a trainer node: algo, sft, ...
         assert is_dataclass(cls.config) and cls.config().name == name
     from vbon_exp.run import base_point
 

@@ -143,7 +143,7 @@ def test_synthetic_pareto_preset_grid_is_valid_for_every_objective(tmp_path):
     params = cfg.hydra.sweeper.params
     objectives = params["objective"].split(",")
     betas = [float(b) for b in params["objective.beta"].split(",")]
-    assert objectives == ["bon", "bon_sft", "vbon", "kl_rl", "bond", "bond_iterative"] and len(betas) == 5
+    assert objectives == ["bon", "bon_sft", "vbon", "kl_rl", "dpo", "bonbon", "bond", "bond_iterative"] and len(betas) == 5
     for objective in objectives:
         for beta in betas:  # each member's config, as the sweep composes it
             member = compose_config("+experiment=synthetic_pareto", f"objective={objective}",
@@ -151,7 +151,7 @@ def test_synthetic_pareto_preset_grid_is_valid_for_every_objective(tmp_path):
             validate(member)
             assert member.objective.beta == beta
             assert member.objective.n == pytest.approx(1 / beta + 1, rel=1e-9)
-            if objective in ("bon", "bon_sft", "bond", "bond_iterative"):
+            if objective in ("bon", "bon_sft", "bonbon", "bond", "bond_iterative"):
                 assert isinstance(member.objective.n, int)  # a whole N
             assert member.task.name == "synthetic" and member.wandb.group == "synthetic_pareto"
 

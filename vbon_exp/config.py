@@ -14,6 +14,7 @@ own: only the values that make an option what it is (`conf/algo/rloo.yaml`: name
 | objective   | OBJECTIVES[objective.name].config        | vbon_exp/objectives/*.py|
 | algo        | RLConfig                                 | vbon_exp/trainers/rl.py |
 | sft         | SFTConfig                                | vbon_exp/trainers/sft.py |
+| preference  | PreferenceTrainConfig                    | vbon_exp/trainers/preference.py |
 | model       | ModelConfig (language-model tasks)       | vbon_exp/modeling.py    |
 | reward      | REWARDS[reward.type].config (LM tasks)   | vbon_exp/rewards.py     |
 | sampling    | SamplingConfig (the sampler group too)   | vbon_exp/sampling.py    |
@@ -53,6 +54,7 @@ from vbon_exp.sampling import SamplingConfig
 from vbon_exp.tasks import TASKS
 from vbon_exp.tracking import WandbConfig
 from vbon_exp.trainers.loop import TrainConfig
+from vbon_exp.trainers.preference import PreferenceTrainConfig
 from vbon_exp.trainers.rl import RLConfig
 from vbon_exp.trainers.sft import SFTConfig
 
@@ -88,8 +90,9 @@ class RunConfig:
 FIXED_NODES = {
     "sampling": SamplingConfig, "reference": ReferenceConfig, "eval": EvalConfig, "train": TrainConfig,
     "wandb": WandbConfig, "paths": PathsConfig, "algo": RLConfig, "sft": SFTConfig,
+    "preference": PreferenceTrainConfig,
 }
-TOP_LEVEL = {"task", "objective", "algo", "sft", "seed", "device", "sampling", "reference", "eval", "train", "wandb",
+TOP_LEVEL = {"task", "objective", "algo", "sft", "preference", "seed", "device", "sampling", "reference", "eval", "train", "wandb",
              "paths", "model", "reward", "hydra"}  # hydra: present when composed with return_hydra_config
 
 
@@ -223,7 +226,7 @@ def validate(cfg: DictConfig) -> SimpleNamespace:
         node = getattr(out, key)
         if node is not None:
             node.check(key)
-    if objective_cls.trains_with is not None:  # the trainer node the objective reads (algo | sft)
+    if objective_cls.trains_with is not None:  # the trainer node the objective reads (algo | sft | preference)
         getattr(out, objective_cls.trains_with).check(objective_cls.trains_with)
     if hasattr(out.task, "check_run"):
         out.task.check_run(cfg)

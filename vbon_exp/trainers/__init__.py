@@ -4,5 +4,4 @@ from vbon_exp.trainers.ppo import PPOTrainer
 from vbon_exp.trainers.rl import ALGOS, OnPolicyTrainer, RLConfig, TrainConfig
 from vbon_exp.trainers.rloo import RLOOTrainer
 
-
 __all__ = ["ALGOS", "OnPolicyTrainer", "PPOTrainer", "RLConfig", "RLOOTrainer", "TrainConfig"]

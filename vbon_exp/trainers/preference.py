@@ -1,0 +1,182 @@
+"""Offline preference optimisation on fixed (chosen, rejected) pairs: DPO, IPO and BoNBoN share this loop.
+
+h(y) = log π_θ(y|x) − log π_ref(y|x), summed over response tokens at the sampling temperature with the RL
+trainers' log-prob code (`modeling.response_logits`); π_ref's side is computed once, before the first step. The loss
+of a pair (vbon_exp/preference.py) is DPO's −log σ(β·(h_w − h_l)), or α·(−log π_θ(y_w|x)) + (1 − α)·(h_w − h_l − τ)²
+(IPO: α = 0, τ = 1/(2β); BoNBoN: τ = 1/(2β*_n)), averaged over a batch of pairs.
+
+Epochs over the pairs in seeded permutations (seed, epoch), so a resumed run repeats an uninterrupted one exactly;
+each process trains on its own equal share of the pairs (DDP averages the gradients)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from vbon_exp.errors import check_choice, check_number
+from vbon_exp.modeling import (
+    Samples,
+    response_logits,
+    sequence_log_probs,
+    token_log_probs,
+)
+from vbon_exp.pairs import PairSet
+from vbon_exp.preference import dpo_loss, squared_margin_loss
+from vbon_exp.trainers.loop import CheckpointedTrainer
+from vbon_exp.trainers.rl import (
+    TrainConfig,
+    derived_seed,
+    freeze_lower_layers,
+    replica_checksums,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreferenceTrainConfig:
+    """conf `preference:`: the offline preference-optimisation loop of DPO, IPO and BoNBoN, as `algo:` is the RL
+    loop and `sft:` the supervised one."""
+
+    # Pairs per train prompt, each the (best, worst) of its own n samples (the pair sample cache holds n × this).
+    pairs_per_prompt: int = 1
+    # AdamW learning rate (> 0).
+    lr: float = 5e-6
+    # AdamW epsilon.
+    adam_eps: float = 1e-8
+    # AdamW weight decay (≥ 0).
+    weight_decay: float = 0.0
+    # Learning-rate schedule: linear (decay to 0 over training) | constant.
+    schedule: str = "linear"
+    # Passes over the pairs (≥ 1).
+    epochs: int = 1
+    # Pairs per optimizer step, per process (≥ 1).
+    batch_size: int = 32
+    # Gradient-norm clipping (null = off).
+    max_grad_norm: Optional[float] = 1.0
+    # Train only the top k transformer blocks and the final norm (null = all).
+    trainable_layers: Optional[int] = None
+
+    def check(self, prefix: str = "preference") -> None:
+        check_number(f"{prefix}.pairs_per_prompt", self.pairs_per_prompt, integer=True, minimum=1)
+        check_number(f"{prefix}.lr", self.lr, exclusive_min=0)
+        check_number(f"{prefix}.adam_eps", self.adam_eps, exclusive_min=0)
+        check_number(f"{prefix}.weight_decay", self.weight_decay, minimum=0)
+        check_choice(f"{prefix}.schedule", self.schedule, ("linear", "constant"))
+        check_number(f"{prefix}.epochs", self.epochs, integer=True, minimum=1)
+        check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
+        check_number(f"{prefix}.max_grad_norm", self.max_grad_norm, exclusive_min=0, allow_none=True)
+        check_number(f"{prefix}.trainable_layers", self.trainable_layers, integer=True, minimum=1, allow_none=True)
+
+
+@dataclass(frozen=True)
+class PairLoss:
+    """Which loss a pair gets: kind "dpo" (β) or "squared" (τ, α). `beta` also scales the logged implicit rewards
+    β·h (TRL's rewards/chosen): β for DPO and IPO, β*_n for BoNBoN."""
+
+    kind: str
+    beta: float
+    tau: float = 0.0
+    alpha: float = 0.0
+
+    def __call__(self, h_w, h_l, logp_w) -> tuple[torch.Tensor, dict]:
+        if self.kind == "dpo":
+            return dpo_loss(h_w, h_l, self.beta).mean(), {}
+        squared = squared_margin_loss(h_w, h_l, self.tau).mean()
+        nll = -logp_w.mean()
+        loss = (1 - self.alpha) * squared + self.alpha * nll if self.alpha else squared
+        return loss, {"squared_loss": squared.detach(), "chosen_nll": nll.detach()}
+
+
+class PreferenceTrainer(CheckpointedTrainer):
+    unit = "step"
+
+    def __init__(self, cfg: PreferenceTrainConfig, train_cfg: TrainConfig, *, policy, reference, pairs: PairSet,
+                 loss: PairLoss, temperature: float, accelerator, run_dir: Path, tracker=None, seed: int = 0,
+                 logp_batch_size: int = 64, name: str = "preference"):
+        self.cfg, self.train_cfg, self.loss_fn, self.temperature = cfg, train_cfg, loss, temperature
+        self.accelerator, self.run_dir, self.tracker, self.seed, self.name = (
+            accelerator, Path(run_dir), tracker, seed, name)
+        world, rank = accelerator.num_processes, accelerator.process_index
+        share = len(pairs) // world  # equal shares: every process takes the same number of steps
+        if share == 0:
+            raise ValueError(f"{len(pairs)} pairs cannot be shared by {world} processes")
+        if share * world < len(pairs):
+            log.warning("%d pairs: the last %d are left out so %d processes get equal shares",
+                        len(pairs), len(pairs) - share * world, world)
+        mine = torch.arange(rank, share * world, world)
+        device = accelerator.device
+        self.chosen = pairs.chosen.select(mine).to(device)
+        self.rejected = pairs.rejected.select(mine).to(device)
+        # π_ref's log-probs of every pair, once: the reference is frozen
+        self.ref_chosen = sequence_log_probs(reference, self.chosen, temperature, logp_batch_size).float()
+        self.ref_rejected = sequence_log_probs(reference, self.rejected, temperature, logp_batch_size).float()
+        freeze_lower_layers(policy, cfg.trainable_layers)
+        policy.eval()  # no dropout: h must be the same function of θ as the evaluator's log-probs
+        self.steps_per_epoch = max(1, -(-share // cfg.batch_size))
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        params = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        decay = (lambda s: max(0.0, 1.0 - s / self.total_steps)) if cfg.schedule == "linear" else (lambda s: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
+        self.model, self.optimizer = accelerator.prepare(policy, self.optimizer)
+        self.step = 0
+
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        g = torch.Generator().manual_seed(derived_seed(self.seed, "preference-epoch", epoch))
+        order = torch.randperm(len(self.chosen), generator=g)
+        return order[within * self.cfg.batch_size : (within + 1) * self.cfg.batch_size].to(self.chosen.prompt_ids.device)
+
+    def loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        chosen, rejected = self.chosen.select(idx), self.rejected.select(idx)
+        both = Samples.cat([chosen, rejected], pad_id=0)  # one forward pass for the two sides (masks mark padding)
+        logp = token_log_probs(response_logits(self.model, both, self.temperature), both).sum(-1)
+        logp_w, logp_l = logp[: len(idx)], logp[len(idx):]
+        h_w, h_l = logp_w - self.ref_chosen[idx], logp_l - self.ref_rejected[idx]
+        loss, stats = self.loss_fn(h_w, h_l, logp_w)
+        beta = self.loss_fn.beta
+        stats.update(
+            loss=loss.detach(), margin=(h_w - h_l).mean().detach(),
+            chosen_reward=(beta * h_w).mean().detach(), rejected_reward=(beta * h_l).mean().detach(),
+            accuracy=(h_w > h_l).float().mean(),
+            tokens=float(both.response_mask.sum()),
+        )
+        return loss, stats
+
+    def train(self):
+        self.maybe_resume(self.total_steps)
+        stop = self.total_steps if self.train_cfg.max_updates is None else min(self.total_steps,
+                                                                               self.train_cfg.max_updates)
+        bar = tqdm(total=stop, initial=self.step, desc=f"{self.name} steps", unit="step",
+                   disable=not self.accelerator.is_main_process)
+        while self.step < stop:
+            t0 = time.perf_counter()
+            loss, stats = self.loss(self.batch_indices(self.step))
+            self.optimizer_step(loss, self.cfg.max_grad_norm)
+            self.step += 1
+            if self.tracker is not None and self.accelerator.is_main_process and (
+                    self.step % self.train_cfg.log_every == 0 or self.step == stop):
+                tokens = stats.pop("tokens")
+                logged = {f"train/{k}": float(v) for k, v in stats.items()}
+                logged.update({"train/lr": self.scheduler.get_last_lr()[0],
+                               "train/update_tok_s": tokens / max(time.perf_counter() - t0, 1e-9)})
+                self.tracker.log(logged, step=self.step)
+            bar.set_postfix(loss=f"{float(stats['loss']):.3f}", acc=f"{float(stats['accuracy']):.2f}")
+            bar.update(1)
+            every = self.train_cfg.checkpoint_every
+            if (every and self.step % every == 0) or self.step == stop:
+                self.save()
+        bar.close()
+        self.checksums = replica_checksums(self.unwrapped, self.accelerator)
+        return self.unwrapped
