@@ -5,6 +5,7 @@ scoring never changes which reward lands on which row."""
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -61,8 +62,10 @@ def test_results_line_has_seconds_and_throughput_per_stage(make_config, tmp_path
     carry cache_build_s / train_s / eval_s and the generation and scoring rates of each stage."""
     from vbon_exp.run import run
 
+    # a small synthetic task (3-token responses): its exact oracle enumerates 216 responses per prompt, not 7776
+    small = "task.response_length=3"
     point = run(make_config("objective=bon", "objective.n=2", "reference.m=32", "eval.samples_per_prompt=16",
-                            "wandb.mode=disabled", "device=cpu"), run_dir=tmp_path / "bon")
+                            "wandb.mode=disabled", "device=cpu", small), run_dir=tmp_path / "bon")
     for key in ("cache_build_s", "cache_build_gen_tok_s", "cache_build_score_samples_s", "setup_s", "train_s",
                 "eval_s", "eval_gen_tok_s", "eval_score_samples_s"):
         assert isinstance(point.get(key), float) and point[key] > 0, key
@@ -71,7 +74,8 @@ def test_results_line_has_seconds_and_throughput_per_stage(make_config, tmp_path
 
     # the cache is reused by a second run: no generation in that stage, so no rate (only its seconds)
     point = run(make_config("objective=kl_rl", "algo=rloo", "objective.beta=0.5", "reference.m=32",
-                            "eval.samples_per_prompt=16", "train.max_updates=1", "wandb.mode=disabled", "device=cpu"),
+                            "eval.samples_per_prompt=16", "train.max_updates=1", "wandb.mode=disabled", "device=cpu",
+                            small),
                 run_dir=tmp_path / "rloo")
     assert "cache_build_s" in point and "cache_build_gen_tok_s" not in point
     for key in ("train_s", "train_gen_tok_s", "train_score_samples_s", "train_update_tok_s", "eval_gen_tok_s"):
@@ -87,15 +91,62 @@ def test_summary_line_prints_the_stages():
                     "eval 0.5 s (10 scored/s)")
 
 
-def test_bench_script_parses_its_options():
-    """scripts/bench.py (`make bench`) starts: its options parse and its help names the summary it writes (the
-    benchmark itself is not a test)."""
-    import subprocess
-    import sys
+def _load_bench():
+    """scripts/bench.py as a module (it is a script, not part of the package)."""
+    import importlib.util
 
     from conftest import REPO_ROOT
 
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "bench.py"), "--help"], capture_output=True,
-                          text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert "summary.json" in proc.stdout and "--skip-trl" in proc.stdout
+    spec = importlib.util.spec_from_file_location("vbon_bench_script", REPO_ROOT / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_runs_a_tiny_slice_and_writes_its_summary(tmp_path, monkeypatch, capsys):
+    """`make bench` (scripts/bench.py main) end to end on a shrunken setting: the sampler comparison against
+    transformers.generate and our RLOO step (TRL skipped: an optional extra), then the reference-cache child on a
+    tiny cache. Checks the summary's structure and sanity (positive rates, counts that follow from the settings),
+    never a time against a bound: the benchmark's numbers are not a test."""
+    bench = _load_bench()
+    # the same code paths at toy sizes: batch 8 × 3 new tokens, a 1-layer 16-wide GPT-2 with a 97-token vocabulary
+    monkeypatch.setattr(bench, "VOCAB", 97)
+    monkeypatch.setattr(bench, "BATCH", 8)
+    monkeypatch.setattr(bench, "NEW_TOKENS", 3)
+    monkeypatch.setattr(bench, "PROMPT_LEN", 4)
+    monkeypatch.setattr(bench, "SIZES", {"tiny": dict(n_layer=1, n_embd=16, n_head=2)})
+    assert bench.main(["--out", str(tmp_path), "--reps", "2", "--rl-steps", "2", "--skip-small", "--skip-trl",
+                       "--skip-cache"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    printed = capsys.readouterr().out
+    assert f"written: {tmp_path / 'summary.json'}" in printed and "tiny GPT-2 (2×128): ours, tokens/s" in printed
+
+    for key in ("sampler_tok_s_tiny", "generate_tok_s_tiny", "sampler_speedup_tiny", "step_s_ours"):
+        assert isinstance(summary[key], float) and summary[key] > 0, key
+    assert summary["sampler_speedup_tiny"] == pytest.approx(summary["sampler_tok_s_tiny"]
+                                                            / summary["generate_tok_s_tiny"])
+    # one timed call per rep and side, one RLOO step per --rl-steps (the warm-up excluded); rate = tokens / median
+    assert len(summary["sampler_times_s_tiny"]) == len(summary["generate_times_s_tiny"]) == 2
+    assert len(summary["step_times_s_ours"]) == 2 and all(t > 0 for t in summary["step_times_s_ours"])
+    assert summary["sampler_tok_s_tiny"] == pytest.approx(8 * 3 / statistics.median(summary["sampler_times_s_tiny"]))
+    assert summary["step_s_ours"] == pytest.approx(statistics.median(summary["step_times_s_ours"]))
+    for skipped in ("sampler_tok_s_small", "step_s_trl", "bytes_per_cached_reward"):
+        assert skipped not in summary, skipped
+    assert summary["settings"] == {**summary["settings"], "batch": 8, "new_tokens": 3, "vocab": 97, "reps": 2,
+                                   "rl_steps": 2}
+    assert summary["machine"]["cpus"] >= 1 and summary["machine"]["torch_threads"] >= 1
+    assert set(summary["machine"]["other_processes_cores_by_stage"]) == {"sampler tiny", "RLOO step"}
+    # every target is reported; those whose stage ran carry a value and a verdict, the skipped ones None
+    assert set(summary["targets"]) == set(bench.TARGETS)
+    assert summary["targets"]["sampler_speedup_tiny"]["value"] == summary["sampler_speedup_tiny"]
+    assert isinstance(summary["targets"]["sampler_speedup_tiny"]["met"], bool)
+    assert summary["targets"]["bytes_per_cached_reward"] == {"bound": "<= 4", "value": None, "met": None}
+
+    # the reference-cache stage's child (what `bench_cache` runs in a subprocess), in this process
+    bench.build_cache_child(str(tmp_path / "cache"), prompts=3, m=5, new_tokens=2)
+    cache = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert cache["cache_rewards"] == 3 * 5  # every prompt × M reward, counted from the cache itself
+    assert cache["cache_files"] >= 3  # a chunk, its checksum sidecar, meta.json
+    assert cache["cache_bytes"] > 0 and cache["bytes_per_cached_reward"] == pytest.approx(
+        cache["cache_bytes"] / cache["cache_rewards"])
+    assert cache["peak_rss_mb"] > 0 and cache["cache_build_s"] > 0

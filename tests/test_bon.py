@@ -230,9 +230,23 @@ def test_vbon_reward_exact_scales(n):
         bon.vbon_reward_exact(log_f, logp, n, scale="nope")
 
 
-def test_vbon_reward_l1_is_identity():
-    x = torch.tensor([-3.0, -0.5, 0.0], dtype=torch.float64)
-    assert torch.equal(bon.vbon_reward_l1(x), x)
+@pytest.mark.parametrize("n", [2, 4, 16])
+def test_vbon_reward_l1_is_the_exact_reward_for_continuous_rewards_up_to_a_constant(n):
+    """The l1 reward log F̂ is β·log(π_BoN/π_ref) for continuous rewards with the constant β·log N dropped (§3):
+    as π_ref(y) → 0 the exact reward β·log Σ C(N,i) F^(N−i) π_ref^(i−1) tends to log F + β·log N, and β times the
+    k1 estimate log N + (N−1)·log F is l1 + β·log N exactly. (The i ≥ 2 terms are O(π_ref/F) = 1e-12 here.)"""
+    g = torch.Generator().manual_seed(n)
+    log_f = torch.log(torch.rand(50, generator=g, dtype=torch.float64) * 0.9 + 0.05)
+    beta = bon.beta_from_n(n)
+    l1 = bon.vbon_reward_l1(log_f)
+    assert l1.shape == log_f.shape
+    exact = bon.vbon_reward_exact(log_f, torch.full_like(log_f, math.log(1e-14)), n)
+    assert torch.allclose(exact - l1, torch.full_like(l1, beta * math.log(n)), atol=1e-10, rtol=0)
+    estimate = beta * bon.log_bon_ratio_estimate(log_f, n)
+    assert torch.allclose(estimate - l1, torch.full_like(l1, beta * math.log(n)), atol=1e-12, rtol=0)
+    # and the reward orders responses as their CDF does (a monotone transform: what RL on it rewards)
+    order = torch.argsort(log_f)
+    assert bool((l1[order][1:] >= l1[order][:-1]).all())
 
 
 def _inputs(f_values, rewards=(0.3, -1.2, 2.0, 0.0), t=1.0):
@@ -281,12 +295,44 @@ def test_log_bon_ratio_estimate():
 # --------------------------------------------------------------------------- N <-> β, analytic values
 
 
-@pytest.mark.parametrize("n", [1.5, 2, 4, 16, 257])
-def test_n_beta_round_trip(n):
-    beta = bon.beta_from_n(n)
-    assert beta == pytest.approx(1 / (n - 1), rel=1e-15)
-    assert bon.n_from_beta(beta) == pytest.approx(n, rel=1e-12)
-    assert bon.beta_from_n(bon.n_from_beta(0.1)) == pytest.approx(0.1, rel=1e-12)
+def _near_continuous_support():
+    """K = 4000 distinct rewards with max π_ref mass 1.1e-3: rewards behave as continuous to ~1e-3."""
+    g = torch.Generator().manual_seed(11)
+    logp = torch.log_softmax(torch.randn(4000, generator=g, dtype=torch.float64) * 0.5, -1)
+    rewards = torch.randn(4000, generator=g, dtype=torch.float64)
+    assert logp.exp().max().item() < 2e-3  # precondition
+    return logp, rewards
+
+
+def _tv_optimum_to_bon(logp, rewards, beta: float, n: float) -> float:
+    """Total variation between the KL-regularised optimum of the l1 vBoN reward log F at β, and π_BoN with N."""
+    log_f = bon.log_reward_cdfs(logp, rewards)[0]
+    optimum = bon.kl_regularised_optimum_log_probs(logp, bon.vbon_reward_l1(log_f), beta).exp()
+    return 0.5 * float((optimum - bon.bon_log_probs(logp, rewards, n).exp()).abs().sum())
+
+
+@pytest.mark.parametrize("n", [2, 4, 16])
+def test_beta_from_n_is_the_kl_coefficient_whose_optimum_is_bon(n):
+    """What ties N and β (§3): RL on the l1 reward log F with KL coefficient β = beta_from_n(N) has optimum π_BoN
+    (continuous rewards). On the near-continuous support: total variation ≤ 2e-3 (measured ≤ 4.7e-4; exact
+    arithmetic on fixed inputs, nothing random). The check has power: β for N + 1, or β = 1/N (the `seed` scale),
+    are ≥ 0.02 away, ten times the tolerance."""
+    logp, rewards = _near_continuous_support()
+    assert _tv_optimum_to_bon(logp, rewards, bon.beta_from_n(n), n) <= 2e-3
+    assert _tv_optimum_to_bon(logp, rewards, bon.beta_from_n(n + 1), n) >= 0.02
+    assert _tv_optimum_to_bon(logp, rewards, 1 / n, n) >= 0.02
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.3, 1 / 15])
+def test_n_from_beta_is_the_bon_that_the_kl_optimum_matches(beta):
+    """The converse: at a given β (0.3 gives a non-integer N = 13/3), π_BoN with N = n_from_beta(β) is the
+    optimum (TV ≤ 2e-3), and N ± 1 is not (≥ 0.02)."""
+    logp, rewards = _near_continuous_support()
+    n = bon.n_from_beta(beta)
+    assert _tv_optimum_to_bon(logp, rewards, beta, n) <= 2e-3
+    assert _tv_optimum_to_bon(logp, rewards, beta, n + 1) >= 0.02
+    if n - 1 > 1:
+        assert _tv_optimum_to_bon(logp, rewards, beta, n - 1) >= 0.02
 
 
 @pytest.mark.parametrize("beta", [0, -0.5])

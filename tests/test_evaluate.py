@@ -114,8 +114,16 @@ def test_bon_k1_estimate_matches_exact_bon_kl(flat_synthetic_task, flat_cache):
     assert abs(m["kl"] - conditional) <= 3 * m["kl_se"], (m["kl"], m["kl_se"], conditional)
     assert abs(conditional - exact) <= 0.02, (conditional, exact)
     assert abs(m["reward"] - m["exact_reward"]) <= 3 * m["reward_se"], m
-    # BoN is what the objective targets: its exact KL to itself is 0
-    assert oracle.metrics(lp_bon, lp_bon)["exact_kl_to_target"] == 0.0
+    # the BoN objective targets what this policy samples: the exact KL from the policy's distribution to the
+    # objective's target is 0, and to BoN with N − 1 it is not (so the check can fail)
+    from omegaconf import OmegaConf
+
+    from vbon_exp.objectives import build_objective
+
+    target = build_objective(OmegaConf.create({"name": "bon", "n": n, "beta": 1 / (n - 1)})).target_log_probs(oracle)
+    exact_policy = policy.exact_log_probs(oracle)
+    assert oracle.metrics(exact_policy, target)["exact_kl_to_target"] == pytest.approx(0.0, abs=1e-12)
+    assert oracle.metrics(exact_policy, oracle.bon_log_probs(n - 1))["exact_kl_to_target"] > 1e-2
 
 
 def test_stratified_mean_se_matches_hand_computation():

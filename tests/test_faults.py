@@ -1,10 +1,15 @@
-"""Reliability under faults, through the real CLI (subprocesses).
+"""Reliability under faults, through the real CLI (`python -m vbon_exp` in separate processes).
 
-1. SIGKILL at seeded random points during the reference-cache build and during training: every rerun completes,
-   recomputes no finished chunk (their files are untouched), resumes training from the last checkpoint, and ends
-   with exactly the results of an uninterrupted run with the same seed. Where a kill lands depends on timing, but
-   the assertions hold wherever it lands; each kill is also checked to have landed mid-phase, so the test cannot
-   pass by killing a finished process.
+1. SIGKILL during the reference-cache build and during training, at 5 seeded kill points each: every rerun
+   completes, recomputes no finished chunk (their files are untouched), resumes training from the last checkpoint,
+   loses at most the one chunk or the updates since the last checkpoint that were in flight, and ends with exactly
+   the results of an uninterrupted run with the same seed.
+   The kill is triggered by an on-disk counter, never by a delay: the test polls the number of finished cache
+   chunks (or the update of the newest checkpoint) and sends SIGKILL as soon as it reaches k. k is drawn (seeded)
+   at least MARGIN units below the end of the phase, so the process cannot finish the phase before the counter
+   reaches k, and a kill that nevertheless lands after the phase ended (or after the process exited) fails the
+   test with a message saying so. The scenarios run two at a time (they share nothing but read-only artifacts),
+   and each test checks its own scenario's record.
 2. A table of bad inputs (configs and data files): each gets one clear message naming the key or file, a non-zero
    exit, and no traceback. (A truncated cache file is the exception by design: it is named and rebuilt.)"""
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,43 +30,67 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from tiny_artifacts import artifacts, write_imdb_dir  # noqa: F401  (artifacts: a fixture)
+from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 from vbon_exp.reference import read_chunk_rewards
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
        "HYDRA_FULL_ERROR": "0"}
 ENV.pop("WANDB_API_KEY", None)
+POLL_S = 0.01  # between reads of the on-disk counter (the kill follows the read that reaches k at once)
+KILL_POINTS = range(5)
+WORKERS = 2  # scenarios at a time (each is one single-threaded process at a time)
 
 
-def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "vbon_exp", *args], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+class Run:
+    """`python -m vbon_exp *args` in a subprocess, its output in logs/<name>.stdout and .stderr: files, since a pipe
+    nobody reads while the test polls the disk could fill up and stall the process before the kill point."""
+
+    def __init__(self, *args: str, logs: Path, name: str):
+        logs.mkdir(parents=True, exist_ok=True)
+        self.stdout_path, self.stderr_path = logs / f"{name}.stdout", logs / f"{name}.stderr"
+        with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "vbon_exp", *args], cwd=ROOT, env=ENV, stdout=out,
+                                         stderr=err, text=True)
+
+    def output(self) -> str:
+        return self.stdout_path.read_text() + self.stderr_path.read_text()
+
+    def result(self, timeout: float = 300) -> subprocess.CompletedProcess:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # a hung run must not outlive the test
+            self.proc.wait()
+            raise
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, self.stdout_path.read_text(),
+                                           self.stderr_path.read_text())
 
 
-def finish(proc: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
-    out, err = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+def run_cli(*args: str, logs: Path, name: str) -> subprocess.CompletedProcess:
+    return Run(*args, logs=logs, name=name).result()
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return finish(start(*args))
+def kill_at(run: Run, counter, k: int, what: str, timeout: float = 300) -> None:
+    """SIGKILL the run as soon as `counter()` (an on-disk count of finished units) reaches k.
 
-
-def wait_for(predicate, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended before the awaited state: {proc.communicate()[1][-2000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
-
-
-def kill(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    Fails with a clear message when the process ends before that (it crashed, or k was not below the end of the
+    phase), or when the kill found the process already exited."""
+    proc, deadline = run.proc, time.monotonic() + timeout
+    while counter() < k:
+        if proc.poll() is not None:
+            raise AssertionError(f"the process exited ({proc.returncode}) before {what} reached {k} (at "
+                                 f"{counter()}): no kill happened\n{run.output()[-3000:]}")
+        if time.monotonic() > deadline:  # a hung process: a bound on the test, not a trigger
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"{what} did not reach {k} within {timeout} s\n{run.output()[-3000:]}")
+        time.sleep(POLL_S)
+    proc.send_signal(signal.SIGKILL)  # (Popen sends nothing once the process has been reaped)
+    proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        raise AssertionError(f"the kill came too late: the process had already exited ({proc.returncode})\n"
+                             f"{run.output()[-3000:]}")
 
 
 def results_line(run_dir: Path) -> dict:
@@ -69,13 +99,55 @@ def results_line(run_dir: Path) -> dict:
     return json.loads(lines[0])
 
 
+def in_parallel(scenario, items) -> dict:
+    """item → scenario(item)'s record, or the exception it raised (re-raised by that item's test alone)."""
+
+    def guarded(item):
+        try:
+            return item, scenario(item)
+        except Exception as err:  # noqa: BLE001  (reported by the test of this item)
+            return item, err
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        return dict(pool.map(guarded, items))
+
+
+def record_of(records: dict, item):
+    record = records[item]
+    if isinstance(record, Exception):
+        raise record
+    return record
+
+
 DETERMINISTIC_KEYS = ("reward", "kl", "win_rate", "exact_reward", "exact_kl", "exact_kl_to_target")
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """paths.cache_dir of every run here: the synthetic task's model artifacts (keyed by spec) are built once."""
+    return tmp_path_factory.mktemp("shared-cache")
 
 
 # --------------------------------------------------------------------------- kills during the cache build
 
-CACHE_ARGS = ("objective=bon", "task.num_prompts=24", "reference.chunk_prompts=1", "reference.m=4096",
-              "eval.samples_per_prompt=16")
+# A small synthetic task (3-token responses: its exact oracle enumerates 6³ = 216 responses per prompt, not 6⁵),
+# one prompt per chunk, M = 4096.
+CHUNKS = 12
+CACHE_MARGIN = 5  # k ≤ CHUNKS − 5: ≥ 5 chunks (≥ 0.4 s on a 2-core machine) still to build when the kill is sent
+CACHE_ARGS = ("objective=bon", "task.response_length=3", f"task.num_prompts={CHUNKS}", "reference.chunk_prompts=1",
+              "reference.m=4096", "eval.samples_per_prompt=16")
+
+
+def cache_args(root: Path, shared: Path) -> tuple[str, ...]:
+    """The cache under root/cache (its own), the model artifacts from the shared dir, the run dir root/run."""
+    return (*CACHE_ARGS, f"paths.output_root={root}", f"paths.cache_dir={shared}", f"reference.cache_dir={root}/cache",
+            f"hydra.run.dir={root}/run")
+
+
+def finished_chunks(cache_root: Path) -> int:
+    """Chunk files in place. A chunk's .npz is renamed into place last (after its checksum sidecar), so each one
+    is a finished chunk."""
+    return sum(1 for _ in cache_root.glob("reference/*/chunk-*.npz"))
 
 
 def chunk_state(cache_root: Path) -> dict[str, int]:
@@ -90,44 +162,100 @@ def chunk_state(cache_root: Path) -> dict[str, int]:
     return out
 
 
+def debris(cache_root: Path) -> dict[str, int]:
+    """Files in the cache that are not a finished chunk, its sidecar or meta.json → size: what a kill left."""
+    finished = set(chunk_state(cache_root))
+    keep = finished | {Path(n).with_suffix(".sha256").name for n in finished} | {"meta.json"}
+    return {p.name: p.stat().st_size for p in cache_root.glob("reference/*/*") if p.name not in keep}
+
+
 def cache_rewards(cache_root: Path) -> dict[str, np.ndarray]:
     return {p.name: read_chunk_rewards(p) for p in sorted(cache_root.glob("reference/*/chunk-*.npz"))}
 
 
+# The seeded kill points: kill once this many chunks are finished (distinct points, all below the end).
+CACHE_KILLS = random.Random(1000).sample(range(1, CHUNKS - CACHE_MARGIN + 1), len(KILL_POINTS))
+
+
 @pytest.fixture(scope="module")
-def uninterrupted_cache(tmp_path_factory):
+def uninterrupted_cache(tmp_path_factory, shared_cache):
     root = tmp_path_factory.mktemp("cache-ref")
-    proc = run_cli(*CACHE_ARGS, f"paths.output_root={root}", f"hydra.run.dir={root}/run")
+    proc = run_cli(*cache_args(root, shared_cache), logs=root / "logs", name="uninterrupted")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(chunk_state(root / "cache")) == CHUNKS
     return root
 
 
-@pytest.mark.parametrize("point", range(5))
-def test_kill_during_cache_build_then_rerun(tmp_path, uninterrupted_cache, point):
-    rng = random.Random(1000 + point)
-    delay = rng.uniform(0.0, 1.5)  # seconds after the first chunk lands
-    cache = tmp_path / "cache"
-    args = (*CACHE_ARGS, f"paths.output_root={tmp_path}", f"hydra.run.dir={tmp_path}/run")
-    proc = start(*args)
-    wait_for(lambda: any(cache.glob("reference/*/chunk-*.npz")), proc=proc)
-    time.sleep(delay)
-    assert not any(cache.glob("reference/*/meta.json")), "the kill must land before the cache is complete"
-    kill(proc)
+@pytest.fixture(scope="module")
+def cache_kills(tmp_path_factory, shared_cache, uninterrupted_cache):
+    """Each kill point: start the run, SIGKILL it once k chunks are finished, record the cache, rerun."""
 
-    finished = chunk_state(cache)
-    assert 0 < len(finished) < 24
-    rerun = run_cli(*args)
+    def scenario(point):
+        root = tmp_path_factory.mktemp(f"cache-kill-{point}")
+        cache, args, logs = root / "cache", cache_args(root, shared_cache), root / "logs"
+        k = CACHE_KILLS[point]
+        kill_at(Run(*args, logs=logs, name="killed"), lambda: finished_chunks(cache), k,
+                "the finished cache chunks")
+        record = {"root": root, "k": k, "finished": chunk_state(cache), "debris": debris(cache),
+                  "meta_after_kill": any(cache.glob("reference/*/meta.json"))}
+        record["rerun"] = run_cli(*args, logs=logs, name="rerun")
+        record.update(after=chunk_state(cache), debris_after=debris(cache))
+        return record
+
+    return in_parallel(scenario, KILL_POINTS)
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_during_cache_build_then_rerun(cache_kills, uninterrupted_cache, point):
+    r = record_of(cache_kills, point)
+    finished, k = r["finished"], r["k"]
+    print(f"kill point {point}: k = {k}, {len(finished)} of {CHUNKS} chunks finished at the kill")
+    # the kill landed mid-build: at or after the k-th chunk, before the last one and before meta.json
+    assert k <= len(finished) < CHUNKS and not r["meta_after_kill"], (
+        f"the kill landed after the cache build had ended ({len(finished)} of {CHUNKS} chunks)")
+    assert sorted(finished) == [f"chunk-{c:05d}.npz" for c in range(len(finished))]
+    # bytes lost: at most the one chunk in flight (its sidecar and a partial temp file), never more than that
+    # chunk's own bytes, and the rerun leaves nothing of its own behind
+    reference_dir = next((uninterrupted_cache / "cache" / "reference").iterdir())
+    in_flight = reference_dir / f"chunk-{len(finished):05d}.npz"
+    assert len(r["debris"]) <= 2, r["debris"]
+    assert all(name.lstrip(".").startswith(f"{in_flight.stem}.") for name in r["debris"]), r["debris"]
+    assert sum(r["debris"].values()) <= in_flight.stat().st_size + in_flight.with_suffix(".sha256").stat().st_size
+    assert set(r["debris_after"]) <= set(r["debris"]), r["debris_after"]
+
+    rerun = r["rerun"]
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    after = chunk_state(cache)
-    assert len(after) == 24
+    after = r["after"]
+    assert len(after) == CHUNKS
     assert all(after[name] == mtime for name, mtime in finished.items()), "a finished chunk was recomputed"
     reference = cache_rewards(uninterrupted_cache / "cache")
-    resumed = cache_rewards(cache)
+    resumed = cache_rewards(r["root"] / "cache")
     assert reference.keys() == resumed.keys()
     for name in reference:
         np.testing.assert_array_equal(resumed[name], reference[name], err_msg=name)
     expected = results_line(uninterrupted_cache / "run")
-    got = results_line(tmp_path / "run")
+    got = results_line(r["root"] / "run")
+    for key in DETERMINISTIC_KEYS:
+        assert got[key] == expected[key], key
+
+
+def test_truncated_cache_chunk_is_named_and_rebuilt(tmp_path, shared_cache, uninterrupted_cache):
+    """A finished cache (a copy of the uninterrupted one) with one chunk truncated: the rerun names that chunk,
+    rebuilds it alone, bit for bit, and reports exactly the uninterrupted run's results."""
+    shutil.copytree(uninterrupted_cache / "cache", tmp_path / "cache")  # copy2: mtimes kept
+    (chunk,) = tmp_path.glob("cache/reference/*/chunk-00003.npz")
+    original = read_chunk_rewards(chunk)
+    chunk.write_bytes(chunk.read_bytes()[:50])
+    untouched = {name: m for name, m in chunk_state(tmp_path / "cache").items() if name != chunk.name}
+    assert len(untouched) == CHUNKS - 1
+    second = run_cli(*cache_args(tmp_path, shared_cache), logs=tmp_path / "logs", name="rerun")
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out[-2000:]
+    assert f"{chunk.name} fails its checksum" in out or f"{chunk} fails its checksum" in out
+    np.testing.assert_array_equal(read_chunk_rewards(chunk), original)
+    after = chunk_state(tmp_path / "cache")
+    assert len(after) == CHUNKS and all(after[name] == m for name, m in untouched.items())
+    expected, got = results_line(uninterrupted_cache / "run"), results_line(tmp_path / "run")
     for key in DETERMINISTIC_KEYS:
         assert got[key] == expected[key], key
 
@@ -135,62 +263,107 @@ def test_kill_during_cache_build_then_rerun(tmp_path, uninterrupted_cache, point
 # --------------------------------------------------------------------------- kills during training
 
 UPDATES = 80
-TRAIN_ARGS = ("objective=vbon", "algo=rloo", f"algo.total_episodes={64 * UPDATES}", "train.checkpoint_every=2",
-              "eval.samples_per_prompt=32")
+CHECKPOINT_EVERY = 2
+TRAIN_MARGIN = 40  # the kill update ≤ UPDATES − 40: ≥ 40 updates (≥ 0.4 s on a 2-core machine) still to go
+TRAIN_ARGS = ("objective=vbon", "algo=rloo", "task.response_length=3", f"algo.total_episodes={64 * UPDATES}",
+              f"train.checkpoint_every={CHECKPOINT_EVERY}", "eval.samples_per_prompt=32")
 LAST = f"step-{UPDATES:08d}"
 
 
+def train_args(root: Path, shared: Path) -> tuple[str, ...]:
+    return (*TRAIN_ARGS, f"paths.output_root={root}", f"paths.cache_dir={shared}", f"hydra.run.dir={root}/run")
+
+
+def checkpointed_update(run_dir: Path) -> int:
+    """The update of the newest complete checkpoint (`latest` is replaced atomically once one is in place)."""
+    try:
+        return int((run_dir / "checkpoints" / "latest").read_text().strip().split("-")[1])
+    except FileNotFoundError:
+        return 0
+
+
+# The seeded kill points: kill once the checkpoint at this update (or a later one) is in place.
+TRAIN_KILLS = [CHECKPOINT_EVERY * c for c in random.Random(2000).sample(
+    range(1, (UPDATES - TRAIN_MARGIN) // CHECKPOINT_EVERY + 1), len(KILL_POINTS))]
+
+
 @pytest.fixture(scope="module")
-def training_runs(tmp_path_factory):
-    """The uninterrupted run, and a cache dir shared by every run (so kills land in training, not the build)."""
+def training_runs(tmp_path_factory, shared_cache):
+    """The uninterrupted run. It also builds the reference caches in the shared cache dir, so every later run
+    finds them and the kills land in training, not in a cache build."""
     root = tmp_path_factory.mktemp("train-ref")
-    proc = run_cli(*TRAIN_ARGS, f"paths.output_root={root}", f"hydra.run.dir={root}/run")
+    proc = run_cli(*train_args(root, shared_cache), logs=root / "logs", name="uninterrupted")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root
 
 
-@pytest.mark.parametrize("point", range(5))
-def test_kill_during_training_then_resume(tmp_path, training_runs, point):
-    rng = random.Random(2000 + point)
-    delay = rng.uniform(0.0, 1.0)  # seconds after the first checkpoint lands
-    run_dir = tmp_path / "run"
-    args = (*TRAIN_ARGS, f"paths.output_root={tmp_path}", f"paths.cache_dir={training_runs}/cache",
-            f"hydra.run.dir={run_dir}")
-    proc = start(*args)
-    wait_for(lambda: (run_dir / "checkpoints" / "latest").exists(), proc=proc)
-    time.sleep(delay)
-    assert not (run_dir / "results.jsonl").exists(), "the kill must land before training ends"
-    kill(proc)
-    killed_at = (run_dir / "checkpoints" / "latest").read_text().strip()
+@pytest.fixture(scope="module")
+def training_kills(tmp_path_factory, shared_cache, training_runs):
+    """Each kill point: start training, SIGKILL it once the checkpoint at update k is in place, rerun. Plus the
+    corrupt-checkpoint scenario (a finished 4-update run whose newest checkpoint is then truncated, rerun)."""
 
-    rerun = run_cli(*args)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    resumed_from = int(killed_at.split("-")[1])
-    assert f"(update {resumed_from} of {UPDATES})" in rerun.stdout + rerun.stderr  # continued, not restarted
+    def scenario(point):
+        root = tmp_path_factory.mktemp(f"train-kill-{point}")
+        run_dir, args, logs = root / "run", train_args(root, shared_cache), root / "logs"
+        if point == "corrupt":
+            first = run_cli(*args, "train.max_updates=4", logs=logs, name="first")
+            assert first.returncode == 0, first.stderr[-2000:]
+            newest = run_dir / "checkpoints" / "step-00000004" / "policy.safetensors"
+            newest.write_bytes(newest.read_bytes()[:-100])  # truncated
+            return {"root": root, "rerun": run_cli(*args, logs=logs, name="rerun")}
+        k = TRAIN_KILLS[point]
+        kill_at(Run(*args, logs=logs, name="killed"), lambda: checkpointed_update(run_dir), k,
+                "the checkpointed update")
+        checkpoints = run_dir / "checkpoints"
+        record = {"root": root, "k": k, "killed_at": checkpointed_update(run_dir),
+                  "results_after_kill": (run_dir / "results.jsonl").exists(),
+                  "checkpoints": sorted(p.name for p in checkpoints.iterdir())}
+        record["rerun"] = run_cli(*args, logs=logs, name="rerun")
+        record["checkpoints_after"] = sorted(p.name for p in checkpoints.iterdir())
+        return record
+
+    return in_parallel(scenario, [*KILL_POINTS, "corrupt"])
+
+
+def _assert_final_policy_is_the_uninterrupted_one(run_dir: Path, training_runs: Path) -> None:
     expected = load_file(str(training_runs / "run" / "checkpoints" / LAST / "policy.safetensors"))
     got = load_file(str(run_dir / "checkpoints" / LAST / "policy.safetensors"))
+    assert got.keys() == expected.keys()
     for name in expected:
         assert np.array_equal(got[name].numpy(), expected[name].numpy()), name
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_during_training_then_resume(training_kills, training_runs, point):
+    r = record_of(training_kills, point)
+    killed_at, run_dir = r["killed_at"], r["root"] / "run"
+    print(f"kill point {point}: k = {r['k']}, the newest checkpoint at the kill is update {killed_at} of {UPDATES}")
+    # the kill landed mid-training: at or after update k, before the last update and before any result
+    assert r["k"] <= killed_at < UPDATES and not r["results_after_kill"], (
+        f"the kill landed after training had ended (checkpoint {killed_at} of {UPDATES})")
+    # what a kill leaves: the newest checkpoints (keep = 2; a third only while the oldest is being deleted) and
+    # at most one half-assembled checkpoint or pointer temp file
+    assert f"step-{killed_at:08d}" in r["checkpoints"] and "latest" in r["checkpoints"], r["checkpoints"]
+    in_flight = [name for name in r["checkpoints"] if name.startswith(".")]
+    assert len(in_flight) <= 1 and len([n for n in r["checkpoints"] if n.startswith("step-")]) <= 3, r["checkpoints"]
+
+    rerun = r["rerun"]
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    # continued from the newest checkpoint, not restarted: the work lost is the updates after it
+    assert f"(update {killed_at} of {UPDATES})" in rerun.stdout + rerun.stderr
+    assert set(n for n in r["checkpoints_after"] if n.startswith(".")) <= set(in_flight)  # no new debris
+    _assert_final_policy_is_the_uninterrupted_one(run_dir, training_runs)
     reference_point, point_ = results_line(training_runs / "run"), results_line(run_dir)
     for key in DETERMINISTIC_KEYS:
         assert point_[key] == reference_point[key], key
 
 
-def test_corrupt_checkpoint_is_named_and_skipped(tmp_path, training_runs):
-    run_dir = tmp_path / "run"
-    args = (*TRAIN_ARGS, f"paths.output_root={tmp_path}", f"paths.cache_dir={training_runs}/cache",
-            f"hydra.run.dir={run_dir}")
-    first = run_cli(*args, "train.max_updates=4")
-    assert first.returncode == 0, first.stderr[-2000:]
-    newest = run_dir / "checkpoints" / "step-00000004" / "policy.safetensors"
-    newest.write_bytes(newest.read_bytes()[:-100])  # truncated
-    rerun = run_cli(*args)
-    out = rerun.stdout + rerun.stderr
-    assert rerun.returncode == 0, out[-2000:]
+def test_corrupt_checkpoint_is_named_and_skipped(training_kills, training_runs):
+    r = record_of(training_kills, "corrupt")
+    out = r["rerun"].stdout + r["rerun"].stderr
+    assert r["rerun"].returncode == 0, out[-2000:]
     assert "step-00000004 is corrupt" in out and f"(update 2 of {UPDATES})" in out
-    got = load_file(str(run_dir / "checkpoints" / LAST / "policy.safetensors"))
-    expected = load_file(str(training_runs / "run" / "checkpoints" / LAST / "policy.safetensors"))
-    assert all(np.array_equal(got[k].numpy(), expected[k].numpy()) for k in expected)
+    _assert_final_policy_is_the_uninterrupted_one(r["root"] / "run", training_runs)
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -226,92 +399,67 @@ def _nan_classifier(a, tmp: Path) -> Path:
     return d
 
 
-BAD_NAMES = (
-    "n-zero", "n-fractional", "m-one", "temperature-zero", "beta-negative", "bound-unknown", "lr-wrong-type",
-    "algo-unknown-key", "top-p-too-big", "max-new-tokens-zero", "resume-unknown", "wandb-mode-unknown",
-    "rloo-k-indivisible", "seed-not-a-number", "top-k-on-synthetic", "unknown-task", "data-dir-missing",
-    "data-empty", "data-malformed", "data-wrong-type", "data-missing-field", "model-path-missing",
-    "reward-path-missing", "tiny-model-not-built", "reward-label-unknown", "prompt-exceeds-context", "nan-reward",
-)
-
-
-def bad_inputs(a, tmp: Path) -> dict[str, tuple[list[str], str]]:
-    """name → (CLI arguments, a fragment the one error message must contain)."""
-    malformed = _data_dir(tmp, "bad", '{"text": "ok", "label": 1}\n{oops\n')
-    wrong_type = _data_dir(tmp, "int", '{"text": 5, "label": 1}\n')
-    no_field = _data_dir(tmp, "nofield", '{"label": 1}\n')
-    return {
-        "n-zero": (["objective=bon", "objective.n=0"], "objective.n must be ≥ 1"),
-        "n-fractional": (["objective=bon", "objective.n=2.5"], "objective.n must be an integer"),
-        "m-one": (["reference.m=1"], "reference.m must be ≥ 2"),
-        "temperature-zero": (["sampling.temperature=0"], "sampling.temperature must be > 0"),
-        "beta-negative": (["objective=kl_rl", "objective.beta=-0.5"], "objective.beta must be > 0"),
-        "bound-unknown": (["objective.bound=l3"], "objective.bound must be one of"),
-        "lr-wrong-type": (["algo.lr=fast"], "(full_key: algo.lr)"),
-        "algo-unknown-key": (["+algo.lrr=1"], "unknown key algo.lrr"),
-        "top-p-too-big": (["sampling.top_p=1.5"], "sampling.top_p must be ≤ 1"),
-        "max-new-tokens-zero": (["sampling.max_new_tokens=0"], "sampling.max_new_tokens must be ≥ 1"),
-        "resume-unknown": (["train.resume=maybe"], "train.resume must be auto, true or false"),
-        "wandb-mode-unknown": (["wandb.mode=loud"], "wandb.mode must be"),
-        "rloo-k-indivisible": (["algo=rloo", "algo.rloo_k=5"], "must be divisible by algo.rloo_k=5"),
-        "seed-not-a-number": (["seed=abc"], "seed must be a number"),
-        "top-k-on-synthetic": (["sampling.top_k=3"], "not supported on the synthetic task"),
-        "unknown-task": (["task=nope"], "synthetic"),
-        "data-dir-missing": (_imdb(a, f"task.data_dir={tmp}/nowhere"), "does not exist or is not a directory"),
-        "data-empty": (_imdb(a, f"task.data_dir={_data_dir(tmp, 'empty', '')}"), "is empty"),
-        "data-malformed": (_imdb(a, f"task.data_dir={malformed}"), "line 2: not valid JSON"),
-        "data-wrong-type": (_imdb(a, f"task.data_dir={wrong_type}"), "field 'text' is empty or not a string"),
-        "data-missing-field": (_imdb(a, f"task.data_dir={no_field}"), "missing field(s) ['text']"),
-        "model-path-missing": (_imdb(a, f"model.name_or_path={tmp}/no-model"), f"{tmp}/no-model"),
-        "reward-path-missing": (_imdb(a, f"reward.name_or_path={tmp}/no-rm"), f"{tmp}/no-rm"),
-        "tiny-model-not-built": ([*(x for x in _imdb(a) if not x.startswith("model.name_or_path")), "model=imdb_tiny",
-                                  f"paths.output_root={tmp}/empty-root"], "train_tiny_reference.py"),
-        "reward-label-unknown": (_imdb(a, "reward.label=HAPPY"), "reward.label='HAPPY' is not a class"),
-        "prompt-exceeds-context": (_imdb(a, "task.max_prefix_tokens=300"), "exceeds the model's context"),
-        "nan-reward": (_imdb(a, f"reward.name_or_path={_nan_classifier(a, tmp)}"), "returned nan"),
-    }
+# name → (the CLI arguments, given the tiny artifacts `a` and a scratch dir `tmp`; a fragment the one error message
+# must contain, "{tmp}" standing for that dir). One table: the test is parametrized by its keys, so every row is run
+# and checked.
+BAD_INPUTS = {
+    "n-zero": (lambda a, tmp: ["objective=bon", "objective.n=0"], "objective.n must be ≥ 1"),
+    "n-fractional": (lambda a, tmp: ["objective=bon", "objective.n=2.5"], "objective.n must be an integer"),
+    "m-one": (lambda a, tmp: ["reference.m=1"], "reference.m must be ≥ 2"),
+    "temperature-zero": (lambda a, tmp: ["sampling.temperature=0"], "sampling.temperature must be > 0"),
+    "beta-negative": (lambda a, tmp: ["objective=kl_rl", "objective.beta=-0.5"], "objective.beta must be > 0"),
+    "bound-unknown": (lambda a, tmp: ["objective.bound=l3"], "objective.bound must be one of"),
+    "lr-wrong-type": (lambda a, tmp: ["algo.lr=fast"], "(full_key: algo.lr)"),
+    "algo-unknown-key": (lambda a, tmp: ["+algo.lrr=1"], "unknown key algo.lrr"),
+    "top-p-too-big": (lambda a, tmp: ["sampling.top_p=1.5"], "sampling.top_p must be ≤ 1"),
+    "max-new-tokens-zero": (lambda a, tmp: ["sampling.max_new_tokens=0"], "sampling.max_new_tokens must be ≥ 1"),
+    "resume-unknown": (lambda a, tmp: ["train.resume=maybe"], "train.resume must be auto, true or false"),
+    "wandb-mode-unknown": (lambda a, tmp: ["wandb.mode=loud"], "wandb.mode must be"),
+    "rloo-k-indivisible": (lambda a, tmp: ["algo=rloo", "algo.rloo_k=5"], "must be divisible by algo.rloo_k=5"),
+    "seed-not-a-number": (lambda a, tmp: ["seed=abc"], "seed must be a number"),
+    "top-k-on-synthetic": (lambda a, tmp: ["sampling.top_k=3"], "not supported on the synthetic task"),
+    "unknown-task": (lambda a, tmp: ["task=nope"], "synthetic"),
+    "data-dir-missing": (lambda a, tmp: _imdb(a, f"task.data_dir={tmp}/nowhere"),
+                         "does not exist or is not a directory"),
+    "data-empty": (lambda a, tmp: _imdb(a, f"task.data_dir={_data_dir(tmp, 'empty', '')}"), "is empty"),
+    "data-malformed": (lambda a, tmp: _imdb(a, f"task.data_dir={_data_dir(tmp, 'bad', MALFORMED)}"),
+                       "line 2: not valid JSON"),
+    "data-wrong-type": (lambda a, tmp: _imdb(a, f"task.data_dir={_data_dir(tmp, 'int', WRONG_TYPE)}"),
+                        "field 'text' is empty or not a string"),
+    "data-missing-field": (lambda a, tmp: _imdb(a, f"task.data_dir={_data_dir(tmp, 'nofield', NO_FIELD)}"),
+                           "missing field(s) ['text']"),
+    "model-path-missing": (lambda a, tmp: _imdb(a, f"model.name_or_path={tmp}/no-model"), "{tmp}/no-model"),
+    "reward-path-missing": (lambda a, tmp: _imdb(a, f"reward.name_or_path={tmp}/no-rm"), "{tmp}/no-rm"),
+    "tiny-model-not-built": (lambda a, tmp: [*(x for x in _imdb(a) if not x.startswith("model.name_or_path")),
+                                             "model=imdb_tiny", f"paths.output_root={tmp}/empty-root"],
+                             "train_tiny_reference.py"),
+    "reward-label-unknown": (lambda a, tmp: _imdb(a, "reward.label=HAPPY"), "reward.label='HAPPY' is not a class"),
+    "prompt-exceeds-context": (lambda a, tmp: _imdb(a, "task.max_prefix_tokens=300"), "exceeds the model's context"),
+    "nan-reward": (lambda a, tmp: _imdb(a, f"reward.name_or_path={_nan_classifier(a, tmp)}"), "returned nan"),
+}
+MALFORMED, WRONG_TYPE, NO_FIELD = '{"text": "ok", "label": 1}\n{oops\n', '{"text": 5, "label": 1}\n', '{"label": 1}\n'
 
 
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory, artifacts):  # noqa: F811
+    """name → (the scratch dir its arguments name, the finished CLI run)."""
     tmp = tmp_path_factory.mktemp("bad")
-    table = bad_inputs(artifacts, tmp)
 
-    def one(item):
-        name, (args, _) = item
+    def one(name):
+        args = BAD_INPUTS[name][0](artifacts, tmp)
         root = tmp / "out" / name
         extra = [] if any(a.startswith("paths.output_root") for a in args) else [f"paths.output_root={root}"]
-        return name, run_cli(*extra, *args)
+        return name, (tmp, run_cli(*extra, *args, logs=tmp / "logs", name=name))
 
     with ThreadPoolExecutor(max_workers=3) as pool:
-        return table, dict(pool.map(one, table.items()))
+        return dict(pool.map(one, BAD_INPUTS))
 
 
-def test_the_table_holds_at_least_twenty_bad_inputs(bad_runs):
-    table, _ = bad_runs
-    assert set(table) == set(BAD_NAMES) and len(table) >= 20
-
-
-@pytest.mark.parametrize("name", BAD_NAMES)
+@pytest.mark.parametrize("name", BAD_INPUTS)
 def test_bad_input_gets_one_clear_message(bad_runs, name):
-    table, runs = bad_runs
-    proc = runs[name]
+    tmp, proc = bad_runs[name]
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-2000:]
     assert "Traceback" not in out, out[-3000:]
-    assert table[name][1] in out, out[-2000:]
+    assert BAD_INPUTS[name][1].replace("{tmp}", str(tmp)) in out, out[-2000:]
     assert "results:" not in proc.stdout  # nothing was reported as a result
-
-
-def test_truncated_cache_chunk_is_named_and_rebuilt(tmp_path):
-    args = ("objective=bon", "eval.samples_per_prompt=8", f"paths.output_root={tmp_path}")
-    first = run_cli(*args)
-    assert first.returncode == 0, first.stderr[-2000:]
-    (chunk,) = tmp_path.glob("cache/reference/*/chunk-00000.npz")
-    original = read_chunk_rewards(chunk)
-    chunk.write_bytes(chunk.read_bytes()[:50])
-    second = run_cli(*args)
-    out = second.stdout + second.stderr
-    assert second.returncode == 0, out[-2000:]
-    assert f"{chunk.name} fails its checksum" in out or f"{chunk} fails its checksum" in out
-    np.testing.assert_array_equal(read_chunk_rewards(chunk), original)

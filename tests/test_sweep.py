@@ -20,7 +20,9 @@ from vbon_exp.config import ConfigError, validate
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 BETA_3, BETA_7 = "0.3333333333333333", "0.14285714285714285"  # N = 4 and N = 8
-FAST = ("train.max_updates=5", "eval.samples_per_prompt=32", "wandb.mode=disabled")
+# a small synthetic task (3-token responses; what the sweep tests is its bookkeeping, not the numbers): each member's
+# exact oracle (a forward pass over every response, twice a run) enumerates 6³ = 216 responses instead of 6⁵ = 7776
+FAST = ("task.response_length=3", "train.max_updates=5", "eval.samples_per_prompt=32", "wandb.mode=disabled")
 
 
 def vbon_exp(*args, timeout=300) -> subprocess.CompletedProcess:
