@@ -102,7 +102,7 @@ def test_frontier_is_per_task_and_skips_failed_points():
     marked = pareto.add_frontier(points)
     assert marked["on_frontier"].tolist() == [True, False, False, True, True]
     frequency = pareto.frontier_frequency(marked).set_index("objective")
-    assert frequency.index.tolist() == ["bon", "vbon", "kl_rl"]  # the paper's order
+    assert frequency.index.tolist() == ["bon", "kl_rl", "vbon"]  # by name: no list of objectives in pareto.py
     assert frequency.loc["bon", ["points", "on_frontier", "failed"]].tolist() == [2, 1, 0]
     assert frequency.loc["bon", "fraction"] == 0.5
     assert frequency.loc["kl_rl", ["points", "on_frontier", "failed"]].tolist() == [1, 1, 1]
@@ -232,10 +232,13 @@ def test_default_runs_dir_is_the_newest_sweep(tmp_path):
 # ------------------------------------------------------------------------------------------------ wandb
 
 
-def fake_run(name, objective, beta, reward, kl, *, state="finished", job_type="train", flat=False, **summary):
+def fake_run(name, objective, beta, reward, kl, *, state="finished", job_type="train", flat=False, results_id=None,
+             **summary):
     config = {"task": {"name": "synthetic"}, "objective": {"name": objective, "beta": beta, "n": 1 / beta + 1,
                                                            "bound": "l1" if objective == "vbon" else None},
               "algo": {"name": "ppo"}, "sampling": {"temperature": 1.0}, "reference": {"m": 512}, "seed": 0}
+    if results_id is not None:  # what run.py adds beside the config: the results line's own identifying columns
+        config["results_id"] = results_id
     if flat:  # some wandb versions hand back flattened keys, with {"value": ...} wrappers
         config = {"task.name": {"value": "synthetic"}, "objective.name": objective, "objective.beta": beta,
                   "objective.n": 1 / beta + 1, "algo.name": "ppo", "sampling.temperature": 1.0,
@@ -251,7 +254,8 @@ def fake_run(name, objective, beta, reward, kl, *, state="finished", job_type="t
 def fake_runs():
     return [
         fake_run("a", "vbon", 1 / 3, 1.5, 0.7),
-        fake_run("b", "bon", 1 / 3, 1.4, 0.6, kl_analytic=0.63),
+        fake_run("b", "bon", 1 / 3, 1.4, 0.6, kl_analytic=0.63,
+                 results_id={"objective": "bon", "algo": None, "objective_label": "BoN (sampling)"}),
         fake_run("c", "kl_rl", 1 / 7, 2.0, 1.6, flat=True),
         fake_run("d", "vbon", 1 / 7, None, None, state="crashed"),
         fake_run("e", "vbon", 1 / 7, 1.0, 1.0, job_type="pareto"),  # a pareto run: not a point

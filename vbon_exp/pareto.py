@@ -386,13 +386,13 @@ def plot_vs_temperature(points: pd.DataFrame):
             colour, marker, label = styles[objective]
             rows = ok[(ok["objective"] == objective) & np.isfinite(ok[metric])]
             ns = sorted(rows["n"].round(6).dropna().unique())
-            styles = ["-", "--", ":", "-."]
+            dashes = ["-", "--", ":", "-."]
             for k, (n, series) in enumerate(rows.groupby(rows["n"].round(6), dropna=False)):
                 stats = series.groupby("temperature")[metric].agg(["mean", "std", "count"]).reset_index()
                 own = series.groupby("temperature")[f"{metric}_se"].mean() if f"{metric}_se" in series else None
                 err = np.where(stats["count"] > 1, stats["std"] / np.sqrt(stats["count"]),
                                own.reindex(stats["temperature"]).to_numpy() if own is not None else np.nan)
-                ax.errorbar(stats["temperature"], stats["mean"], yerr=err, fmt=marker + styles[k % len(styles)],
+                ax.errorbar(stats["temperature"], stats["mean"], yerr=err, fmt=marker + dashes[k % len(dashes)],
                             color=colour, markersize=6, capsize=2, linewidth=1.3,
                             label=_series_label(label, n, len(ns) > 1) + (
                                 "" if len(tasks) < 2 else f" [{', '.join(sorted(series['task'].unique()))}]"))
