@@ -262,8 +262,7 @@ def check_memory(nodes: SimpleNamespace, available: int | None = None, vocab_siz
         sizes["vocab_size"] = vocab_size
     sequence = sizes["prompt_tokens"] + nodes.sampling.max_new_tokens
     splits = {"test": sizes["num_test_prompts"]}
-    shared = sizes.get("splits_share_prompts", False)  # one cache serves both splits
-    if "train" in OBJECTIVES[nodes.objective.name](nodes.objective).cache_splits and not shared:
+    if "train" in OBJECTIVES[nodes.objective.name](nodes.objective).cache_splits:  # its own cache (split in the key)
         splits["train"] = sizes["num_train_prompts"]
     ref = nodes.reference
     cache = sum(cache_memory_bytes(p, ref.m, ref.chunk_prompts, sequence) for p in splits.values())

@@ -337,8 +337,7 @@ class SyntheticTaskConfig:
     def sizes(self) -> dict:
         """What the memory pre-flight needs before anything is built."""
         return {"num_train_prompts": self.num_prompts, "num_test_prompts": self.num_prompts,
-                "prompt_tokens": self.prompt_length, "vocab_size": self.vocab_size,
-                "splits_share_prompts": True}  # train = test: one cache serves both
+                "prompt_tokens": self.prompt_length, "vocab_size": self.vocab_size}
 
 
 def build(cfg: SyntheticTaskConfig, *, device: torch.device, cache_dir: str, temperature: float, **_) -> Task:
