@@ -86,8 +86,9 @@ def synthetic_task_t07(artifacts_dir):
 
 def compose_config(output_root, overrides=()):
     """Compose conf/config.yaml like the CLI does, with `paths.output_root` redirected."""
-    import vbon_exp.config  # noqa: F401  (registers the n_from_beta / beta_from_n resolvers)
     from hydra import compose, initialize_config_dir
+
+    import vbon_exp.config  # noqa: F401  (registers the n_from_beta / beta_from_n resolvers)
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=[f"paths.output_root={output_root}", *overrides])

@@ -13,7 +13,6 @@ import torch
 
 from vbon_exp import bon
 
-
 # --------------------------------------------------------------------------- empirical CDF of cached rewards
 
 

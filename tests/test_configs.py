@@ -11,14 +11,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import build_task_from_config
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
-
-import vbon_exp.config as config
-from conftest import build_task_from_config
 from test_tasks import FAST, task_overrides
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
+
+import vbon_exp.config as config
 from vbon_exp.errors import ConfigError
 from vbon_exp.objectives import OBJECTIVES, build_objective
 from vbon_exp.tasks import TASKS as TASK_REGISTRY

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
-
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
+
 from vbon_exp.reference import read_chunk_rewards
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,14 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vbon_exp.pairs import (
-    NoPairError,
-    best_worst,
-    block_size,
-    blocks_needed,
-    build_sample_table,
-    make_pairs,
-)
+from vbon_exp.pairs import NoPairError, best_worst, block_size, blocks_needed, build_sample_table, make_pairs
 from vbon_exp.sampling import SamplingConfig
 
 

@@ -1,8 +1,8 @@
 """vbon_exp/run.py: the pipeline's own pieces (the end-to-end runs are in test_cli, test_objectives, test_tasks)."""
 
 import torch
-
 from conftest import build_task_from_config
+
 from vbon_exp.config import validate
 from vbon_exp.run import base_point, reference_caches
 

@@ -475,10 +475,11 @@ def test_vllm_backend_without_vllm_fails_before_sampling(tiny_lm):
 def test_selecting_sampler_vllm_stops_the_run_before_anything_is_sampled(make_config, monkeypatch):
     """`sampler=vllm` without the package: the run stops with a ConfigError naming the package (the CLI prints it
     as one line, exit 2) before any model is built or any sample drawn."""
+    from conftest import CONF_DIR
+
     import vbon_exp.reference
     import vbon_exp.run
     from vbon_exp.config import ConfigError
-    from conftest import CONF_DIR
 
     def refuse(*args, **kwargs):
         raise AssertionError("sampled although the sampler backend is unusable")

@@ -228,8 +228,9 @@ def test_exact_values_are_never_silently_wrong_under_top_k_or_top_p(make_config,
     exact π_ref must be that filtered distribution: its "exact" metrics must describe what is sampled.
 
     (Chi-square as elsewhere: fixed seed, p > 1e-3 fails a correct sampler/oracle pair for 1 in 1000 seeds.)"""
-    from vbon_exp.config import ConfigError, validate
     from conftest import build_task_from_config as build_task
+
+    from vbon_exp.config import ConfigError, validate
 
     cfg = make_config(override, "device=cpu")
     try:

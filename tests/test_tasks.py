@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from tiny_artifacts import SHARED_IMDB, SHARED_TLDR, artifacts  # noqa: F401  (artifacts: a fixture)
 
 import vbon_exp.config  # noqa: F401  (resolvers)
-from tiny_artifacts import SHARED_IMDB, SHARED_TLDR, artifacts  # noqa: F401  (artifacts: a fixture)
 from vbon_exp.modeling import ModelLoadError
 from vbon_exp.run import run
 from vbon_exp.tasks.data import DataError
@@ -84,8 +84,9 @@ def test_imdb_prompts_are_review_prefixes(tmp_path, artifacts):
 
 
 def test_tldr_eos_penalty_and_prompt_format(tmp_path, artifacts):
-    from vbon_exp.modeling import Samples
     from conftest import build_task_from_config as build_task
+
+    from vbon_exp.modeling import Samples
 
     cfg = compose_cfg(tmp_path, [*task_overrides("tldr", artifacts), *FAST])
     task = build_task(cfg)

@@ -62,9 +62,8 @@ def _record_failure(cfg: DictConfig, err: Exception, t_start: float) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from vbon_exp.run import (
-        run,  # heavy imports after Hydra has parsed the command line (fast --help)
-    )
+    # the pipeline's modules load once Hydra has composed the config (the schemas are imported above)
+    from vbon_exp.run import run
 
     t_start = time.perf_counter()
     try:

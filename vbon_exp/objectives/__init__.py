@@ -6,13 +6,7 @@ package imports them all, so a new objective is one module here plus one YAML (a
 import importlib
 import pkgutil
 
-from vbon_exp.objectives.base import (
-    OBJECTIVES,
-    Objective,
-    ObjectiveConfig,
-    RunContext,
-    register_objective,
-)
+from vbon_exp.objectives.base import OBJECTIVES, Objective, ObjectiveConfig, RunContext, register_objective
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

@@ -6,12 +6,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from vbon_exp.errors import ConfigError
-from vbon_exp.objectives.base import (
-    Objective,
-    ObjectiveConfig,
-    RunContext,
-    register_objective,
-)
+from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, register_objective
 from vbon_exp.policies import BoNPolicy, ModelPolicy
 
 

@@ -14,11 +14,7 @@ from typing import Optional, Union
 
 from vbon_exp.errors import ConfigError
 from vbon_exp.objectives.base import register_objective
-from vbon_exp.objectives.preference import (
-    PreferenceConfig,
-    PreferenceObjective,
-    _is_number,
-)
+from vbon_exp.objectives.preference import PreferenceConfig, PreferenceObjective, _is_number
 from vbon_exp.preference import bonbon_beta_star, squared_loss_minimiser
 from vbon_exp.trainers.preference import PairLoss
 

@@ -27,12 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from vbon_exp import bon
 from vbon_exp.errors import ConfigError, check_number
-from vbon_exp.modeling import (
-    Samples,
-    load_causal_lm,
-    load_tokenizer,
-    sequence_log_probs,
-)
+from vbon_exp.modeling import Samples, load_causal_lm, load_tokenizer, sequence_log_probs
 from vbon_exp.tasks.base import Task, prompts_digest
 
 log = logging.getLogger(__name__)

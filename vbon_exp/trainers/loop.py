@@ -11,11 +11,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from vbon_exp.errors import ConfigError, check_number
-from vbon_exp.trainers.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 

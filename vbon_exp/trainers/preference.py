@@ -20,21 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from vbon_exp.errors import check_choice, check_number
-from vbon_exp.modeling import (
-    Samples,
-    response_logits,
-    sequence_log_probs,
-    token_log_probs,
-)
+from vbon_exp.modeling import Samples, response_logits, sequence_log_probs, token_log_probs
 from vbon_exp.pairs import PairSet
 from vbon_exp.preference import dpo_loss, squared_margin_loss
 from vbon_exp.trainers.loop import CheckpointedTrainer
-from vbon_exp.trainers.rl import (
-    TrainConfig,
-    derived_seed,
-    freeze_lower_layers,
-    replica_checksums,
-)
+from vbon_exp.trainers.rl import TrainConfig, derived_seed, freeze_lower_layers, replica_checksums
 
 log = logging.getLogger(__name__)
 
