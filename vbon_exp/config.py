@@ -35,8 +35,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from vbon_exp import bon
-from vbon_exp import vllm_backend  # noqa: F401  (registers sampler=vllm)
+from vbon_exp import (
+    bon,
+    vllm_backend,  # noqa: F401  (registers sampler=vllm)
+)
 from vbon_exp.errors import ConfigError, check_number
 from vbon_exp.evaluate import EvalConfig
 from vbon_exp.modeling import ModelConfig
