@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from vbon_exp.errors import ConfigError, check_number
+from vbon_exp.errors import ConfigError, check_choice, check_number
 from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,39 @@ class TrainConfig:
         check_number(f"{prefix}.checkpoint_every", self.checkpoint_every, integer=True, minimum=0)
         check_number(f"{prefix}.log_every", self.log_every, integer=True, minimum=1)
         check_number(f"{prefix}.max_updates", self.max_updates, integer=True, minimum=0, allow_none=True)
+
+
+@dataclass
+class SupervisedLoopConfig:
+    """What the offline loops share (`sft:` for BoN-SFT, `preference:` for DPO/IPO/BoNBoN): AdamW over epochs of a
+    fixed data set. Each loop's dataclass subclasses this, adding its data keys and its own defaults."""
+
+    # AdamW learning rate (> 0).
+    lr: float = 1e-5
+    # AdamW epsilon (> 0).
+    adam_eps: float = 1e-5
+    # AdamW weight decay (≥ 0).
+    weight_decay: float = 0.0
+    # Learning-rate schedule: linear (decay to 0 over training) | constant.
+    schedule: str = "linear"
+    # Passes over the data (≥ 1).
+    epochs: int = 1
+    # Examples (sequences or pairs) per optimizer step, per process (≥ 1).
+    batch_size: int = 32
+    # Gradient-norm clipping (null = off).
+    max_grad_norm: Optional[float] = 1.0
+    # Train only the top k transformer blocks and the final norm (null = all), as algo.trainable_layers.
+    trainable_layers: Optional[int] = None
+
+    def check(self, prefix: str) -> None:
+        check_number(f"{prefix}.lr", self.lr, exclusive_min=0)
+        check_number(f"{prefix}.adam_eps", self.adam_eps, exclusive_min=0)
+        check_number(f"{prefix}.weight_decay", self.weight_decay, minimum=0)
+        check_choice(f"{prefix}.schedule", self.schedule, ("linear", "constant"))
+        check_number(f"{prefix}.epochs", self.epochs, integer=True, minimum=1)
+        check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
+        check_number(f"{prefix}.max_grad_norm", self.max_grad_norm, exclusive_min=0, allow_none=True)
+        check_number(f"{prefix}.trainable_layers", self.trainable_layers, integer=True, minimum=1, allow_none=True)
 
 
 class CheckpointedTrainer:

@@ -14,55 +14,35 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from vbon_exp.errors import check_choice, check_number
+from vbon_exp.errors import check_number
 from vbon_exp.modeling import Samples, response_logits, sequence_log_probs, token_log_probs
 from vbon_exp.pairs import PairSet
 from vbon_exp.preference import dpo_loss, squared_margin_loss
-from vbon_exp.trainers.loop import CheckpointedTrainer
+from vbon_exp.trainers.loop import CheckpointedTrainer, SupervisedLoopConfig
 from vbon_exp.trainers.rl import TrainConfig, derived_seed, freeze_lower_layers, replica_checksums
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class PreferenceTrainConfig:
+class PreferenceTrainConfig(SupervisedLoopConfig):
     """conf `preference:`: the offline preference-optimisation loop of DPO, IPO and BoNBoN, as `algo:` is the RL
-    loop and `sft:` the supervised one."""
+    loop and `sft:` the supervised one (the optimiser keys: SupervisedLoopConfig; batch_size counts pairs)."""
 
-    # Pairs per train prompt, each the (best, worst) of its own n samples (the pair sample cache holds n × this).
-    pairs_per_prompt: int = 1
     # AdamW learning rate (> 0).
     lr: float = 5e-6
-    # AdamW epsilon.
+    # AdamW epsilon (> 0).
     adam_eps: float = 1e-8
-    # AdamW weight decay (≥ 0).
-    weight_decay: float = 0.0
-    # Learning-rate schedule: linear (decay to 0 over training) | constant.
-    schedule: str = "linear"
-    # Passes over the pairs (≥ 1).
-    epochs: int = 1
-    # Pairs per optimizer step, per process (≥ 1).
-    batch_size: int = 32
-    # Gradient-norm clipping (null = off).
-    max_grad_norm: Optional[float] = 1.0
-    # Train only the top k transformer blocks and the final norm (null = all).
-    trainable_layers: Optional[int] = None
+    # Pairs per train prompt, each the (best, worst) of its own n samples (the pair sample cache holds n × this).
+    pairs_per_prompt: int = 1
 
     def check(self, prefix: str = "preference") -> None:
+        super().check(prefix)
         check_number(f"{prefix}.pairs_per_prompt", self.pairs_per_prompt, integer=True, minimum=1)
-        check_number(f"{prefix}.lr", self.lr, exclusive_min=0)
-        check_number(f"{prefix}.adam_eps", self.adam_eps, exclusive_min=0)
-        check_number(f"{prefix}.weight_decay", self.weight_decay, minimum=0)
-        check_choice(f"{prefix}.schedule", self.schedule, ("linear", "constant"))
-        check_number(f"{prefix}.epochs", self.epochs, integer=True, minimum=1)
-        check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
-        check_number(f"{prefix}.max_grad_norm", self.max_grad_norm, exclusive_min=0, allow_none=True)
-        check_number(f"{prefix}.trainable_layers", self.trainable_layers, integer=True, minimum=1, allow_none=True)
 
 
 @dataclass(frozen=True)

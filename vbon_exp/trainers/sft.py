@@ -9,49 +9,29 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from vbon_exp.errors import check_choice, check_number
+from vbon_exp.errors import check_number
 from vbon_exp.modeling import Samples, response_logits, token_log_probs
-from vbon_exp.trainers.loop import CheckpointedTrainer
+from vbon_exp.trainers.loop import CheckpointedTrainer, SupervisedLoopConfig
 from vbon_exp.trainers.rl import TrainConfig, derived_seed, freeze_lower_layers, replica_checksums
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SFTConfig:
-    """conf `sft:`: the supervised fine-tuning loop (BoN-SFT), as `algo:` is the RL loop."""
+class SFTConfig(SupervisedLoopConfig):
+    """conf `sft:`: the supervised fine-tuning loop (BoN-SFT), as `algo:` is the RL loop (the optimiser keys and their
+    defaults: SupervisedLoopConfig)."""
 
-    # AdamW learning rate (> 0).
-    lr: float = 1e-5
-    # AdamW epsilon.
-    adam_eps: float = 1e-5
-    # AdamW weight decay.
-    weight_decay: float = 0.0
-    # linear (decay to 0) | constant.
-    schedule: str = "linear"
-    # Passes over the fine-tuning set (≥ 1).
-    epochs: int = 1
-    # Sequences per optimizer step, per process (≥ 1).
-    batch_size: int = 32
-    # Gradient-norm clipping (null = off).
-    max_grad_norm: Optional[float] = 1.0
-    # Train only the top k transformer blocks (null = all), as algo.trainable_layers.
-    trainable_layers: Optional[int] = None
     # BoN responses drawn per training prompt for BoN-SFT's fine-tuning set (≥ 1).
     samples_per_prompt: int = 1
 
     def check(self, prefix: str = "sft") -> None:
-        check_number(f"{prefix}.lr", self.lr, exclusive_min=0)
-        check_choice(f"{prefix}.schedule", self.schedule, ("linear", "constant"))
-        check_number(f"{prefix}.epochs", self.epochs, integer=True, minimum=1)
-        check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
+        super().check(prefix)
         check_number(f"{prefix}.samples_per_prompt", self.samples_per_prompt, integer=True, minimum=1)
-        check_number(f"{prefix}.trainable_layers", self.trainable_layers, integer=True, minimum=1, allow_none=True)
 
 
 class SFTTrainer(CheckpointedTrainer):
