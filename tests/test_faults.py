@@ -85,7 +85,10 @@ def kill_at(run: Run, counter, k: int, what: str, timeout: float = 300) -> None:
             proc.kill()
             proc.wait()
             raise AssertionError(f"{what} did not reach {k} within {timeout} s\n{run.output()[-3000:]}")
-        time.sleep(POLL_S)
+        try:  # wait for the next poll of the counter, or for the process to end (then the loop reports it)
+            proc.wait(timeout=POLL_S)
+        except subprocess.TimeoutExpired:
+            pass
     proc.send_signal(signal.SIGKILL)  # (Popen sends nothing once the process has been reaped)
     proc.wait()
     if proc.returncode != -signal.SIGKILL:
