@@ -140,9 +140,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     objective = build_objective(nodes.objective)
+    ids = base_point(cfg)
     tracker = Tracker(
         run_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.wandb.mode if main else "disabled",
-        project=cfg.wandb.project, write_results=main, results_id=base_point(cfg),
+        project=cfg.wandb.project, write_results=main, results_id=ids,
         entity=cfg.wandb.entity, group=cfg.wandb.group, tags=cfg.wandb.tags,
         name=f"{cfg.task.name}-{cfg.objective.name}-b{cfg.objective.beta}-n{cfg.objective.n}-s{cfg.seed}",
     )
@@ -166,7 +167,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         policy = objective.fit(ctx)
         timings.update(train_meter.stop(), **train_logs.means())
 
-        point = {**base_point(cfg), "status": "ok", "num_processes": accelerator.num_processes, **ctx.extras}
+        point = {**ids, "status": "ok", "num_processes": accelerator.num_processes, **ctx.extras}
         if main:
             point.update(evaluate_point(cfg, nodes, objective, policy, task, caches["test"]))
             point.update(timings, wall_s=time.perf_counter() - t_start, run_dir=str(run_dir))
