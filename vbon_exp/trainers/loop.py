@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+import torch
+
 from vbon_exp.errors import ConfigError, check_choice, check_number
 from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -35,6 +37,39 @@ class TrainConfig:
         check_number(f"{prefix}.checkpoint_every", self.checkpoint_every, integer=True, minimum=0)
         check_number(f"{prefix}.log_every", self.log_every, integer=True, minimum=1)
         check_number(f"{prefix}.max_updates", self.max_updates, integer=True, minimum=0, allow_none=True)
+
+
+def freeze_lower_layers(model: torch.nn.Module, trainable_layers: int | None) -> None:
+    """Train only the top `trainable_layers` transformer blocks and the final norm (the seed code trained the top 2
+    of GPT-2's 12). Embeddings (tied to the LM head in GPT-2) stay frozen."""
+    if trainable_layers is None:
+        return
+    blocks = None
+    for path in ("transformer.h", "model.layers", "gpt_neox.layers", "model.decoder.layers"):
+        obj = model
+        try:
+            for attr in path.split("."):
+                obj = getattr(obj, attr)
+        except AttributeError:
+            continue
+        blocks = obj
+        break
+    if blocks is None:
+        raise ValueError(f"algo.trainable_layers: cannot find the transformer blocks of {type(model).__name__}")
+    if not 1 <= trainable_layers <= len(blocks):
+        raise ValueError(f"algo.trainable_layers={trainable_layers} must be between 1 and the model's "
+                         f"{len(blocks)} transformer blocks")
+    model.requires_grad_(False)
+    for block in list(blocks)[len(blocks) - trainable_layers :]:
+        block.requires_grad_(True)
+    for name in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm"):
+        obj = model
+        try:
+            for attr in name.split("."):
+                obj = getattr(obj, attr)
+            obj.requires_grad_(True)
+        except AttributeError:
+            pass
 
 
 @dataclass
@@ -78,6 +113,25 @@ class CheckpointedTrainer:
 
     def checkpoint_modules(self) -> dict:
         return {"policy": self.unwrapped, **self.state_modules}
+
+    def setup_supervised(self, policy, cfg: SupervisedLoopConfig, examples: int) -> None:
+        """The offline loops' set-up (sft, preference): the top `trainable_layers` blocks trainable, eval mode (no
+        dropout: the loss must be the same function of θ as the evaluator's log-probs), AdamW over the trainable
+        parameters, the learning-rate schedule over epochs × ⌈examples / batch_size⌉ steps, accelerate.prepare."""
+        freeze_lower_layers(policy, cfg.trainable_layers)
+        policy.eval()
+        self.steps_per_epoch = max(1, -(-examples // cfg.batch_size))
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        params = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        decay = (lambda s: max(0.0, 1.0 - s / self.total_steps)) if cfg.schedule == "linear" else (lambda s: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
+        self.model, self.optimizer = self.accelerator.prepare(policy, self.optimizer)
+        self.step = 0
+
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
 
     def optimizer_step(self, loss, max_grad_norm: float | None) -> None:
         self.optimizer.zero_grad(set_to_none=True)

@@ -23,7 +23,7 @@ from vbon_exp.modeling import Samples, response_logits, sequence_log_probs, toke
 from vbon_exp.pairs import PairSet
 from vbon_exp.preference import dpo_loss, squared_margin_loss
 from vbon_exp.trainers.loop import CheckpointedTrainer, SupervisedLoopConfig
-from vbon_exp.trainers.rl import TrainConfig, derived_seed, freeze_lower_layers, replica_checksums
+from vbon_exp.trainers.rl import TrainConfig, derived_seed, replica_checksums
 
 log = logging.getLogger(__name__)
 
@@ -87,20 +87,7 @@ class PreferenceTrainer(CheckpointedTrainer):
         # π_ref's log-probs of every pair, once: the reference is frozen
         self.ref_chosen = sequence_log_probs(reference, self.chosen, temperature, logp_batch_size).float()
         self.ref_rejected = sequence_log_probs(reference, self.rejected, temperature, logp_batch_size).float()
-        freeze_lower_layers(policy, cfg.trainable_layers)
-        policy.eval()  # no dropout: h must be the same function of θ as the evaluator's log-probs
-        self.steps_per_epoch = max(1, -(-share // cfg.batch_size))
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        params = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-        decay = (lambda s: max(0.0, 1.0 - s / self.total_steps)) if cfg.schedule == "linear" else (lambda s: 1.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
-        self.model, self.optimizer = accelerator.prepare(policy, self.optimizer)
-        self.step = 0
-
-    @property
-    def unwrapped(self):
-        return self.accelerator.unwrap_model(self.model)
+        self.setup_supervised(policy, cfg, share)
 
     def batch_indices(self, step: int) -> torch.Tensor:
         epoch, within = divmod(step, self.steps_per_epoch)

@@ -27,7 +27,7 @@ from vbon_exp.errors import ConfigError, check_choice, check_number
 from vbon_exp.modeling import Samples, response_logits
 from vbon_exp.rewards import RewardError, score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
-from vbon_exp.trainers.loop import CheckpointedTrainer, TrainConfig  # noqa: F401  (TrainConfig: re-exported)
+from vbon_exp.trainers.loop import CheckpointedTrainer, TrainConfig, freeze_lower_layers  # noqa: F401 (re-export)
 
 log = logging.getLogger(__name__)
 
@@ -120,39 +120,6 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     return (x - mean) * torch.rsqrt(var + eps) * mask
-
-
-def freeze_lower_layers(model: nn.Module, trainable_layers: int | None) -> None:
-    """Train only the top `trainable_layers` transformer blocks and the final norm (the seed code trained the top 2
-    of GPT-2's 12). Embeddings (tied to the LM head in GPT-2) stay frozen."""
-    if trainable_layers is None:
-        return
-    blocks = None
-    for path in ("transformer.h", "model.layers", "gpt_neox.layers", "model.decoder.layers"):
-        obj = model
-        try:
-            for attr in path.split("."):
-                obj = getattr(obj, attr)
-        except AttributeError:
-            continue
-        blocks = obj
-        break
-    if blocks is None:
-        raise ValueError(f"algo.trainable_layers: cannot find the transformer blocks of {type(model).__name__}")
-    if not 1 <= trainable_layers <= len(blocks):
-        raise ValueError(f"algo.trainable_layers={trainable_layers} must be between 1 and the model's "
-                         f"{len(blocks)} transformer blocks")
-    model.requires_grad_(False)
-    for block in list(blocks)[len(blocks) - trainable_layers :]:
-        block.requires_grad_(True)
-    for name in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm"):
-        obj = model
-        try:
-            for attr in name.split("."):
-                obj = getattr(obj, attr)
-            obj.requires_grad_(True)
-        except AttributeError:
-            pass
 
 
 class PolicyWithValue(nn.Module):

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from vbon_exp.errors import check_number
 from vbon_exp.modeling import Samples, response_logits, token_log_probs
 from vbon_exp.trainers.loop import CheckpointedTrainer, SupervisedLoopConfig
-from vbon_exp.trainers.rl import TrainConfig, derived_seed, freeze_lower_layers, replica_checksums
+from vbon_exp.trainers.rl import TrainConfig, derived_seed, replica_checksums
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +41,7 @@ class SFTTrainer(CheckpointedTrainer):
                  accelerator, run_dir: Path, tracker=None, seed: int = 0):
         self.cfg, self.train_cfg, self.data, self.temperature = cfg, train_cfg, data, temperature
         self.accelerator, self.run_dir, self.tracker, self.seed = accelerator, Path(run_dir), tracker, seed
-        freeze_lower_layers(policy, cfg.trainable_layers)
-        policy.eval()  # no dropout, as in the RL trainers
-        self.steps_per_epoch = max(1, -(-len(data) // cfg.batch_size))
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        params = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-        decay = (lambda s: max(0.0, 1.0 - s / self.total_steps)) if cfg.schedule == "linear" else (lambda s: 1.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
-        self.model, self.optimizer = accelerator.prepare(policy, self.optimizer)
-        self.step = 0
-
-    @property
-    def unwrapped(self):
-        return self.accelerator.unwrap_model(self.model)
+        self.setup_supervised(policy, cfg, len(data))
 
     def batch(self, step: int) -> Samples:
         epoch, within = divmod(step, self.steps_per_epoch)
