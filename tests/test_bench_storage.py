@@ -14,10 +14,11 @@ import torch
 
 import vbon_exp.reference as reference
 from vbon_exp.reference import decode_sorted_rewards, encode_sorted_rewards
+from vbon_exp.storage import npz_bytes
 
 
 def _roundtrip(values: np.ndarray) -> np.ndarray:
-    data = reference._npz_bytes(encode_sorted_rewards(values))
+    data = npz_bytes(encode_sorted_rewards(values))
     with np.load(io.BytesIO(data), allow_pickle=False) as z:  # plain arrays: no pickle anywhere
         return decode_sorted_rewards({k: z[k] for k in z.files})
 
@@ -70,10 +71,10 @@ def test_continuous_rewards_take_under_three_bytes_each(kind):
     values = {"normal": lambda: rng.normal(size=(64, 256)),
               "logit": lambda: rng.normal(2.0, 3.0, size=(64, 256)),
               "mean-of-48": lambda: rng.normal(size=(64, 256, 48)).mean(-1)}[kind]().astype(np.float32)
-    size = len(reference._npz_bytes(encode_sorted_rewards(values))) / values.size
+    size = len(npz_bytes(encode_sorted_rewards(values))) / values.size
     assert size < 3.0, size
     discrete = rng.integers(0, 10, size=(64, 256)).astype(np.float32)
-    assert len(reference._npz_bytes(encode_sorted_rewards(discrete))) / discrete.size < 0.5
+    assert len(npz_bytes(encode_sorted_rewards(discrete))) / discrete.size < 0.5
 
 
 def test_a_built_cache_round_trips_and_keeps_its_checksums(synthetic_task, tmp_path):

@@ -19,7 +19,6 @@ lengths and rewards are plain npz arrays (`np.load(allow_pickle=False)`)."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -30,10 +29,10 @@ import torch
 from tqdm.auto import tqdm
 
 from vbon_exp.modeling import Samples
-from vbon_exp.reference import _npz_bytes, cache_key
+from vbon_exp.reference import cache_key
 from vbon_exp.rewards import RewardError, score_samples
 from vbon_exp.sampling import SamplingConfig, left_pad, sample_responses
-from vbon_exp.storage import atomic_write_bytes
+from vbon_exp.storage import atomic_write_bytes, read_checked_npz, write_checked_npz
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +76,13 @@ def _id_dtype(max_id: int):
 
 
 def _write_block(path: Path, ids: np.ndarray, lengths: np.ndarray, rewards: np.ndarray) -> None:
-    data = _npz_bytes({"response_ids": ids.astype(_id_dtype(int(ids.max(initial=0)))),
-                       "lengths": lengths.astype(np.int32), "rewards": rewards.astype(np.float32)})
-    # the sidecar goes first: a block without a matching checksum is treated as missing and rebuilt
-    atomic_write_bytes(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
-    atomic_write_bytes(path, data)
+    write_checked_npz(path, {"response_ids": ids.astype(_id_dtype(int(ids.max(initial=0)))),
+                             "lengths": lengths.astype(np.int32), "rewards": rewards.astype(np.float32)})
 
 
 def _read_block(path: Path) -> dict[str, np.ndarray] | None:
     """The block's arrays, or None when it is missing, partial or corrupt (then it is rebuilt)."""
-    sidecar = path.with_suffix(".sha256")
-    if not path.exists() or not sidecar.exists():
-        return None
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != sidecar.read_text().strip():
-        log.warning("pair sample cache block %s fails its checksum: rebuilding it", path)
-        return None
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return read_checked_npz(path, "pair sample cache block")
 
 
 def build_sample_table(

@@ -38,7 +38,7 @@ from vbon_exp.errors import check_number
 from vbon_exp.modeling import Samples
 from vbon_exp.rewards import score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
-from vbon_exp.storage import atomic_write_bytes
+from vbon_exp.storage import atomic_write_bytes, read_checked_npz, write_checked_npz
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,6 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
-
-
 REWARD_ENCODING = "f32-sortkey-delta-byteshuffle"
 
 
@@ -168,26 +160,15 @@ def _write_chunk(path: Path, rewards: np.ndarray, texts: list[list[str]] | None)
     arrays = encode_sorted_rewards(rewards)
     if texts:
         arrays["texts"] = np.array(texts, dtype=str)  # fixed-width unicode: no pickle involved
-    data = _npz_bytes(arrays)
-    # the sidecar goes first: a chunk without a matching checksum is treated as missing and rebuilt
-    atomic_write_bytes(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
-    atomic_write_bytes(path, data)
+    write_checked_npz(path, arrays)
 
 
 def _read_chunk(path: Path) -> dict[str, np.ndarray] | None:
     """The chunk's arrays (`rewards`: float32 [n, M] sorted per row; `texts` when kept), or None when it is
     missing, partial or corrupt (then it is rebuilt)."""
-    sidecar = path.with_suffix(".sha256")
-    if not path.exists() or not sidecar.exists():
+    arrays = read_checked_npz(path, "reference cache chunk")
+    if arrays is None:
         return None
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != sidecar.read_text().strip():
-        log.warning("reference cache chunk %s fails its checksum: rebuilding it", path)
-        return None
-    import io
-
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
     out = {"rewards": decode_sorted_rewards(arrays)}
     if "texts" in arrays:
         out["texts"] = arrays["texts"]

@@ -153,6 +153,12 @@ class CheckpointedTrainer:
             log.info("checkpoint at %s %d: %s", self.unit, self.step, path)
         self.accelerator.wait_for_everyone()
 
+    def save_if_due(self, stop: int) -> None:
+        """A checkpoint every `train.checkpoint_every` steps, and always at the last one (`stop`)."""
+        every = self.train_cfg.checkpoint_every
+        if (every and self.step % every == 0) or self.step == stop:
+            self.save()
+
     def maybe_resume(self, total: int) -> None:
         """Continue from the newest valid checkpoint, as `train.resume` (auto | true | false) says."""
         resume = self.train_cfg.resume

@@ -131,9 +131,7 @@ class PreferenceTrainer(CheckpointedTrainer):
                 self.tracker.log(logged, step=self.step)
             bar.set_postfix(loss=f"{float(stats['loss']):.3f}", acc=f"{float(stats['accuracy']):.2f}")
             bar.update(1)
-            every = self.train_cfg.checkpoint_every
-            if (every and self.step % every == 0) or self.step == stop:
-                self.save()
+            self.save_if_due(stop)
         bar.close()
         self.checksums = replica_checksums(self.unwrapped, self.accelerator)
         return self.unwrapped

@@ -397,9 +397,7 @@ class OnPolicyTrainer(CheckpointedTrainer):
                 self.tracker.log({f"train/{k}": v for k, v in stats.items()}, step=self.step)
             bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
             bar.update(1)
-            every = self.train_cfg.checkpoint_every
-            if (every and self.step % every == 0) or self.step == stop:
-                self.save()
+            self.save_if_due(stop)
         bar.close()
         self.checksums = replica_checksums(self.unwrapped, self.accelerator)
         if self.world > 1:

@@ -71,9 +71,7 @@ class SFTTrainer(CheckpointedTrainer):
                                  step=self.step)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             bar.update(1)
-            every = self.train_cfg.checkpoint_every
-            if (every and self.step % every == 0) or self.step == stop:
-                self.save()
+            self.save_if_due(stop)
         bar.close()
         self.checksums = replica_checksums(self.unwrapped, self.accelerator)
         return self.unwrapped
