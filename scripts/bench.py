@@ -209,7 +209,7 @@ def ours_rloo_step_times(steps: int) -> list[float]:
 
     policy = random_gpt2("tiny")
     task = BenchTask(copy.deepcopy(policy), random_prompts(BATCH // RLOO_K * (steps + 1), PROMPT_LEN, seed=2))
-    cfg = RLConfig(name="rloo", lr=LR, batch_size=BATCH, minibatch_size=BATCH, ppo_epochs=1, rloo_k=RLOO_K,
+    cfg = RLConfig(name="rloo", lr=LR, batch_size=BATCH, num_minibatches=1, ppo_epochs=1, rloo_k=RLOO_K,
                    total_episodes=BATCH * (steps + 1), whiten_advantages=False, schedule="constant")
     sampling = SamplingConfig(temperature=TEMPERATURE, max_new_tokens=NEW_TOKENS, batch_size=BATCH)
     with tempfile.TemporaryDirectory() as tmp:

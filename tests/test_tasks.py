@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub id fails at once instead o
 
 
 FAST = ["reference.m=16", "eval.samples_per_prompt=4", "algo.total_episodes=16", "algo.batch_size=8",
-        "algo.minibatch_size=4", "algo.rloo_k=2", "sampling.max_new_tokens=6",
+        "algo.num_minibatches=2", "algo.rloo_k=2", "sampling.max_new_tokens=6",
         "wandb.mode=disabled", "device=cpu"]
 
 

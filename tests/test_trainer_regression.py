@@ -48,7 +48,7 @@ UPDATES = 3
 # the policy measurably (clipping happens, the KL to π_ref grows), so the later updates depend on the earlier ones.
 # vf_clip 0.01: the value head starts at 0 and moves less than the default 0.2 within an update, so only a small
 # value clip makes the clipped value branch take part (and the test sensitive to it).
-RL_COMMON = {"lr": 1e-3, "batch_size": 8, "minibatch_size": 4, "ppo_epochs": 2, "total_episodes": 8 * UPDATES,
+RL_COMMON = {"lr": 1e-3, "batch_size": 8, "num_minibatches": 2, "ppo_epochs": 2, "total_episodes": 8 * UPDATES,
              "max_grad_norm": 1.0, "clip": 0.2, "vf_clip": 0.01, "vf_coef": 0.2}
 PPO_CFG = {**RL_COMMON, "name": "ppo", "whiten_advantages": True}
 RLOO_CFG = {**RL_COMMON, "name": "rloo", "rloo_k": 4, "whiten_advantages": False}

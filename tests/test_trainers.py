@@ -199,7 +199,7 @@ def test_trainer_with_trainable_layers_changes_only_the_top_block(synthetic_task
 
     policy = copy.deepcopy(synthetic_task.reference).requires_grad_(True)
     before = {name: p.detach().clone() for name, p in policy.named_parameters()}
-    cfg = RLConfig(lr=1e-3, batch_size=8, minibatch_size=4, ppo_epochs=1, total_episodes=16, trainable_layers=1)
+    cfg = RLConfig(lr=1e-3, batch_size=8, num_minibatches=2, ppo_epochs=1, total_episodes=16, trainable_layers=1)
     trainer = PPOTrainer(cfg, TrainConfig(checkpoint_every=0, resume=False, max_updates=1), policy=policy,
                          task=synthetic_task, sampling=SamplingConfig(max_new_tokens=5),
                          sequence_reward=lambda s, lr: s.rewards.double(), kl_coef=0.1,
@@ -328,7 +328,7 @@ def test_rl_schedule_after_k_optimizer_steps(synthetic_task, tmp_path, schedule)
     from vbon_exp.trainers import PPOTrainer, RLConfig, TrainConfig
 
     lr, scale = 1e-3, 4.0
-    cfg = RLConfig(lr=lr, schedule=schedule, batch_size=8, minibatch_size=4, ppo_epochs=2, total_episodes=24,
+    cfg = RLConfig(lr=lr, schedule=schedule, batch_size=8, num_minibatches=2, ppo_epochs=2, total_episodes=24,
                    value_head_lr_scale=scale)
     trainer = PPOTrainer(cfg, TrainConfig(), policy=copy.deepcopy(synthetic_task.reference).requires_grad_(True),
                          task=synthetic_task, sampling=SamplingConfig(max_new_tokens=5),
@@ -373,3 +373,67 @@ def test_sft_schedule_after_k_optimizer_steps(synthetic_task, tmp_path, schedule
         assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(lr * factor, rel=1e-12, abs=1e-18), k
         if k < 6:
             trainer.optimizer_step(_zero_loss(trainer.model), max_grad_norm=None)
+
+
+# --------------------------------------------------------------------------- batch semantics
+
+
+@pytest.mark.parametrize("num_minibatches,ppo_epochs,micro", [(1, 4, None), (2, 3, None), (4, 2, 1), (2, 1, 3)])
+def test_rl_optimizer_steps_match_the_batch_formula(synthetic_task, tmp_path, num_minibatches, ppo_epochs, micro):
+    """A short PPO run takes exactly updates × ppo_epochs × num_minibatches optimizer steps (counted by AdamW's own
+    per-parameter step counter and by the scheduler), whatever the micro-batch size: the paper's defaults give
+    4 × 1 / 32 = 0.125 steps per episode, as its table (TRL names) and the seed code's trlx settings do."""
+    import copy
+
+    from accelerate import Accelerator
+
+    from vbon_exp.sampling import SamplingConfig
+    from vbon_exp.trainers import PPOTrainer, RLConfig, TrainConfig
+
+    assert RLConfig().ppo_epochs * RLConfig().num_minibatches / RLConfig().batch_size == 0.125
+    cfg = RLConfig(lr=1e-3, batch_size=8, num_minibatches=num_minibatches, ppo_epochs=ppo_epochs,
+                   micro_batch_size=micro, total_episodes=16)
+    trainer = PPOTrainer(cfg, TrainConfig(checkpoint_every=0),
+                         policy=copy.deepcopy(synthetic_task.reference).requires_grad_(True),
+                         task=synthetic_task, sampling=SamplingConfig(max_new_tokens=4),
+                         sequence_reward=lambda s, lr: s.rewards.double(), kl_coef=0.1,
+                         accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=0)
+    trainer.train()
+    expected = 2 * ppo_epochs * num_minibatches  # 16 episodes / batch 8 = 2 updates
+    adam_steps = {int(state["step"]) for state in trainer.optimizer.state.values()}
+    assert adam_steps == {expected}
+    assert trainer.scheduler.last_epoch == expected
+
+
+@pytest.mark.parametrize("override,key", [
+    ({"batch_size": 8, "num_minibatches": 3}, "algo.num_minibatches"),
+    ({"adam_betas": (0.9, 1.0)}, "algo.adam_betas"),
+    ({"reward_clip": 0.0}, "algo.reward_clip"),
+    ({"micro_batch_size": 0}, "algo.micro_batch_size"),
+])
+def test_rl_config_refuses_bad_batch_and_optimizer_keys(override, key):
+    from vbon_exp.errors import ConfigError
+    from vbon_exp.trainers import RLConfig
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        RLConfig(**override).check()
+
+
+def test_reward_clip_bounds_the_sequence_reward(synthetic_task, tmp_path):
+    """algo.reward_clip=c clamps the objective's sequence reward to [−c, c] before the KL penalty (trlx's
+    cliprange_reward): a reward of ±100 reaches the advantages as ±0.5."""
+    import copy
+
+    from accelerate import Accelerator
+
+    from vbon_exp.sampling import SamplingConfig
+    from vbon_exp.trainers import PPOTrainer, RLConfig, TrainConfig
+
+    cfg = RLConfig(batch_size=8, total_episodes=8, reward_clip=0.5)
+    trainer = PPOTrainer(cfg, TrainConfig(checkpoint_every=0),
+                         policy=copy.deepcopy(synthetic_task.reference), task=synthetic_task,
+                         sampling=SamplingConfig(max_new_tokens=4),
+                         sequence_reward=lambda s, lr: 100.0 * torch.where(torch.arange(len(s)) % 2 == 0, 1.0, -1.0),
+                         kl_coef=0.1, accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=0)
+    ro = trainer.rollout(0)
+    assert sorted(set(ro.seq_reward.tolist())) == [-0.5, 0.5]

@@ -136,6 +136,10 @@ class CheckpointedTrainer:
     def optimizer_step(self, loss, max_grad_norm: float | None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
+        self.clip_and_step(max_grad_norm)
+
+    def clip_and_step(self, max_grad_norm: float | None) -> None:
+        """Clip the accumulated gradient's norm, then one optimizer and one scheduler step."""
         if max_grad_norm:
             self.accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
         self.optimizer.step()

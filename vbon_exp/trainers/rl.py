@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +42,22 @@ class RLConfig:
     lr: float = 3e-6
     # AdamW epsilon.
     adam_eps: float = 1e-5
+    # AdamW (β1, β2): torch's default; the seed code's trlx config used [0.9, 0.95].
+    adam_betas: tuple[float, float] = (0.9, 0.999)
     # AdamW weight decay.
     weight_decay: float = 0.0
     # Learning-rate schedule: linear (decay to 0 over training) | constant.
     schedule: str = "linear"
-    # Episodes (responses) per update, over all processes.
+    # Episodes (responses) sampled per update, over all processes: TRL's batch_size, trlx's num_rollouts.
     batch_size: int = 32
-    # Episodes per optimizer step, per process.
-    minibatch_size: int = 8
+    # Optimizer steps per PPO epoch: each batch is split into this many minibatches (TRL's num_mini_batches; trlx's
+    # num_rollouts / batch_size). Optimizer steps per episode = ppo_epochs × num_minibatches / batch_size: 0.125
+    # with the paper's defaults (4 × 1 / 32) and with the seed code's trlx settings (4 × 4 / 128).
+    num_minibatches: int = 1
+    # Sequences per forward/backward pass, per process (gradient accumulation within a minibatch, for memory; also
+    # the chunk of the rollout's log-prob passes; trlx's chunk_size is the rollout's generation chunk). null = a
+    # whole minibatch at once. It changes no optimizer step, only how each is computed.
+    micro_batch_size: Optional[int] = None
     # PPO epochs over each batch.
     ppo_epochs: int = 4
     # Training length in episodes (updates = total_episodes / batch_size).
@@ -67,6 +74,9 @@ class RLConfig:
     vf_coef: float = 0.2
     # Gradient-norm clipping (null = off).
     max_grad_norm: Optional[float] = 1.0
+    # Clip the objective's sequence reward to [−c, c] before the KL penalty is added (trlx's cliprange_reward; the
+    # seed code used 10). null = off.
+    reward_clip: Optional[float] = None
     # Normalise advantages over each batch's real tokens.
     whiten_advantages: bool = True
     # Train only the top k transformer blocks and the final norm (null = the whole model).
@@ -78,9 +88,16 @@ class RLConfig:
 
     def check(self, prefix: str = "algo") -> None:
         check_choice(f"{prefix}.name", self.name, sorted(ALGOS))
-        for key in ("batch_size", "minibatch_size", "ppo_epochs", "total_episodes"):
+        for key in ("batch_size", "num_minibatches", "ppo_epochs", "total_episodes"):
             check_number(f"{prefix}.{key}", getattr(self, key), integer=True, minimum=1)
+        check_number(f"{prefix}.micro_batch_size", self.micro_batch_size, integer=True, minimum=1, allow_none=True)
+        if self.batch_size % self.num_minibatches:
+            raise ConfigError(f"{prefix}.batch_size={self.batch_size} must be divisible by "
+                              f"{prefix}.num_minibatches={self.num_minibatches}")
         check_number(f"{prefix}.lr", self.lr, exclusive_min=0)
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError(f"{prefix}.adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}")
+        check_number(f"{prefix}.reward_clip", self.reward_clip, exclusive_min=0, allow_none=True)
         check_choice(f"{prefix}.schedule", self.schedule, ("linear", "constant"))
         check_number(f"{prefix}.clip", self.clip, exclusive_min=0)
         check_number(f"{prefix}.vf_clip", self.vf_clip, exclusive_min=0)
@@ -237,7 +254,7 @@ class OnPolicyTrainer(CheckpointedTrainer):
         self.k = self.responses_per_prompt()
         self._check_batch_shape()
         self.num_updates = max(1, cfg.total_episodes // cfg.batch_size)
-        self.steps_per_update = cfg.ppo_epochs * math.ceil(self.local_batch / cfg.minibatch_size)
+        self.steps_per_update = cfg.ppo_epochs * cfg.num_minibatches
 
         freeze_lower_layers(policy, cfg.trainable_layers)
         policy.eval()  # no dropout: rollout and training log-probs must come from the same function
@@ -245,7 +262,8 @@ class OnPolicyTrainer(CheckpointedTrainer):
         groups = [{"params": [p for p in self.model.lm.parameters() if p.requires_grad], "lr": cfg.lr}]
         if self.model.value_head is not None:
             groups.append({"params": list(self.model.value_head.parameters()), "lr": cfg.lr * cfg.value_head_lr_scale})
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                                           weight_decay=cfg.weight_decay)
         total_steps = self.num_updates * self.steps_per_update
         decay = (lambda s: max(0.0, 1.0 - s / total_steps)) if cfg.schedule == "linear" else (lambda s: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
@@ -271,6 +289,11 @@ class OnPolicyTrainer(CheckpointedTrainer):
                 f"algo.batch_size={b} must be divisible by processes × responses per prompt = {w} × {k}"
             )
         self.local_batch = b // w
+        if self.local_batch % self.cfg.num_minibatches:
+            raise ValueError(f"algo.batch_size={b} over {w} processes gives {self.local_batch} episodes per process, "
+                             f"not divisible by algo.num_minibatches={self.cfg.num_minibatches}")
+        self.minibatch_size = self.local_batch // self.cfg.num_minibatches
+        self.micro_size = min(self.cfg.micro_batch_size or self.minibatch_size, self.minibatch_size)
 
     def prompt_indices(self, update: int) -> list[int]:
         """This process's prompts for an update: a stream of seeded permutations of the train prompts."""
@@ -303,8 +326,8 @@ class OnPolicyTrainer(CheckpointedTrainer):
         samples = samples.to(self.accelerator.device)
         mask = samples.response_mask.float()
         logp_old, logp_ref, values = [], [], []
-        for start in range(0, len(samples), self.cfg.minibatch_size):
-            part = samples.select(slice(start, start + self.cfg.minibatch_size))
+        for start in range(0, len(samples), self.micro_size):
+            part = samples.select(slice(start, start + self.micro_size))
             log_dist, v = self.unwrapped(part, self.sampling.temperature)
             logp_old.append(gather_tokens(log_dist, part.response_ids))
             ref_dist = response_logits(self.reference, part, self.sampling.temperature)
@@ -314,6 +337,8 @@ class OnPolicyTrainer(CheckpointedTrainer):
         logp_old = torch.cat(logp_old) * mask
         logp_ref = torch.cat(logp_ref) * mask
         seq_reward = self.sequence_reward(samples, logp_ref.sum(-1).double()).float().to(mask.device)
+        if self.cfg.reward_clip is not None:
+            seq_reward = seq_reward.clamp(-self.cfg.reward_clip, self.cfg.reward_clip)
         if not bool(torch.isfinite(seq_reward).all()):
             raise RewardError(
                 f"the objective's sequence reward is not finite in training update {update} "
@@ -348,19 +373,33 @@ class OnPolicyTrainer(CheckpointedTrainer):
         return loss, stats
 
     def optimise(self, ro: Rollout, update: int) -> dict:
+        """`ppo_epochs` passes over the batch, each in `num_minibatches` optimizer steps on a seeded permutation."""
         sums: dict[str, float] = {}
         count = 0
         for epoch in range(self.cfg.ppo_epochs):
             g = torch.Generator().manual_seed(derived_seed(self.seed, "minibatch", update, epoch, self.rank))
             order = torch.randperm(len(ro.samples), generator=g).to(ro.mask.device)
-            for start in range(0, len(order), self.cfg.minibatch_size):
-                mb = ro.minibatch(order[start : start + self.cfg.minibatch_size])
-                loss, stats = self.loss(mb)
-                self.optimizer_step(loss, self.cfg.max_grad_norm)
+            for start in range(0, len(order), self.minibatch_size):
+                stats = self.minibatch_step(ro, order[start : start + self.minibatch_size])
                 for key, value in stats.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
+                    sums[key] = sums.get(key, 0.0) + value
                 count += 1
         return {key: value / count for key, value in sums.items()}
+
+    def minibatch_step(self, ro: Rollout, idx: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on the minibatch `idx`, its gradient accumulated over micro-batches of
+        `algo.micro_batch_size` sequences (each loss weighted by its share of the minibatch)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = {}
+        for start in range(0, len(idx), self.micro_size):
+            part = idx[start : start + self.micro_size]
+            share = len(part) / len(idx)
+            loss, part_stats = self.loss(ro.minibatch(part))
+            self.accelerator.backward(loss if share == 1.0 else loss * share)
+            for key, value in part_stats.items():
+                stats[key] = stats.get(key, 0.0) + float(value) * share
+        self.clip_and_step(self.cfg.max_grad_norm)
+        return stats
 
     def rollout_stats(self, ro: Rollout) -> dict:
         kl_seq = ro.kl_tokens.sum(-1)
