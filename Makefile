@@ -34,11 +34,13 @@ test-all: install
 	$(VENV)/bin/lint-imports
 	OMP_NUM_THREADS=1 WANDB_MODE=offline $(PY) -m pytest -q $(PYTEST_ARGS)
 
-# The reward–KL Pareto frontier of a sweep: tables and plots in $(RUNS)/pareto/ (scripts/pareto_plot.py --help).
+# The reward–KL Pareto frontier of a sweep: tables and plots in $(RUNS)/pareto/ (scripts/pareto_plot.py --help),
+# and the training curves of its trained runs (training_curves.{png,csv}: vbon_exp/curves.py).
 # RUNS defaults to the newest outputs/multirun/<date>/<time>; PARETO_ARGS passes options (--out, --wandb-mode ...).
 RUNS ?=
 pareto-plot: install
 	$(PY) scripts/pareto_plot.py $(RUNS) $(PARETO_ARGS)
+	$(PY) -m vbon_exp.curves $(RUNS)
 
 # Throughput against transformers.generate and TRL (scripts/bench.py --help): a table, and outputs/bench/summary.json.
 # Installs the optional `bench` extra (TRL) first; BENCH_ARGS passes options (--skip-trl, --reps 5 ...). Run it on an

@@ -260,9 +260,11 @@ def check_memory(nodes: SimpleNamespace, available: int | None = None, vocab_siz
     if "train" in OBJECTIVES[nodes.objective.name](nodes.objective).cache_splits:  # its own cache (split in the key)
         splits["train"] = sizes["num_train_prompts"]
     ref = nodes.reference
-    cache = sum(cache_memory_bytes(p, ref.m, ref.chunk_prompts, sequence) for p in splits.values())
-    _fits("reference.m", ref.m, cache, available,
-          f"reference caches of {sum(splits.values())} prompts × M={ref.m}")
+    cache = sum(cache_memory_bytes(p, ref.m_for(split), ref.chunk_prompts, sequence) for split, p in splits.items())
+    key = "reference.test_m" if ref.test_m is not None and ref.test_m > ref.m else "reference.m"
+    _fits(key, max(ref.m, ref.test_m or 0), cache, available,
+          f"reference caches of {sum(splits.values())} prompts × M={ref.m}"
+          + (f" (test: {ref.test_m})" if ref.test_m is not None else ""))
     evaluation = nodes.eval.memory_bytes(sizes["num_test_prompts"], sequence, nodes.sampling.max_new_tokens,
                                          sizes["vocab_size"] or 0)
     _fits("eval.samples_per_prompt", nodes.eval.samples_per_prompt, evaluation, available,

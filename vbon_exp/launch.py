@@ -9,7 +9,9 @@ package, so functions pickled for a parallel sweep (hydra/launcher=joblib) refer
 
 from __future__ import annotations
 
+import itertools
 import sys
+from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
@@ -49,8 +51,96 @@ def composition_error_line(text: str) -> str:
     return " ".join(filter(None, [lines[0] if lines else "", key and f"({key})"]))
 
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+_MULTIRUN_FLAGS = ("-m", "--multirun")
+_CFG_FLAGS = ("-c", "--cfg")
+
+
+def _is_sweep_axis(value: str) -> bool:
+    """A command-line value Hydra's basic sweeper expands into several members (`a,b,c`), not a list or string."""
+    return "," in value and not value.lstrip().startswith(("[", "{", "'", '"', "range(", "choice(", "glob("))
+
+
+def sweep_grid(overrides: list[str], preset_params: dict) -> dict[str, list[str]]:
+    """The members' axes: the preset's hydra.sweeper.params, each replaced by a command-line axis of the same key
+    and joined by the command line's other axes (Hydra's basic sweeper: their cartesian product)."""
+    grid = {key: [v.strip() for v in str(value).split(",")] for key, value in preset_params.items()}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and _is_sweep_axis(value):
+            grid[key.lstrip("+~")] = [v.strip() for v in value.split(",")]
+    return grid
+
+
+def grid_members(grid: dict[str, list[str]]) -> int:
+    return len(list(itertools.product(*grid.values()))) if grid else 1
+
+
+def preset_sweep_params(overrides: list[str]) -> dict:
+    """hydra.sweeper.params of the config these overrides compose (each sweep axis at its first value)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    first = [o if not _is_sweep_axis(o.partition("=")[2]) else o.split(",")[0] for o in overrides]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=first, return_hydra_config=True)
+    return dict(cfg.hydra.sweeper.params or {})
+
+
+def _sweep_preview_argv(argv: list[str]) -> tuple[list[str], list[str]] | None:
+    """`-m ... --cfg job`: Hydra refuses the pair, but a user previewing a sweep means "show me what the members
+    compose to". Returns (argv for one composition with each axis at its first value, the overrides), or None."""
+    if not (set(argv) & set(_MULTIRUN_FLAGS) and set(argv) & set(_CFG_FLAGS)):
+        return None
+    kept, overrides, skip_next = [], [], False
+    for i, arg in enumerate(argv):
+        if skip_next:
+            kept.append(arg)
+            skip_next = False
+            continue
+        if arg in _MULTIRUN_FLAGS:
+            continue
+        if arg in _CFG_FLAGS or arg in ("-p", "--package"):
+            kept.append(arg)
+            skip_next = True
+            continue
+        if not arg.startswith("-") and "=" in arg:
+            overrides.append(arg)
+            key, _, value = arg.partition("=")
+            arg = f"{key}={value.split(',')[0]}" if _is_sweep_axis(value) else arg
+        kept.append(arg)
+    return kept, overrides
+
+
+def print_sweep_summary(grid: dict[str, list[str]]) -> None:
+    """After the first member's config: the sweep's axes and member count, as YAML comments."""
+    print(f"# multirun: {grid_members(grid)} members (the config above is the first: each axis at its first value)")
+    for key, values in grid.items():
+        print(f"#   {key}: {', '.join(values)}")
+
+
 def run_hydra(hydra_main) -> None:
-    """Call a @hydra.main function; a composition error exits with status 2 and one `vbon_exp: error:` line."""
+    """Call a @hydra.main function; a composition error exits with status 2 and one `vbon_exp: error:` line.
+    `-m ... --cfg job` prints the first member's composed config and the sweep's axes (Hydra alone refuses it)."""
+    preview = _sweep_preview_argv(sys.argv[1:])
+    grid = None
+    if preview is not None:
+        argv, overrides = preview
+        try:
+            params = preset_sweep_params(overrides)
+        except Exception:  # noqa: BLE001 — a command line that does not compose: Hydra reports it below, exit 2
+            params = {}
+        grid = sweep_grid(overrides, params)
+        given = {o.partition("=")[0].lstrip("+~") for o in overrides}
+        # the first member: every preset axis at its first value too
+        sys.argv = [sys.argv[0], *(f"{k}={v[0]}" for k, v in grid.items() if k not in given), *argv]
+    _run_hydra_reporting_errors(hydra_main)
+    if grid is not None:
+        print_sweep_summary(grid)
+
+
+def _run_hydra_reporting_errors(hydra_main) -> None:
     recorder = _STATE["recording"] = _RecordingStderr(sys.stderr)
     sys.stderr = recorder
     try:

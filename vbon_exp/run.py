@@ -37,12 +37,12 @@ def hydra_run_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
-def reference_caches(cfg: DictConfig, task, sampling: SamplingConfig, splits) -> dict:
+def reference_caches(cfg: DictConfig, nodes, task, sampling: SamplingConfig, splits) -> dict:
     caches = {}
     for split in splits:
         caches[split] = build_reference_cache(
             reference=task.reference, reward=task.reward, tokenizer=task.tokenizer, prompts=task.prompts(split),
-            m=cfg.reference.m, sampling=sampling, seed=cfg.seed, cache_dir=cfg.reference.cache_dir,
+            m=nodes.reference.m_for(split), sampling=sampling, seed=cfg.seed, cache_dir=cfg.reference.cache_dir,
             # the split is part of the key: train and test caches never share samples (even on the synthetic task,
             # whose train and test prompts are the same)
             key_parts={"reference": task.fingerprint["reference"], "reward": task.fingerprint["reward"],
@@ -157,7 +157,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             # the models' vocabulary is known now: the memory pre-flight again, with its logits, before any sampling
             check_memory(nodes, vocab_size=getattr(task.reference.config, "vocab_size", None))
             cache_meter = StageMeter("cache_build")
-            caches = reference_caches(cfg, task, sampling, dict.fromkeys(("test", *objective.cache_splits)))
+            caches = reference_caches(cfg, nodes, task, sampling, dict.fromkeys(("test", *objective.cache_splits)))
             timings = cache_meter.stop()
         timings["setup_s"] = time.perf_counter() - stage
 

@@ -1,7 +1,8 @@
 """Experiment tracking: wandb (online, offline or disabled) and the local results table.
 
 Every run appends one line to `<run_dir>/results.jsonl` (its reward-vs-KL point), whatever wandb's mode, so a sweep
-can be aggregated without any server. Secrets never reach a log, a config or a results line."""
+can be aggregated without any server; its training logs go to `<run_dir>/train_log.jsonl` too (one line per logged
+step: the training curves, vbon_exp/curves.py). Secrets never reach a log, a config or a results line."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ WANDB_MODES = ("online", "offline", "disabled")
 ID_COLUMNS = {
     "task": "task.name", "objective": "objective.name", "algo": "algo.name", "bound": "objective.bound",
     "beta": "objective.beta", "n": "objective.n", "temperature": "sampling.temperature", "m": "reference.m",
-    "seed": "seed", "reward_output": "reward.output",
+    "test_m": "reference.test_m", "seed": "seed", "reward_output": "reward.output",
 }
 
 
@@ -118,6 +119,7 @@ class Tracker:
     ):
         self.run_dir = Path(run_dir)
         self.results_path = self.run_dir / "results.jsonl"
+        self.train_log_path = self.run_dir / "train_log.jsonl"
         self.write_results = write_results  # false on non-main processes of a multi-process run
         self.mode = resolve_wandb_mode(mode)
         self.t0 = time.perf_counter()
@@ -137,8 +139,11 @@ class Tracker:
             log.info("wandb %s run in %s", self.mode, self.wandb_dir)
 
     def log(self, metrics: dict, step: int | None = None) -> None:
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        if self.write_results:
+            append_jsonl(self.train_log_path, {"step": step, **numeric})
         if self.run is not None:
-            self.run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+            self.run.log(numeric, step=step)
 
     def write_point(self, point: dict) -> None:
         """The run's reward-vs-KL point: to results.jsonl (always) and wandb's summary."""

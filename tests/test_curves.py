@@ -1,0 +1,48 @@
+"""vbon_exp/curves.py: training curves from train_log.jsonl and the flatness verdict."""
+
+import json
+import math
+
+import pytest
+
+from vbon_exp.curves import flatness, main, run_curve, sweep_curves
+from vbon_exp.tracking import Tracker
+
+
+def test_a_rising_curve_is_not_flat_and_a_noisy_plateau_is():
+    rising = [0.1 * i for i in range(40)]
+    assert flatness(rising)["flat"] is False
+    assert flatness(rising)["delta"] == pytest.approx(1.0)  # quarters of 10 updates, 0.1 apart each
+    plateau = [1.0 + (0.05 if i % 2 else -0.05) for i in range(40)]
+    f = flatness(plateau)
+    assert f["flat"] is True and f["final"] == pytest.approx(1.0) and abs(f["delta"]) < 1e-12
+
+
+def test_too_short_a_curve_gets_no_verdict():
+    assert flatness([1.0, 2.0, 3.0])["flat"] is None
+    assert math.isnan(flatness([])["final"])
+
+
+def test_tracker_writes_the_curve_and_the_reader_keeps_the_last_value_per_step(tmp_path):
+    """A resumed run logs re-done updates again: the curve keeps the last value logged for each step."""
+    tracker = Tracker(tmp_path, {}, mode="disabled", project="p")
+    for step, reward in [(1, 0.1), (2, 0.2), (2, 0.25), (3, 0.3)]:
+        tracker.log({"train/reward": reward, "train/note": "text is not logged"}, step=step)
+    assert run_curve(tmp_path) == [(1, 0.1), (2, 0.25), (3, 0.3)]
+    assert "note" not in (tmp_path / "train_log.jsonl").read_text()
+
+
+def test_sweep_curves_table_and_figure(tmp_path):
+    for member, (objective, slope) in enumerate([("vbon", 0.0), ("kl_rl", 0.05)]):
+        run = tmp_path / str(member)
+        run.mkdir()
+        (run / "results.jsonl").write_text(json.dumps({"objective": objective, "beta": 0.25, "seed": 0}) + "\n")
+        with open(run / "train_log.jsonl", "w") as f:
+            for step in range(1, 41):
+                f.write(json.dumps({"step": step, "train/reward": slope * step + 0.01 * (step % 3)}) + "\n")
+    records = {r["objective"]: r for r in sweep_curves(tmp_path)}
+    assert records["vbon"]["flat"] is True and records["kl_rl"]["flat"] is False
+    assert main([str(tmp_path)]) == 0
+    assert (tmp_path / "pareto" / "training_curves.png").stat().st_size > 0
+    rows = (tmp_path / "pareto" / "training_curves.csv").read_text().splitlines()
+    assert rows[0].startswith("objective,beta,seed") and len(rows) == 3
