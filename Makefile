@@ -43,11 +43,15 @@ pareto-plot: install
 	$(PY) -m vbon_exp.curves $(RUNS)
 
 # Throughput against transformers.generate and TRL (scripts/bench.py --help): a table, and outputs/bench/summary.json.
-# Installs the optional `bench` extra (TRL) first; BENCH_ARGS passes options (--skip-trl, --reps 5 ...). Run it on an
-# idle machine: timings share the CPU with everything else.
+# DEVICE=cuda times the sampler, one PPO step, a reference-cache build (and vLLM when installed) on a GPT-2-small-sized
+# model on the GPU, in DTYPE (default bfloat16 there, float32 on cpu). On cpu it installs the optional `bench` extra
+# (TRL, the RLOO baseline) first; BENCH_ARGS passes options (--skip-trl, --reps 5 ...). Run it on an idle machine:
+# timings share the CPU with everything else.
+DEVICE ?= cpu
+DTYPE  ?=
 bench: install
-	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+	if [ "$(DEVICE)" = cpu ]; then $(PY) -m pip install -q -e '.[bench]'; fi
+	$(PY) scripts/bench.py --device $(DEVICE) $(if $(DTYPE),--dtype $(DTYPE)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

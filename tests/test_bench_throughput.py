@@ -114,9 +114,9 @@ def test_bench_runs_a_tiny_slice_and_writes_its_summary(tmp_path, monkeypatch, c
     monkeypatch.setattr(bench, "BATCH", 8)
     monkeypatch.setattr(bench, "NEW_TOKENS", 3)
     monkeypatch.setattr(bench, "PROMPT_LEN", 4)
-    monkeypatch.setattr(bench, "SIZES", {"tiny": dict(n_layer=1, n_embd=16, n_head=2)})
+    monkeypatch.setattr(bench, "SIZES", {"tiny": {"n_layer": 1, "n_embd": 16, "n_head": 2}})
     assert bench.main(["--out", str(tmp_path), "--reps", "2", "--rl-steps", "2", "--skip-small", "--skip-trl",
-                       "--skip-cache"]) == 0
+                       "--skip-cache", "--skip-ppo"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     printed = capsys.readouterr().out
     assert f"written: {tmp_path / 'summary.json'}" in printed and "tiny GPT-2 (2×128): ours, tokens/s" in printed
