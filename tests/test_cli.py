@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
+from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
 from vbon_exp.config import ConfigError, validate
 
@@ -126,6 +127,9 @@ BAD_INPUTS = {
     "algo.lr=fast": (["algo.lr=fast"], ["algo.lr"]),
     # the memory pre-flight: stops at once instead of running until the kernel kills it
     "m=1e9": (["reference.m=1000000000"], ["reference.m", "GiB"]),
+    # an evaluation judge is a conf/reward/<name>.yaml, composed inside the app: a wrong name is one error
+    "judges=nope": (["task=imdb", "eval.judges=[nope]"], ["eval.judges", "vader"]),
+    "temperatures=0": (["eval.temperatures=[0.5,0]"], ["eval.temperatures"]),
 }
 
 
@@ -230,3 +234,24 @@ def test_composed_config_ties_beta_to_n(make_config):
     assert cfg.objective.beta == pytest.approx(0.25)
     assert make_config("objective=bon").objective.beta == pytest.approx(1 / 3)
     assert make_config("objective=vbon", "objective.beta=0.25").objective.n == pytest.approx(5)
+
+
+# --------------------------------------------------------------------------- evaluation judges inside the app
+
+
+def test_judges_by_name_and_evaluation_temperatures_in_the_cli(tmp_path, artifacts):
+    """`python -m vbon_exp eval.judges=[vader] eval.temperatures=[0.5,1.0]` (tiny IMDB models): inside Hydra's app
+    the judge is composed through the app's own config search path; the run writes one line per evaluation
+    temperature, each with the judge's columns, in the Hydra run dir."""
+    from test_tasks import FAST, task_overrides
+
+    proc = _run(tmp_path, *task_overrides("imdb", artifacts), "objective=bon", "objective.n=2",
+                "eval.judges=[vader]", "eval.temperatures=[0.5,1.0]", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (results,) = (tmp_path / "runs").rglob("results.jsonl")
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [p["eval_temperature"] for p in lines] == [0.5, 1.0]
+    for p in lines:
+        assert p["temperature"] == 0.7 and -1.0 <= p["judge/vader/reward"] <= 1.0
+        assert 0.0 <= p["judge/vader/win_rate"] <= 1.0
+    assert proc.stdout.count("judges: vader: reward") == 2

@@ -313,3 +313,75 @@ def test_wandb_missing_is_one_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb → ImportError
     code = pareto.main(["--wandb-project", "proj", "--out", str(tmp_path), "--wandb-mode", "disabled"])
     assert code == 2 and "needs wandb" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ eval.temperatures
+
+
+def _series(fig) -> dict:
+    """Label -> (x, y) of each errorbar series in the first panel (the reward panel)."""
+    ax = fig.axes[0]
+    return {c.get_label(): (list(c.lines[0].get_xdata()), list(c.lines[0].get_ydata())) for c in ax.containers}
+
+
+def test_vs_temperature_is_against_the_evaluation_temperature_per_trained_policy(tmp_path):
+    """Policies trained at one sampling temperature (0.7) and evaluated at four (eval.temperatures): the figure is
+    drawn (one sampling temperature, four evaluation temperatures), one series per trained policy, x the
+    evaluation temperature."""
+    runs = tmp_path / "sweep"
+    evals = (0.25, 0.5, 0.75, 1.0)
+    for k, objective in enumerate(("vbon", "kl_rl")):
+        write_results(runs / str(k) / "results.jsonl", *(
+            point(objective, 1 / 3, 0.7, reward=k + t, kl=0.5 + t, eval_temperature=t) for t in evals))
+    assert pareto.main([str(runs), "--wandb-mode", "disabled"]) == 0
+    assert_valid_png(runs / "pareto" / "vs_temperature.png")
+    points = pareto.load_points(runs)
+    fig = pareto.plot_vs_temperature(points)
+    assert fig.axes[0].get_xlabel() == "evaluation temperature"
+    assert _series(fig) == {"vbon, trained at T = 0.7": (list(evals), [0 + t for t in evals]),
+                            "kl_rl, trained at T = 0.7": (list(evals), [1 + t for t in evals])}
+
+
+def test_vs_temperature_separates_policies_trained_at_different_temperatures(tmp_path):
+    runs = tmp_path / "sweep"
+    for k, trained in enumerate((0.7, 1.0)):
+        write_results(runs / str(k) / "results.jsonl", *(
+            point("vbon", 1 / 3, trained, reward=trained * 10 + t, kl=0.5, eval_temperature=t) for t in (0.5, 1.0)))
+    series = _series(pareto.plot_vs_temperature(pareto.load_points(runs)))
+    assert series == {"vbon, trained at T = 0.7": ([0.5, 1.0], [7.5, 8.0]),
+                      "vbon, trained at T = 1": ([0.5, 1.0], [10.5, 11.0])}
+
+
+def test_lines_without_eval_temperature_were_evaluated_at_the_sampling_temperature(temperature_sweep):
+    points = pareto.load_points(temperature_sweep)
+    ok = points[points["status"] == "ok"]
+    assert ok["eval_temperature"].tolist() == ok["temperature"].tolist()
+    series = _series(pareto.plot_vs_temperature(points))  # a sampling-temperature sweep: one series per (objective, N)
+    assert series["vbon, N = 4"][0] == [0.7, 1.0]
+
+
+# ------------------------------------------------------------------------------------------------ eval.judges
+
+
+def test_judge_columns_get_their_own_figures(tmp_path):
+    runs = tmp_path / "sweep"
+    judged = {"judge/vader/reward": 0.3, "judge/vader/reward_se": 0.01, "judge/vader/win_rate": 0.6,
+              "judge/vader/win_rate_se": 0.02}
+    write_results(runs / "0" / "results.jsonl", point("vbon", 1 / 3, 1.0, 1.0, 0.5, **judged))
+    write_results(runs / "1" / "results.jsonl", point("kl_rl", 1 / 3, 1.0, 1.2, 0.9))  # an unjudged run
+    points = pareto.load_points(runs)
+    figures = pareto.judge_figures(points)
+    assert sorted(figures) == ["judge_vader_reward_vs_kl", "judge_vader_win_rate_vs_kl"]
+    ax = figures["judge_vader_win_rate_vs_kl"].axes[0]
+    assert [(list(c.lines[0].get_xdata()), list(c.lines[0].get_ydata())) for c in ax.containers] == [([0.5], [0.6])]
+    assert pareto.main([str(runs), "--wandb-mode", "disabled"]) == 0
+    for stem in figures:
+        assert_valid_png(runs / "pareto" / f"{stem}.png")
+    table = pd.read_csv(runs / "pareto" / "points.csv").set_index("objective")
+    assert table.loc["vbon", "judge/vader/win_rate"] == 0.6 and np.isnan(table.loc["kl_rl", "judge/vader/win_rate"])
+
+
+def test_runs_to_frame_keeps_the_judge_columns():
+    run = fake_run("a", "vbon", 1 / 3, 1.5, 0.7, **{"judge/vader/reward": 0.2, "final/judge/vader/reward": 0.2})
+    points = pareto.runs_to_frame([run])
+    assert points["judge/vader/reward"].tolist() == [0.2] and "final/judge/vader/reward" not in points

@@ -1,10 +1,22 @@
-"""vbon_exp/run.py: the pipeline's own pieces (the end-to-end runs are in test_cli, test_objectives, test_tasks)."""
+"""vbon_exp/run.py: the pipeline's own pieces (the end-to-end runs are in test_cli, test_objectives, test_tasks), and
+the evaluation at several temperatures and with judges (eval.temperatures, eval.judges)."""
 
+import copy
+import json
+import math
+import shutil
+from types import SimpleNamespace
+
+import pytest
 import torch
 from conftest import build_task_from_config
+from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
 from vbon_exp.config import validate
-from vbon_exp.run import base_point, reference_caches
+from vbon_exp.errors import ConfigError
+from vbon_exp.objectives import build_objective
+from vbon_exp.policies import ModelPolicy
+from vbon_exp.run import base_point, evaluate_points, reference_caches
 
 
 def test_train_and_test_caches_never_share_samples(make_config):
@@ -35,3 +47,166 @@ def test_test_m_sizes_the_test_cache_only(make_config):
     caches = reference_caches(cfg, nodes, task, nodes.sampling, ["train", "test"])
     assert caches["train"].m == 8 and caches["test"].m == 24
     assert base_point(cfg)["test_m"] == 24 and base_point(make_config())["test_m"] is None
+
+
+# --------------------------------------------------------------------------- evaluation temperatures and judges
+
+
+def _perturbed(model, std: float = 0.05, seed: int = 123):
+    """A copy of `model` with fixed-seed Gaussian noise on every weight: a policy clearly different from π_ref."""
+    model = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+@pytest.fixture(scope="module")
+def temperature_points(tmp_path_factory):
+    """A perturbed policy and BoN(4), evaluated on the synthetic task (default π_ref, sampling temperature 1) at
+    temperatures 0.5 and 1, with M = 4096 and 2000 samples per prompt."""
+    from conftest import compose_config
+
+    cfg = compose_config(tmp_path_factory.mktemp("eval-temps"), [
+        "objective=bon", "objective.n=4", "eval.temperatures=[0.5,1.0]", "reference.m=4096",
+        "eval.samples_per_prompt=2000", "device=cpu"])
+    nodes = validate(cfg)
+    task = build_task_from_config(cfg)
+    caches = reference_caches(cfg, nodes, task, nodes.sampling, ["test"])
+    objective = build_objective(nodes.objective)
+    bon = objective.fit(SimpleNamespace(task=task, sampling=nodes.sampling, cfg=cfg))
+    model = ModelPolicy(_perturbed(task.reference), task, nodes.sampling)
+    points = {name: list(evaluate_points(cfg, nodes, objective, policy, task, caches, nodes.sampling))
+              for name, policy in (("model", model), ("bon", bon))}
+    return task, model, points
+
+
+def test_one_evaluation_per_temperature_against_pi_ref_at_that_temperature(temperature_points):
+    """At each evaluation temperature T the policy samples at T, and its KL is to π_ref at T with both models'
+    token distributions at T: the full-vocabulary estimate is within 3 SE of the exact KL(π_θ,T ‖ π_ref,T), and
+    the exact values are those of an oracle built at T. Measured: exact KL 2.554 at T = 0.5, 0.682 at T = 1
+    (estimates 2.558 ± 0.004, 0.683 ± 0.001), so mixing up the temperatures of either model fails by > 100 SE.
+    Rewards within 3 SE of the exact reward at T (each fixed-seed check fails with probability ≈ 0.3% for a correct
+    estimator); win rates within 3 SE + 0.01 of the exact win rate against π_ref at T (0.01 for the M = 4096
+    cache's own error: ≤ 1/(2√M) = 0.008 per prompt, 0.004 over 4 prompts). Measured win rates 0.562 ± 0.003
+    (exact 0.560) at T = 0.5 and 0.522 ± 0.003 (exact 0.524) at T = 1."""
+    task, model, points = temperature_points
+    lines = points["model"]
+    assert [p["eval_temperature"] for p in lines] == [0.5, 1.0]
+    exact = {}
+    for p in lines:
+        oracle = task.oracle.at_temperature(p["eval_temperature"], task.reference)
+        exact[p["eval_temperature"]] = oracle.metrics(oracle.model_log_probs(model.model))
+        for key, value in exact[p["eval_temperature"]].items():
+            assert p[key] == pytest.approx(value, abs=1e-12), key
+        assert p["kl_estimator"] == "full" and abs(p["kl"] - p["exact_kl"]) <= 3 * p["kl_se"], p
+        assert abs(p["reward"] - p["exact_reward"]) <= 3 * p["reward_se"], p
+        assert abs(p["win_rate"] - p["exact_win_rate"]) <= 3 * p["win_rate_se"] + 0.01, p
+    assert exact[0.5]["exact_kl"] - exact[1.0]["exact_kl"] > 100 * max(p["kl_se"] for p in lines)
+    # the objective's target is defined at the temperature it trained at: only that line measures the KL to it
+    assert "exact_kl_to_target" not in lines[0] and "exact_kl_to_target" in lines[1]
+
+
+def test_bon_at_an_evaluation_temperature_draws_its_candidates_from_pi_ref_at_it(temperature_points):
+    """BoN(4) at T: reward within 3 SE of the exact BoN reward of π_ref at T, and win rate within 3 SE + 0.01 of
+    the exact one (0.8 = N/(N+1) for continuous rewards) against a cache at T (the cache's own error: ≤ 1/(2√M)
+    = 0.008 per prompt, 0.004 over 4 prompts, so 0.01 is 2.5 SD on top of 3 SE). Measured: rewards 1.630 ± 0.009
+    (exact 1.645) at T = 0.5 and 1.462 ± 0.010 (exact 1.464) at T = 1, win rates 0.797 and 0.798 ± 0.002: drawing
+    the candidates at the sampling temperature would miss the exact reward at T = 0.5 by ~ 18 SE."""
+    task, _, points = temperature_points
+    lines = points["bon"]
+    for p in lines:
+        oracle = task.oracle.at_temperature(p["eval_temperature"], task.reference)
+        assert p["exact_reward"] == pytest.approx(oracle.metrics(oracle.bon_log_probs(4))["exact_reward"], abs=1e-12)
+        assert abs(p["reward"] - p["exact_reward"]) <= 3 * p["reward_se"], p
+        assert abs(p["win_rate"] - p["exact_win_rate"]) <= 3 * p["win_rate_se"] + 0.01, p
+    assert lines[0]["exact_reward"] - lines[1]["exact_reward"] > 10 * max(p["reward_se"] for p in lines)
+
+
+def test_tldr_run_at_four_evaluation_temperatures_writes_four_lines_and_the_figure(tmp_path, artifacts):
+    """TL;DR with tiny models, trained for 0 updates (the policy is π_ref): four results lines, one per evaluation
+    temperature, each with KL exactly 0 (the policy and π_ref at the same temperature), each against its own test
+    cache at its temperature (four test caches, none at the unused sampling temperature 0.7); then the
+    vs-temperature figure of `make pareto-plot`."""
+    from test_tasks import FAST, compose_cfg, task_overrides
+
+    from vbon_exp import pareto
+    from vbon_exp.run import run
+
+    cfg = compose_cfg(tmp_path, [*task_overrides("tldr", artifacts), "objective=kl_rl", "objective.beta=0.5",
+                                 "reward.eos_penalty=null", "train.max_updates=0", "train.checkpoint_every=0",
+                                 "eval.temperatures=[0.25,0.5,0.75,1.0]", *FAST])
+    run_dir = tmp_path / "run"
+    first = run(cfg, run_dir=run_dir)
+    lines = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert [p["eval_temperature"] for p in lines] == [0.25, 0.5, 0.75, 1.0] and first == lines[0]
+    for p in lines:
+        assert p["temperature"] == 0.7 and p["status"] == "ok"  # the sampling temperature it trained at
+        assert p["kl_estimator"] == "full" and p["kl"] == pytest.approx(0.0, abs=1e-6), p
+        assert 0.0 <= p["win_rate"] <= 1.0 and math.isfinite(p["reward"])
+    metas = [json.loads(m.read_text()) for m in (tmp_path / "cache" / "reference").glob("*/meta.json")]
+    assert sum(m["split"] == "test" for m in metas) == 4
+    assert pareto.main([str(run_dir), "--wandb-mode", "disabled"]) == 0
+    assert (run_dir / "pareto" / "vs_temperature.png").stat().st_size > 0
+
+
+def test_judges_score_the_same_evaluation_samples(tmp_path, artifacts):
+    """IMDB with tiny models, eval.judges=[imdb_tiny, vader] by name (conf/reward/<name>.yaml) at two evaluation
+    temperatures. The imdb_tiny judge is the training reward itself (the tiny classifier where conf/reward/
+    imdb_tiny.yaml looks for it): on the same samples its reward and SE equal the training reward's exactly, and its
+    win rate the training win rate (its reference cache has the same key: same reward, same temperature). VADER's
+    compound score lies in [−1, 1], and its win rate is against π_ref samples VADER scored at that temperature."""
+    from test_tasks import FAST, compose_cfg, task_overrides
+
+    from vbon_exp.run import run
+
+    shutil.copytree(artifacts["classifier"], tmp_path / "tiny" / "imdb_reward")
+    overrides = [o for o in task_overrides("imdb", artifacts) if not o.startswith("reward.")]
+    cfg = compose_cfg(tmp_path, [*overrides, "reward=imdb_tiny", "objective=bon", "objective.n=2",
+                                 "eval.judges=[imdb_tiny,vader]", "eval.temperatures=[0.5,1.0]", *FAST])
+    run(cfg, run_dir=tmp_path / "run")
+    lines = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert [p["eval_temperature"] for p in lines] == [0.5, 1.0]
+    for p in lines:
+        assert p["judge/imdb_tiny/reward"] == p["reward"] and p["judge/imdb_tiny/reward_se"] == p["reward_se"]
+        assert p["judge/imdb_tiny/win_rate"] == p["win_rate"]
+        assert p["judge/imdb_tiny/win_rate_se"] == p["win_rate_se"]
+        assert -1.0 <= p["judge/vader/reward"] <= 1.0 and 0.0 <= p["judge/vader/win_rate"] <= 1.0
+        assert p["judge/vader/reward_se"] >= 0 and p["judge/vader/win_rate_se"] >= 0
+    metas = [json.loads(m.read_text()) for m in (tmp_path / "cache" / "reference").glob("*/meta.json")]
+    assert sum(m["reward"] == "vader:True" for m in metas) == 2  # one VADER-scored π_ref cache per temperature
+
+
+def test_judges_and_other_temperatures_count_in_the_memory_preflight(make_config):
+    """Each judge holds one more test cache; another evaluation temperature one more (they run one at a time)."""
+    from vbon_exp.config import evaluation_test_caches
+
+    nodes = validate(make_config("task=imdb"))
+    assert evaluation_test_caches(nodes) == 1
+    assert evaluation_test_caches(validate(make_config("task=imdb", "eval.temperatures=[0.7]"))) == 1
+    assert evaluation_test_caches(validate(make_config("task=imdb", "eval.temperatures=[0.5,0.7,1.0]"))) == 2
+    assert evaluation_test_caches(validate(make_config("task=imdb", "eval.judges=[vader]"))) == 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task=imdb", "eval.judges=[vadr]"], r"eval\.judges: no reward config named \['vadr'\]"),
+    (["task=imdb", "eval.judges=[vader,vader]"], r"eval\.judges lists \['vader'\] more than once"),
+    (["eval.judges=[vader]"], r"eval\.judges=\['vader'\]: judges score text"),
+    (["eval.temperatures=[0.5,0]"], r"eval\.temperatures\[1\] must be > 0"),
+    (["eval.temperatures=[]"], r"eval\.temperatures is empty"),
+    (["eval.temperatures=[0.5,0.5]"], r"eval\.temperatures lists \[0\.5\] more than once"),
+])
+def test_bad_judges_and_temperatures_are_one_error_naming_the_key(make_config, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(make_config(*overrides))
+
+
+def test_judges_are_reward_configs_composed_by_name(make_config, tmp_path):
+    """`eval.judges=[name]` composes conf/reward/<name>.yaml as `reward=<name>` would: its schema's defaults, its
+    interpolations resolved against the run's config."""
+    nodes = validate(make_config("task=imdb", "eval.judges=[imdb_tiny,vader]"))
+    assert list(nodes.judges) == ["imdb_tiny", "vader"]
+    assert type(nodes.judges["vader"]).__name__ == "VaderRewardConfig" and nodes.judges["vader"].with_prompt
+    tiny = nodes.judges["imdb_tiny"]
+    assert tiny.name_or_path == f"{tmp_path / 'out'}/tiny/imdb_reward" and tiny.output == "prob"

@@ -245,3 +245,20 @@ def test_exact_values_are_never_silently_wrong_under_top_k_or_top_p(make_config,
     assert res["pvalue"] > 1e-3, (
         f"{override} passes validation but the synthetic oracle's exact π_ref is the unfiltered model: {res}"
     )
+
+
+def test_oracle_at_another_temperature_is_the_oracle_built_there(synthetic_task, synthetic_task_t07):
+    """`at_temperature` (what evaluation at eval.temperatures uses) gives exactly the oracle a task built at that
+    temperature has: π_ref, BoN and any model's distribution at 0.7, not at the task's 1."""
+    task, built = synthetic_task, synthetic_task_t07
+    moved = task.oracle.at_temperature(0.7, task.reference)
+    assert moved.temperature == 0.7 and task.oracle.temperature == 1.0
+    assert torch.equal(moved.ref_log_probs, built.oracle.ref_log_probs)
+    assert torch.equal(moved.bon_log_probs(4), built.oracle.bon_log_probs(4))
+    model = copy.deepcopy(task.reference)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)
+    assert torch.equal(moved.model_log_probs(model), built.oracle.model_log_probs(model))
+    # the change has to be visible: π_ref at 0.7 is far from π_ref at 1
+    assert float(bon.kl(moved.ref_log_probs, task.oracle.ref_log_probs).mean()) > 0.1
+    assert task.at_temperature(0.7).oracle.temperature == 0.7 and task.at_temperature(1.0) is task

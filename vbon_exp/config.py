@@ -20,6 +20,7 @@ own: only the values that make an option what it is (`conf/algo/rloo.yaml`: name
 | sampling    | SamplingConfig (the sampler group too)   | vbon_exp/sampling.py    |
 | reference   | ReferenceConfig                          | vbon_exp/reference.py   |
 | eval        | EvalConfig                               | vbon_exp/evaluate.py    |
+| eval.judges | REWARDS[type].config of conf/reward/<name>.yaml | vbon_exp/rewards.py |
 | train       | TrainConfig                              | vbon_exp/trainers/loop.py |
 | wandb       | WandbConfig                              | vbon_exp/tracking.py    |
 | paths, seed, device | PathsConfig, RunConfig           | here                    |
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from types import SimpleNamespace
 
 from hydra.core.config_store import ConfigStore
@@ -197,7 +199,7 @@ def _choose(cfg: DictConfig, key: str, registry: dict, what: str):
 def validate(cfg: DictConfig) -> SimpleNamespace:
     """Check every value a run depends on; raise ConfigError naming the first bad key. Returns the typed nodes
     (dataclasses) by name: task, objective, algo, sampling, reference, eval, train, wandb, paths, run, model, reward
-    (model and reward None on tasks that do not read them)."""
+    (model and reward None on tasks that do not read them), judges (name -> reward config of eval.judges)."""
     unknown = sorted(set(cfg.keys()) - TOP_LEVEL)
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {unknown}; known: {sorted(TOP_LEVEL - {'hydra'})}")
@@ -217,16 +219,63 @@ def validate(cfg: DictConfig) -> SimpleNamespace:
         out.model = typed_node(cfg, "model", ModelConfig)
         reward_kind = _choose(cfg, "reward.type", REWARDS, "conf/reward/<name>.yaml")
         out.reward = typed_node(cfg, "reward", reward_kind.config)
+    out.judges = judge_configs(cfg, out.eval.judges, task_kind.uses_model_groups)
     for key in ("sampling", "reference", "eval", "train", "wandb", "task", "objective", "model", "reward"):
         node = getattr(out, key)
         if node is not None:
             node.check(key)
+    for name, judge in out.judges.items():
+        judge.check(f"eval.judges.{name}")
     if objective_cls.trains_with is not None:  # the trainer node the objective reads (algo | sft | preference)
         getattr(out, objective_cls.trains_with).check(objective_cls.trains_with)
     if hasattr(out.task, "check_run"):
         out.task.check_run(cfg)
     check_memory(out)
     return out
+
+
+# --------------------------------------------------------------------------- evaluation judges
+
+# The config dir of `python -m vbon_exp` (its @hydra.main config_path), for judges named outside a Hydra app.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def judge_configs(cfg: DictConfig, names: list[str], text_task: bool) -> dict:
+    """`eval.judges`: each name is a reward option, conf/reward/<name>.yaml, composed by Hydra as `reward=<name>`
+    would compose it (its schema REWARDS[type].config fills the defaults) and checked like the `reward` node; its
+    interpolations (`${paths.output_root}`) resolve against the run's config. Returns name -> config dataclass."""
+    if not names:
+        return {}
+    if not text_task:
+        raise ConfigError(f"eval.judges={list(names)}: judges score text, and task={cfg.task.name} has none; use "
+                          "them on a language-model task (imdb, tldr)")
+    holder = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # an untyped copy of the run's config
+    holder.eval.judges = _compose_reward_options(list(names))
+    out = {}
+    for name in names:
+        kind = _choose(holder, f"eval.judges.{name}.type", REWARDS, f"conf/reward/{name}.yaml")
+        out[name] = typed_node(holder, f"eval.judges.{name}", kind.config)
+    return out
+
+
+def _compose_reward_options(names: list[str]) -> dict:
+    """conf/reward/<name>.yaml of each name, composed through Hydra's config search path: the running app's inside
+    `python -m vbon_exp` (so `--config-dir` and search-path additions count), else CONF_DIR."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    def composed() -> dict:
+        options = GlobalHydra.instance().config_loader().get_group_options("reward")
+        unknown = [name for name in names if name not in options]
+        if unknown:
+            raise ConfigError(f"eval.judges: no reward config named {unknown}; a judge is a reward config, "
+                              f"conf/reward/<name>.yaml, one of {options}")
+        return {name: compose(f"reward/{name}").reward for name in names}
+
+    if GlobalHydra.instance().is_initialized():
+        return composed()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return composed()
 
 
 # --------------------------------------------------------------------------- memory pre-flight
@@ -256,19 +305,27 @@ def check_memory(nodes: SimpleNamespace, available: int | None = None, vocab_siz
     if vocab_size is not None:
         sizes["vocab_size"] = vocab_size
     sequence = sizes["prompt_tokens"] + nodes.sampling.max_new_tokens
-    splits = {"test": sizes["num_test_prompts"]}
+    splits = [("test", sizes["num_test_prompts"])] * evaluation_test_caches(nodes)
     if "train" in OBJECTIVES[nodes.objective.name](nodes.objective).cache_splits:  # its own cache (split in the key)
-        splits["train"] = sizes["num_train_prompts"]
+        splits.append(("train", sizes["num_train_prompts"]))
     ref = nodes.reference
-    cache = sum(cache_memory_bytes(p, ref.m_for(split), ref.chunk_prompts, sequence) for split, p in splits.items())
+    cache = sum(cache_memory_bytes(p, ref.m_for(split), ref.chunk_prompts, sequence) for split, p in splits)
     key = "reference.test_m" if ref.test_m is not None and ref.test_m > ref.m else "reference.m"
     _fits(key, max(ref.m, ref.test_m or 0), cache, available,
-          f"reference caches of {sum(splits.values())} prompts × M={ref.m}"
+          f"reference caches of {sum(p for _, p in splits)} prompts × M={ref.m}"
           + (f" (test: {ref.test_m})" if ref.test_m is not None else ""))
     evaluation = nodes.eval.memory_bytes(sizes["num_test_prompts"], sequence, nodes.sampling.max_new_tokens,
                                          sizes["vocab_size"] or 0)
     _fits("eval.samples_per_prompt", nodes.eval.samples_per_prompt, evaluation, available,
           f"evaluation samples of {sizes['num_test_prompts']} prompts × {nodes.eval.samples_per_prompt}")
+
+
+def evaluation_test_caches(nodes: SimpleNamespace) -> int:
+    """Test-prompt reference caches held at once: the one at the sampling temperature, and while one other
+    evaluation temperature is measured its own cache, plus one per judge (the temperatures run one after another)."""
+    temperatures = nodes.eval.temperatures or [nodes.sampling.temperature]
+    other = any(t != nodes.sampling.temperature for t in temperatures)
+    return 1 + int(other) + len(getattr(nodes, "judges", None) or ())
 
 
 def _fits(key: str, value, estimate: int, available: int, what: str) -> None:

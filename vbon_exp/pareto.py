@@ -8,7 +8,8 @@ or the summaries of a wandb project's runs, and writes to `<RUNS>/pareto/` (or `
   frontier_frequency.csv   per objective: successful points, points on the frontier, fraction (also printed)
   reward_vs_kl.{png,pdf}   reward vs KL per objective, the frontier drawn, BoN's analytic-KL points marked
   win_rate_vs_kl.{png,pdf} win rate vs KL
-  vs_temperature.{png,pdf} reward and win rate vs sampling temperature (only when the runs span > 1 temperature)
+  vs_temperature.{png,pdf} reward and win rate vs evaluation temperature (only when the runs span > 1 temperature)
+  judge_<name>_{reward,win_rate}_vs_kl.{png,pdf}  per evaluation judge (eval.judges): its reward, its win rate vs KL
 
 The frontier is global over objectives, one per task: maximise reward, minimise KL; a point is on it iff no other
 point has reward ≥ and KL ≤ with one of the two strict (equal points do not dominate each other). Failed members
@@ -39,12 +40,13 @@ RESULTS_NAME = "results.jsonl"
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "h", "p")
 # Leading columns of points.csv / frontier.csv; the rest follow alphabetically.
 LEAD_COLUMNS = (
-    "task", "objective", "algo", "bound", "beta", "n", "temperature", "m", "seed", "status", "on_frontier",
+    "task", "objective", "algo", "bound", "beta", "n", "temperature", "eval_temperature", "m", "seed", "status",
+    "on_frontier",
     "reward", "reward_se", "kl", "kl_se", "kl_estimator", "kl_analytic", "win_rate", "win_rate_se",
     "error_type", "error",
 )
-NUMERIC_COLUMNS = ("beta", "n", "temperature", "m", "seed", "reward", "reward_se", "kl", "kl_se", "kl_analytic",
-                   "win_rate", "win_rate_se")
+NUMERIC_COLUMNS = ("beta", "n", "temperature", "eval_temperature", "m", "seed", "reward", "reward_se", "kl",
+                   "kl_se", "kl_analytic", "win_rate", "win_rate_se")
 # results-line column → config key, for runs read back from wandb (their config holds the identifying columns; runs
 # written since the objective declarations also hold the results line's own `results_id` columns)
 CONFIG_COLUMNS = ID_COLUMNS
@@ -105,7 +107,16 @@ def normalise(points: pd.DataFrame) -> pd.DataFrame:
     points["objective"] = points["objective"].fillna("?")
     for column in NUMERIC_COLUMNS:
         points[column] = pd.to_numeric(points[column], errors="coerce") if column in points else np.nan
+    # lines written before eval.temperatures existed were evaluated at the sampling temperature
+    points["eval_temperature"] = points["eval_temperature"].fillna(points["temperature"])
+    for column in judge_columns(points):
+        points[column] = pd.to_numeric(points[column], errors="coerce")
     return points.reset_index(drop=True)
+
+
+def judge_columns(points: pd.DataFrame) -> list[str]:
+    """The evaluation judges' columns (`judge/<name>/<metric>`, eval.judges)."""
+    return [column for column in points if str(column).startswith("judge/")]
 
 
 def _config_get(config: dict, key: str):
@@ -159,7 +170,8 @@ def runs_to_frame(runs: Iterable) -> pd.DataFrame:
         if isinstance(ids, dict):  # the results line's own identifying columns (algo None where no algo trains)
             row.update({key: _unwrap(value) for key, value in ids.items()})
         for key, value in summary.items():
-            if key.startswith("_") or "/" in key:  # wandb internals; final/* and train/* histories
+            if key.startswith("_") or ("/" in key and not key.startswith("judge/")):  # wandb internals; final/*
+                # and train/* histories (judge/<name>/* are the results line's own columns)
                 continue
             if isinstance(value, (int, float, str)) and not isinstance(value, bool):
                 row[key] = value
@@ -371,38 +383,61 @@ def _series_label(label: str, n: float, many: bool) -> str:
 
 
 def plot_vs_temperature(points: pd.DataFrame):
-    """Reward and win rate vs sampling temperature: one line per (objective, N), the mean over seeds (error bars:
-    the standard error over seeds, or the run's own when there is one seed)."""
+    """Reward and win rate vs evaluation temperature (`eval_temperature`: the sampling temperature unless the runs
+    set eval.temperatures): one line per (objective, N), and per sampling temperature where policies were evaluated
+    at other temperatures than they sampled at in training (the paper's TL;DR figure: one line per trained policy);
+    the mean over seeds (error bars: the standard error over seeds, or the run's own when there is one seed)."""
     plt = _pyplot()
-    ok = points[plottable(points) & np.isfinite(points["temperature"])]
+    ok = points[plottable(points) & np.isfinite(points["eval_temperature"])]
+    trained_at = ok["temperature"].round(6) if bool((ok["eval_temperature"] != ok["temperature"]).any()) else None
     metrics = [(m, label) for m, label in (("reward", "reward"), ("win_rate", "win rate against π_ref samples"))
                if m in ok]
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 5.0), squeeze=False)
     styles = objective_styles(points)
     tasks = sorted(ok["task"].unique())
-    fig.suptitle("vs sampling temperature" + (f" (task: {', '.join(tasks)})" if tasks else ""), fontsize=13)
+    fig.suptitle("vs evaluation temperature" + (f" (task: {', '.join(tasks)})" if tasks else ""), fontsize=13)
     for ax, (metric, ylabel) in zip(axes[0], metrics):
         for objective in _objectives(ok):
             colour, marker, label = styles[objective]
             rows = ok[(ok["objective"] == objective) & np.isfinite(ok[metric])]
             ns = sorted(rows["n"].round(6).dropna().unique())
             dashes = ["-", "--", ":", "-."]
-            for k, (n, series) in enumerate(rows.groupby(rows["n"].round(6), dropna=False)):
-                stats = series.groupby("temperature")[metric].agg(["mean", "std", "count"]).reset_index()
-                own = series.groupby("temperature")[f"{metric}_se"].mean() if f"{metric}_se" in series else None
+            keys = [rows["n"].round(6)] + ([] if trained_at is None else [trained_at.loc[rows.index]])
+            for k, (key, series) in enumerate(rows.groupby(keys, dropna=False)):
+                n = key[0] if isinstance(key, tuple) else key
+                stats = series.groupby("eval_temperature")[metric].agg(["mean", "std", "count"]).reset_index()
+                own = (series.groupby("eval_temperature")[f"{metric}_se"].mean() if f"{metric}_se" in series
+                       else None)
                 err = np.where(stats["count"] > 1, stats["std"] / np.sqrt(stats["count"]),
-                               own.reindex(stats["temperature"]).to_numpy() if own is not None else np.nan)
-                ax.errorbar(stats["temperature"], stats["mean"], yerr=err, fmt=marker + dashes[k % len(dashes)],
-                            color=colour, markersize=6, capsize=2, linewidth=1.3,
-                            label=_series_label(label, n, len(ns) > 1) + (
+                               own.reindex(stats["eval_temperature"]).to_numpy() if own is not None else np.nan)
+                ax.errorbar(stats["eval_temperature"], stats["mean"], yerr=err,
+                            fmt=marker + dashes[k % len(dashes)], color=colour, markersize=6, capsize=2,
+                            linewidth=1.3, label=_series_label(label, n, len(ns) > 1) + (
+                                "" if trained_at is None else f", trained at T = {key[1]:.3g}") + (
                                 "" if len(tasks) < 2 else f" [{', '.join(sorted(series['task'].unique()))}]"))
-        ax.set_xlabel("sampling temperature", fontsize=12)
+        ax.set_xlabel("evaluation temperature", fontsize=12)
         ax.set_ylabel(ylabel, fontsize=12)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=10)
         ax.legend(fontsize=9, framealpha=0.9)
     fig.tight_layout()
     return fig
+
+
+def judge_figures(points: pd.DataFrame) -> dict:
+    """Per evaluation judge (eval.judges) in the results: its reward (`judge_<name>_reward_vs_kl`) and its win rate
+    against π_ref samples it scored (`judge_<name>_win_rate_vs_kl`) vs KL, one panel per task (the frontier is the
+    training reward's, so it is not drawn)."""
+    names = sorted({column.split("/")[1] for column in judge_columns(points)})
+    figures = {}
+    for name in names:
+        for metric, ylabel in (("reward", "reward"), ("win_rate", "win rate against π_ref samples")):
+            column = f"judge/{name}/{metric}"
+            if column in points and np.isfinite(points[column]).any():
+                figures[f"judge_{name}_{metric}_vs_kl"] = plot_vs_kl(
+                    points, column, f"{ylabel} (judge: {name})", title=f"{ylabel} vs KL, judged by {name}",
+                    frontier=False)
+    return figures
 
 
 def save_figure(fig, out_dir: Path, stem: str) -> Path:
@@ -555,8 +590,9 @@ def _main(args) -> int:
             points, "win_rate", "win rate against π_ref samples", title="win rate vs KL", frontier=False),
             out_dir, "win_rate_vs_kl"),
     }
-    if points.loc[plottable(points), "temperature"].nunique() > 1:
+    if points.loc[plottable(points), "eval_temperature"].nunique() > 1:
         figures["vs_temperature"] = save_figure(plot_vs_temperature(points), out_dir, "vs_temperature")
+    figures.update({stem: save_figure(fig, out_dir, stem) for stem, fig in judge_figures(points).items()})
 
     print(f"\nwritten to {out_dir}/: points.csv, frontier.csv, frontier_frequency.csv, "
           + ", ".join(f"{stem}.png/.pdf" for stem in figures))

@@ -6,6 +6,7 @@ and, on a task with an exact oracle, its exact distribution."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -27,6 +28,13 @@ class ModelPolicy:
             generator=generator, desc=desc,
         )
         return score_samples(self.task.reward, samples, self.score_batch_size, what=desc or "policy samples")
+
+    def at_temperature(self, temperature: float) -> ModelPolicy:
+        """The same model sampled, and measured (its token log-probs and π_ref's in `kl_terms`), at `temperature`."""
+        if temperature == self.sampling.temperature:
+            return self
+        return ModelPolicy(self.model, self.task, replace(self.sampling, temperature=temperature),
+                           self.score_batch_size)
 
     @torch.no_grad()
     def kl_terms(self, samples: Samples, cache=None, batch_size: int = 64) -> dict[str, torch.Tensor]:
@@ -60,6 +68,10 @@ class BoNPolicy:
         groups = pool.rewards.view(len(prompts) * n, self.n)  # rows are grouped by prompt, in prompt order
         best = groups.argmax(dim=-1) + torch.arange(groups.shape[0]) * self.n
         return pool.select(best.to(pool.prompt_index.device))
+
+    def at_temperature(self, temperature: float) -> BoNPolicy:
+        """Best-of-N over π_ref at `temperature`: its N candidates are drawn at that temperature."""
+        return BoNPolicy(self.reference.at_temperature(temperature), self.n)
 
     def kl_terms(self, samples: Samples, cache, batch_size: int = 64) -> dict[str, torch.Tensor]:
         """k1 with log π_BoN/π_ref ≈ log N + (N−1)·log F̂(r(y)) from the reference cache (BoN has no token

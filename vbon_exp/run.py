@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,10 @@ from vbon_exp.meters import GENERATION, SCORING
 from vbon_exp.modeling import resolve_device
 from vbon_exp.objectives import OBJECTIVES, RunContext, build_objective
 from vbon_exp.reference import build_reference_cache
+from vbon_exp.rewards import build_reward
 from vbon_exp.sampling import SamplingConfig, check_backend
 from vbon_exp.tasks import build_task
+from vbon_exp.tasks.lm import require_artifact
 from vbon_exp.tracking import ID_COLUMNS, Tracker
 
 log = logging.getLogger(__name__)
@@ -37,19 +40,22 @@ def hydra_run_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
-def reference_caches(cfg: DictConfig, nodes, task, sampling: SamplingConfig, splits) -> dict:
+def reference_caches(cfg: DictConfig, nodes, task, sampling: SamplingConfig, splits, reward=None) -> dict:
+    """The reference cache of each split, scored by the task's reward, or by `reward` (an evaluation judge)."""
     caches = {}
     for split in splits:
         caches[split] = build_reference_cache(
-            reference=task.reference, reward=task.reward, tokenizer=task.tokenizer, prompts=task.prompts(split),
-            m=nodes.reference.m_for(split), sampling=sampling, seed=cfg.seed, cache_dir=cfg.reference.cache_dir,
+            reference=task.reference, reward=reward or task.reward, tokenizer=task.tokenizer,
+            prompts=task.prompts(split), m=nodes.reference.m_for(split), sampling=sampling, seed=cfg.seed,
+            cache_dir=cfg.reference.cache_dir,
             # the split is part of the key: train and test caches never share samples (even on the synthetic task,
             # whose train and test prompts are the same)
-            key_parts={"reference": task.fingerprint["reference"], "reward": task.fingerprint["reward"],
+            key_parts={"reference": task.fingerprint["reference"],
+                       "reward": task.fingerprint["reward"] if reward is None else reward.fingerprint,
                        "prompts": task.fingerprint[f"{split}_prompts"], "split": split},
             eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=cfg.reference.chunk_prompts,
             keep_texts=cfg.reference.keep_texts, score_batch_size=cfg.eval.score_batch_size,
-            desc=f"reference cache ({split})",
+            desc=f"reference cache ({split}{'' if reward is None else ', judge ' + reward.name})",
         )
     return caches
 
@@ -157,7 +163,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             # the models' vocabulary is known now: the memory pre-flight again, with its logits, before any sampling
             check_memory(nodes, vocab_size=getattr(task.reference.config, "vocab_size", None))
             cache_meter = StageMeter("cache_build")
-            caches = reference_caches(cfg, nodes, task, sampling, dict.fromkeys(("test", *objective.cache_splits)))
+            # the evaluator's test cache at the sampling temperature, unless no evaluation happens there
+            test = ("test",) if sampling.temperature in evaluation_temperatures(nodes) else ()
+            caches = reference_caches(cfg, nodes, task, sampling, dict.fromkeys((*test, *objective.cache_splits)))
             timings = cache_meter.stop()
         timings["setup_s"] = time.perf_counter() - stage
 
@@ -168,11 +176,15 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         timings.update(train_meter.stop(), **train_logs.means())
 
         point = {**ids, "status": "ok", "num_processes": accelerator.num_processes, **ctx.extras}
-        if main:
-            point.update(evaluate_point(cfg, nodes, objective, policy, task, caches["test"]))
-            point.update(timings, wall_s=time.perf_counter() - t_start, run_dir=str(run_dir))
-            tracker.write_point(point)
-            print(summary_line(point, tracker))
+        if main:  # one results line per evaluation temperature; the run returns the first
+            lines = []
+            for metrics in evaluate_points(cfg, nodes, objective, policy, task, caches, sampling):
+                line = {**point, **metrics, **timings, "wall_s": time.perf_counter() - t_start,
+                        "run_dir": str(run_dir)}
+                tracker.write_point(line)
+                print(summary_line(line, tracker))
+                lines.append(line)
+            point = lines[0]
         accelerator.wait_for_everyone()
         ok = True
     finally:
@@ -180,13 +192,53 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     return point
 
 
-def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache) -> dict:
-    """The evaluator's metrics; on a task with an oracle also KL(π_ref ‖ target), so convergence reads off one line."""
+def evaluation_temperatures(nodes) -> list[float]:
+    """`eval.temperatures`, or the sampling temperature alone (null)."""
+    return list(nodes.eval.temperatures or [nodes.sampling.temperature])
+
+
+def build_judges(nodes, task) -> dict:
+    """The `eval.judges` reward models by name (vbon_exp.rewards.REWARDS), reading the policy tokenizer's text."""
+    device = next(task.reference.parameters()).device
+    judges = {}
+    for name, judge in nodes.judges.items():
+        if getattr(judge, "name_or_path", None):
+            require_artifact(judge.name_or_path, judge.made_by, f"eval.judges: {name}.name_or_path")
+        judges[name] = build_reward(judge, device=device, policy_tokenizer=task.tokenizer, eos_id=task.eos_id)
+    return judges
+
+
+def evaluate_points(cfg: DictConfig, nodes, objective, policy, task, caches: dict, sampling: SamplingConfig):
+    """The metrics of `policy` at each evaluation temperature T, one after another, each with `eval_temperature`:
+    the policy samples at T, its KL is to π_ref at T (both models' token distributions at T), its win rates are
+    against π_ref samples at T (the test cache at T: the cache key holds the temperature), BoN draws its N
+    candidates from π_ref at T, and the synthetic oracle's exact values describe π_ref at T."""
+    judges = build_judges(nodes, task)
+    for temperature in evaluation_temperatures(nodes):
+        at_t = replace(sampling, temperature=temperature)
+        meter = StageMeter("eval_cache")  # the reference caches at T (reused when a sweep has built them)
+        test = caches["test"] if temperature == sampling.temperature else reference_caches(
+            cfg, nodes, task, at_t, ["test"])["test"]
+        scored = {name: (judge, reference_caches(cfg, nodes, task, at_t, ["test"], reward=judge)["test"])
+                  for name, judge in judges.items()}
+        cache_timing = meter.stop()
+        metrics = evaluate_point(cfg, nodes, objective, policy.at_temperature(temperature),
+                                 task.at_temperature(temperature), test, judges=scored,
+                                 with_target=temperature == sampling.temperature)
+        yield {"eval_temperature": temperature, **metrics, **cache_timing}
+
+
+def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache, judges=None,
+                   with_target: bool = True) -> dict:
+    """The evaluator's metrics; on a task with an oracle also KL(π_ref ‖ target), so convergence reads off one line.
+    `with_target` false (an evaluation temperature other than the one trained at): no target metrics, since the
+    objective's target is defined by π_ref at the temperature it trained at."""
     meter = StageMeter("eval")
-    target = objective.target_log_probs(task.oracle) if task.oracle is not None else None
+    target = objective.target_log_probs(task.oracle) if task.oracle is not None and with_target else None
     metrics = evaluate(
         policy, task, test_cache, samples_per_prompt=nodes.eval.samples_per_prompt, seed=cfg.seed + 1,
         batch_size=nodes.eval.batch_size, target_log_probs=target, kl_estimator=nodes.eval.kl_estimator,
+        judges=judges, score_batch_size=nodes.eval.score_batch_size,
     )
     if target is not None:
         metrics["exact_kl_to_target_init"] = task.oracle.metrics(task.oracle.ref_log_probs, target)[
@@ -198,7 +250,7 @@ def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache) 
 def _throughput_line(p: dict) -> str:
     """Seconds per stage and the sampling / scoring / update throughput of each, where there was any."""
     parts = []
-    for stage, label in (("cache_build", "cache"), ("train", "train"), ("eval", "eval")):
+    for stage, label in (("cache_build", "cache"), ("train", "train"), ("eval_cache", "eval cache"), ("eval", "eval")):
         if f"{stage}_s" not in p:
             continue
         rates = [f"{p[key]:,.0f} {unit}" for key, unit in (
@@ -210,7 +262,8 @@ def _throughput_line(p: dict) -> str:
 
 def summary_line(p: dict, tracker: Tracker) -> str:
     lines = [
-        f"vbon_exp: task={p['task']} objective={p['objective']} N={p['n']} beta={p['beta']} seed={p['seed']}",
+        f"vbon_exp: task={p['task']} objective={p['objective']} N={p['n']} beta={p['beta']} seed={p['seed']} "
+        + f"eval temperature={p['eval_temperature']}",
         f"  reward {p['reward']:.4f} ± {p['reward_se']:.4f}   KL[{p['kl_estimator']}] {p['kl']:.4f} ± {p['kl_se']:.4f}"
         + (f" (analytic {p['kl_analytic']:.4f})" if "kl_analytic" in p else "")
         + f"   win rate {p['win_rate']:.4f} ± {p['win_rate_se']:.4f}   ({p['wall_s']:.1f} s)",
@@ -221,6 +274,11 @@ def summary_line(p: dict, tracker: Tracker) -> str:
             + (f"   KL to target {p['exact_kl_to_target']:.4g}" if "exact_kl_to_target" in p else "")
             + (f" (π_ref: {p['exact_kl_to_target_init']:.4g})" if "exact_kl_to_target_init" in p else "")
         )
+    judges = sorted({key.split("/")[1] for key in p if key.startswith("judge/")})
+    if judges:
+        lines.append("  judges: " + "   ".join(
+            f"{name}: reward {p[f'judge/{name}/reward']:.4f} ± {p[f'judge/{name}/reward_se']:.4f}, win rate "
+            f"{p[f'judge/{name}/win_rate']:.4f} ± {p[f'judge/{name}/win_rate_se']:.4f}" for name in judges))
     lines.append(_throughput_line(p))
     lines.append(f"  results: {tracker.results_path}")
     if tracker.wandb_dir:

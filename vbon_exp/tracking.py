@@ -1,8 +1,9 @@
 """Experiment tracking: wandb (online, offline or disabled) and the local results table.
 
-Every run appends one line to `<run_dir>/results.jsonl` (its reward-vs-KL point), whatever wandb's mode, so a sweep
-can be aggregated without any server; its training logs go to `<run_dir>/train_log.jsonl` too (one line per logged
-step: the training curves, vbon_exp/curves.py). Secrets never reach a log, a config or a results line."""
+Every run appends one line per evaluation temperature to `<run_dir>/results.jsonl` (its reward-vs-KL points),
+whatever wandb's mode, so a sweep can be aggregated without any server; its training logs go to
+`<run_dir>/train_log.jsonl` too (one line per logged step: the training curves, vbon_exp/curves.py). Secrets never
+reach a log, a config or a results line."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ WANDB_MODES = ("online", "offline", "disabled")
 
 # The identifying columns of a results line and the config key each comes from: the one definition that run.py
 # writes, __main__ uses for failed sweep members and pareto reads back from wandb run configs. (`algo` is None for
-# objectives that train without conf/algo.)
+# objectives that train without conf/algo. `eval_temperature` is the temperature a line's policy was evaluated at:
+# the sampling temperature unless `eval.temperatures` lists others, then each line sets its own.)
 ID_COLUMNS = {
     "task": "task.name", "objective": "objective.name", "algo": "algo.name", "bound": "objective.bound",
     "beta": "objective.beta", "n": "objective.n", "temperature": "sampling.temperature", "m": "reference.m",
     "test_m": "reference.test_m", "seed": "seed", "reward_output": "reward.output",
+    "eval_temperature": "sampling.temperature",
 }
 
 
@@ -146,7 +149,8 @@ class Tracker:
             self.run.log(numeric, step=step)
 
     def write_point(self, point: dict) -> None:
-        """The run's reward-vs-KL point: to results.jsonl (always) and wandb's summary."""
+        """One reward-vs-KL point of the run: to results.jsonl (always) and wandb's summary and `final/*` history (a
+        run with several evaluation temperatures writes several points; its wandb summary keeps the last)."""
         if self.write_results:
             append_jsonl(self.results_path, point)
         if self.run is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,6 +28,13 @@ class Task:
 
     def prompts(self, split: str) -> list[list[int]]:
         return {"train": self.train_prompts, "test": self.test_prompts}[split]
+
+    def at_temperature(self, temperature: float) -> Task:
+        """This task with its exact oracle (where it has one) describing π_ref at `temperature`; the models, prompts
+        and reward are the same objects."""
+        if self.oracle is None or temperature == self.oracle.temperature:
+            return self
+        return replace(self, oracle=self.oracle.at_temperature(temperature, self.reference))
 
     def prompt_text(self, split: str, i: int) -> str:
         return self.tokenizer.decode(self.prompts(split)[i])

@@ -220,6 +220,14 @@ class SyntheticOracle:
     def set_reference(self, model) -> None:
         self._ref_logp = self.model_log_probs(model)
 
+    def at_temperature(self, temperature: float, reference) -> SyntheticOracle:
+        """The oracle of the same prompts and rewards at another temperature: π_ref (`reference` sampled at
+        `temperature`) and every model's exact distribution (`model_log_probs`) at that temperature."""
+        other = copy.copy(self)  # responses and rewards are shared: they do not depend on the temperature
+        other.temperature = temperature
+        other.set_reference(reference)
+        return other
+
     @property
     def ref_log_probs(self) -> torch.Tensor:
         if self._ref_logp is None:
