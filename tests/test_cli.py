@@ -239,7 +239,7 @@ def test_composed_config_ties_beta_to_n(make_config):
 # --------------------------------------------------------------------------- evaluation judges inside the app
 
 
-def test_judges_by_name_and_evaluation_temperatures_in_the_cli(tmp_path, artifacts):
+def test_judges_by_name_and_evaluation_temperatures_in_the_cli(tmp_path, artifacts):  # noqa: F811
     """`python -m vbon_exp eval.judges=[vader] eval.temperatures=[0.5,1.0]` (tiny IMDB models): inside Hydra's app
     the judge is composed through the app's own config search path; the run writes one line per evaluation
     temperature, each with the judge's columns, in the Hydra run dir."""

@@ -124,7 +124,7 @@ def test_bon_at_an_evaluation_temperature_draws_its_candidates_from_pi_ref_at_it
     assert lines[0]["exact_reward"] - lines[1]["exact_reward"] > 10 * max(p["reward_se"] for p in lines)
 
 
-def test_tldr_run_at_four_evaluation_temperatures_writes_four_lines_and_the_figure(tmp_path, artifacts):
+def test_tldr_at_four_evaluation_temperatures_writes_four_lines_and_the_figure(tmp_path, artifacts):  # noqa: F811
     """TL;DR with tiny models, trained for 0 updates (the policy is π_ref): four results lines, one per evaluation
     temperature, each with KL exactly 0 (the policy and π_ref at the same temperature), each against its own test
     cache at its temperature (four test caches, none at the unused sampling temperature 0.7); then the
@@ -151,7 +151,7 @@ def test_tldr_run_at_four_evaluation_temperatures_writes_four_lines_and_the_figu
     assert (run_dir / "pareto" / "vs_temperature.png").stat().st_size > 0
 
 
-def test_judges_score_the_same_evaluation_samples(tmp_path, artifacts):
+def test_judges_score_the_same_evaluation_samples(tmp_path, artifacts):  # noqa: F811
     """IMDB with tiny models, eval.judges=[imdb_tiny, vader] by name (conf/reward/<name>.yaml) at two evaluation
     temperatures. The imdb_tiny judge is the training reward itself (the tiny classifier where conf/reward/
     imdb_tiny.yaml looks for it): on the same samples its reward and SE equal the training reward's exactly, and its

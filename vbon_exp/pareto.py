@@ -41,8 +41,7 @@ MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "h", "p")
 # Leading columns of points.csv / frontier.csv; the rest follow alphabetically.
 LEAD_COLUMNS = (
     "task", "objective", "algo", "bound", "beta", "n", "temperature", "eval_temperature", "m", "seed", "status",
-    "on_frontier",
-    "reward", "reward_se", "kl", "kl_se", "kl_estimator", "kl_analytic", "win_rate", "win_rate_se",
+    "on_frontier", "reward", "reward_se", "kl", "kl_se", "kl_estimator", "kl_analytic", "win_rate", "win_rate_se",
     "error_type", "error",
 )
 NUMERIC_COLUMNS = ("beta", "n", "temperature", "eval_temperature", "m", "seed", "reward", "reward_se", "kl",
@@ -170,8 +169,8 @@ def runs_to_frame(runs: Iterable) -> pd.DataFrame:
         if isinstance(ids, dict):  # the results line's own identifying columns (algo None where no algo trains)
             row.update({key: _unwrap(value) for key, value in ids.items()})
         for key, value in summary.items():
-            if key.startswith("_") or ("/" in key and not key.startswith("judge/")):  # wandb internals; final/*
-                # and train/* histories (judge/<name>/* are the results line's own columns)
+            # wandb internals, the final/* and train/* histories (judge/<name>/* are results-line columns)
+            if key.startswith("_") or ("/" in key and not key.startswith("judge/")):
                 continue
             if isinstance(value, (int, float, str)) and not isinstance(value, bool):
                 row[key] = value
