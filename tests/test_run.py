@@ -8,6 +8,7 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
+import pytest
 import torch
 from conftest import build_task_from_config
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
@@ -210,3 +211,23 @@ def test_judges_are_reward_configs_composed_by_name(make_config, tmp_path):
     assert type(nodes.judges["vader"]).__name__ == "VaderRewardConfig" and nodes.judges["vader"].with_prompt
     tiny = nodes.judges["imdb_tiny"]
     assert tiny.name_or_path == f"{tmp_path / 'out'}/tiny/imdb_reward" and tiny.output == "prob"
+
+
+def test_points_aiming_at_bon_carry_their_distance_to_it(make_config):
+    """vBoN, BoN-SFT, BoNBoN, BOND (and BoN) aim at π_BoN(N): their lines carry its KL bound log N − (N−1)/N and
+    win rate N/(N+1), and the distance to each; KL-RL and DPO aim elsewhere and get none."""
+    import math
+
+    from vbon_exp.objectives import build_objective
+    from vbon_exp.run import bon_target_distance
+
+    d = bon_target_distance(4.0, {"kl": 0.5, "win_rate": 0.7})
+    assert d["target_kl_bound"] == pytest.approx(math.log(4) - 0.75) and d["target_win_rate"] == 0.8
+    assert d["kl_minus_target_bound"] == pytest.approx(0.5 - (math.log(4) - 0.75))
+    assert d["win_rate_minus_target"] == pytest.approx(-0.1)
+    assert bon_target_distance(None, {"kl": 0.5, "win_rate": 0.7}) == {}
+    beta = "objective.beta=0.14285714285714285"  # N = 8
+    for name, n in [("vbon", 8), ("bon", 8), ("bon_sft", 8), ("bond", 8), ("bonbon", 8), ("kl_rl", None),
+                    ("dpo", None)]:
+        objective = build_objective(validate(make_config(f"objective={name}", beta)).objective)
+        assert objective.bon_target_n() == (pytest.approx(n) if n else None), name

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vbon_exp import bon
 from vbon_exp.config import check_memory, validate
 from vbon_exp.errors import ConfigError, SamplerBackendError
 from vbon_exp.evaluate import evaluate
@@ -243,8 +244,21 @@ def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache, 
     if target is not None:
         metrics["exact_kl_to_target_init"] = task.oracle.metrics(task.oracle.ref_log_probs, target)[
             "exact_kl_to_target"]
+    if with_target:
+        metrics.update(bon_target_distance(objective.bon_target_n(), metrics))
     metrics.update(meter.stop())  # eval_s, eval_gen_tok_s, eval_score_samples_s
     return metrics
+
+
+def bon_target_distance(n: float | None, metrics: dict) -> dict:
+    """Where an objective aims at π_BoN(N) (vBoN, BoN-SFT, BoNBoN, BOND; BoN itself): π_BoN's KL upper bound
+    log N − (N − 1)/N and its win rate N/(N + 1) against one reference sample (continuous rewards), and this point's
+    distance to them, on any task."""
+    if n is None or n < 1:
+        return {}
+    bound, win = bon.kl_bon_analytic(n), n / (n + 1.0)
+    return {"target_n": n, "target_kl_bound": bound, "target_win_rate": win,
+            "kl_minus_target_bound": metrics["kl"] - bound, "win_rate_minus_target": metrics["win_rate"] - win}
 
 
 def _throughput_line(p: dict) -> str:

@@ -76,6 +76,11 @@ class Objective:
         """Exact log-probs of the distribution this objective aims at, on a task with an oracle."""
         raise NotImplementedError
 
+    def bon_target_n(self) -> Optional[float]:
+        """N when this objective's target is π_BoN at N (so its results line carries π_BoN's KL bound and win rate
+        as the point it should reach, on any task); None when it aims elsewhere (KL-RL, DPO)."""
+        return None
+
 
 # name -> objective class; filled by @register_objective as vbon_exp.objectives imports its modules
 OBJECTIVES: dict[str, type[Objective]] = {}

@@ -61,5 +61,8 @@ class BoNObjective(Objective):
         reference = ModelPolicy(ctx.task.reference, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
         return BoNPolicy(reference, int(self.n))
 
+    def bon_target_n(self) -> float:
+        return float(self.n)
+
     def target_log_probs(self, oracle):
         return oracle.bon_log_probs(int(self.n))

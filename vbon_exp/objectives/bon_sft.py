@@ -59,5 +59,8 @@ class BoNSFTObjective(Objective):
         save_policy(ctx, lm)
         return ModelPolicy(lm, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
 
+    def bon_target_n(self) -> float:
+        return float(self.n)
+
     def target_log_probs(self, oracle):
         return oracle.bon_log_probs(int(round(float(self.n))))

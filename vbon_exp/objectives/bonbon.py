@@ -59,6 +59,11 @@ class BoNBoNObjective(PreferenceObjective):
         ctx.extras.update(alpha=float(self.cfg.alpha), beta_star=self.beta_star)
         return policy
 
+    def bon_target_n(self) -> float:
+        """Gui et al.'s target π_BoN at the pairs' n (on a finite support the squared loss's exact minimiser
+        differs slightly: target_log_probs)."""
+        return float(self.cfg.pair_size)
+
     def target_log_probs(self, oracle):
         if self._target is None:
             self._target = squared_loss_minimiser(oracle.ref_log_probs, oracle.rewards, self.cfg.pair_size,

@@ -134,5 +134,8 @@ class BONDObjective(RLObjective):
         ctx.extras["jeffreys_weight"] = self.weight
         return policy
 
+    def bon_target_n(self) -> float:
+        return float(self.n)
+
     def target_log_probs(self, oracle):
         return oracle.bon_log_probs(int(self.n))

@@ -287,6 +287,11 @@ class BONDIterativeObjective(RLObjective):
         self.final_effective_n = anchor.effective_n(anchor.stop)
         return policy
 
+    def bon_target_n(self) -> float:
+        """π_BoN at the effective N = n^rounds reached (the planned N before training)."""
+        n = getattr(self, "final_effective_n", None)
+        return float(self.n) if n is None else float(n)
+
     def target_log_probs(self, oracle):
         n = getattr(self, "final_effective_n", None)
         return oracle.bon_log_probs(float(self.n) if n is None else n)

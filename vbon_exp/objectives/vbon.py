@@ -51,5 +51,8 @@ class VBoNObjective(RLObjective):
                         "the seed code's rule)", float(self.n), self.n_exact)
         return self.n_exact
 
+    def bon_target_n(self) -> float:
+        return float(self.n)
+
     def target_log_probs(self, oracle):
         return oracle.bon_log_probs(float(self.n))
