@@ -8,7 +8,6 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
-import pytest
 import torch
 from conftest import build_task_from_config
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
