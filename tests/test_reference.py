@@ -163,3 +163,48 @@ def test_reference_wins_half_the_time_against_its_own_cache(synthetic_task, tmp_
     assert m["kl_full"] == 0.0 and m["kl_k1"] == 0.0 and m["kl_k3"] == 0.0 and m["kl"] == 0.0
     assert m["exact_kl"] == 0.0
     assert m["kl_estimator"] == "full"
+
+
+def test_cache_stores_each_prompts_first_draw(synthetic_task, tmp_path, monkeypatch):
+    """`first_rewards[p]` is the reward of prompt p's first draw, in draw order (what the sorted rows lose): the
+    sampler's first row of each prompt, recorded as the cache scores it."""
+    drawn = []
+    real = reference.score_samples
+
+    def recording(reward, samples, *args, **kwargs):
+        out = real(reward, samples, *args, **kwargs)
+        drawn.append(samples.rewards.clone())
+        return out
+
+    monkeypatch.setattr(reference, "score_samples", recording)
+    cache = build(synthetic_task, tmp_path, m=32, chunk_prompts=3)
+    firsts = torch.cat([d.view(-1, 32)[:, 0] for d in drawn]).double()
+    assert torch.equal(cache.first_rewards, firsts)
+    assert not torch.equal(cache.first_rewards, cache.sorted_rewards[:, 0])  # precondition: not the row minimum
+    again = build(synthetic_task, tmp_path, m=32, chunk_prompts=3)  # read back from the chunks
+    assert torch.equal(again.first_rewards, firsts)
+
+
+def test_chunks_without_first_rewards_are_read_and_say_so(synthetic_task, tmp_path, monkeypatch, caplog):
+    """Chunks written before first-sample rewards were stored (no `first_rewards` array) are read as they are, not
+    rebuilt: the cache has no first rewards, a log line says so, and the evaluator leaves win_rate_first out."""
+    from vbon_exp.storage import read_checked_npz, write_checked_npz
+
+    cache = build(synthetic_task, tmp_path, m=32, chunk_prompts=3)
+    for chunk in _chunks(cache):
+        arrays = read_checked_npz(chunk, "test")
+        write_checked_npz(chunk, {k: v for k, v in arrays.items() if k != "first_rewards"})
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an old chunk was rebuilt")
+
+    monkeypatch.setattr(reference, "sample_responses", refuse)
+    with caplog.at_level("INFO", logger="vbon_exp.reference"):
+        old = build(synthetic_task, tmp_path, m=32, chunk_prompts=3)
+    assert old.first_rewards is None and torch.equal(old.sorted_rewards, cache.sorted_rewards)
+    assert "win_rate_first is left out" in caplog.text
+    monkeypatch.undo()
+    m = evaluate(ModelPolicy(synthetic_task.reference, synthetic_task, SAMPLING), synthetic_task, old,
+                 samples_per_prompt=8, seed=0, bootstrap=10)
+    assert "win_rate_first" not in m and "win_rate_first_se" not in m["se_covers"]
+    assert "win_rate" in m and m["se_covers"]["win_rate_se"] == "policy samples + reference cache (bootstrap B=10)"

@@ -4,8 +4,9 @@ It estimates each prompt's reward CDF F_x (vBoN's reward, BoN's KL, win rates). 
 `<cache_dir>/reference/<key>/`, where the key hashes everything that determines its contents (reference model,
 reward model, prompts, M, sampling settings, seed), so any run with the same key reuses it.
 
-Layout: one `chunk-XXXXX.npz` per block of prompts (sorted float32 rewards [n, M], optionally the first K
-response texts), each written to a temp file and renamed, with its SHA-256 in a `.sha256` sidecar; `meta.json`
+Layout: one `chunk-XXXXX.npz` per block of prompts (sorted float32 rewards [n, M], the reward of each prompt's first
+draw `first_rewards` [n] (the seed code's win rate compares with it; sorting loses which sample came first),
+optionally the first K response texts), each written to a temp file and renamed, with its SHA-256 in a `.sha256` sidecar; `meta.json`
 is written last. Each chunk draws from its own seed, so an interrupted build resumes at the first missing chunk
 and ends with exactly the cache an uninterrupted build would have written.
 
@@ -18,7 +19,9 @@ lowest bytes, then all second bytes, ...: the high planes are nearly all zeros) 
 Decoding is the exact inverse (a cumulative sum modulo 2³², the inverse bijection), so values round-trip bit for
 bit, −0.0, denormals and ties included. About 2.3–2.6 bytes per reward for continuous rewards (raw float32 through
 np.savez_compressed: ~3.7), far less for discrete ones. Plain npz arrays: readable with
-`np.load(allow_pickle=False)`; chunks of the first format (a float32 `rewards` array) are still read.
+`np.load(allow_pickle=False)`; chunks of the first format (a float32 `rewards` array) are still read. Chunks written
+before `first_rewards` existed are read too: the cache then has no first-sample rewards (`win_rate_first` is left out
+of the results, with a log line; delete the cache directory to rebuild it with them).
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ from vbon_exp.storage import atomic_write_bytes, read_checked_npz, write_checked
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+# The name of the BoN pool among a run's caches (objective=bon objective.estimate=cache): a second cache of the test
+# prompts, of eval.bon_pool_m samples each, keyed apart from the test cache (key part purpose=bon_pool).
+BON_POOL = "bon_pool"
 
 
 @dataclass
@@ -90,6 +96,8 @@ class ReferenceCache:
     lengths: torch.Tensor  # [P]
     path: Path | None = None
     texts: list[list[str]] | None = None
+    # [P] float64: each prompt's first draw's reward, in draw order (None for caches built before it was stored)
+    first_rewards: torch.Tensor | None = None
 
     @classmethod
     def from_rows(cls, rows: list[torch.Tensor], **kw) -> "ReferenceCache":
@@ -166,21 +174,24 @@ def read_chunk_rewards(path: str | Path) -> np.ndarray:
 
 
 def _write_chunk(path: Path, rewards: np.ndarray, texts: list[list[str]] | None) -> None:
+    """`rewards` [n, M] in draw order: stored sorted, plus each row's first draw."""
     arrays = encode_sorted_rewards(rewards)
+    arrays["first_rewards"] = np.ascontiguousarray(np.asarray(rewards, dtype=np.float32)[:, 0])
     if texts:
         arrays["texts"] = np.array(texts, dtype=str)  # fixed-width unicode: no pickle involved
     write_checked_npz(path, arrays)
 
 
 def _read_chunk(path: Path) -> dict[str, np.ndarray] | None:
-    """The chunk's arrays (`rewards`: float32 [n, M] sorted per row; `texts` when kept), or None when it is
-    missing, partial or corrupt (then it is rebuilt)."""
+    """The chunk's arrays (`rewards`: float32 [n, M] sorted per row; `first_rewards` [n] and `texts` when stored),
+    or None when it is missing, partial or corrupt (then it is rebuilt)."""
     arrays = read_checked_npz(path, "reference cache chunk")
     if arrays is None:
         return None
     out = {"rewards": decode_sorted_rewards(arrays)}
-    if "texts" in arrays:
-        out["texts"] = arrays["texts"]
+    for name in ("first_rewards", "texts"):
+        if name in arrays:
+            out[name] = arrays[name]
     return out
 
 
@@ -238,6 +249,7 @@ def build_reference_cache(
 
     rows: list[torch.Tensor] = []
     texts: list[list[str]] = []
+    firsts: list[np.ndarray | None] = []
     todo = 0
     bar = tqdm(range(n_chunks), desc=desc, unit="chunk", leave=False)
     for c in bar:
@@ -260,6 +272,7 @@ def build_reference_cache(
             _write_chunk(path, chunk_rewards, chunk_texts)  # sorted per row by the encoding
             arrays = _read_chunk(path)
         rows.extend(torch.from_numpy(r.astype(np.float64)) for r in arrays["rewards"])
+        firsts.append(arrays.get("first_rewards"))
         if "texts" in arrays:
             texts.extend([list(t) for t in arrays["texts"]])
     bar.close()
@@ -269,4 +282,14 @@ def build_reference_cache(
     log.info(
         "%s: %s %d prompts × M=%d in %s", desc, "built" if todo else "reused", len(prompts), m, directory
     )
-    return ReferenceCache.from_rows(rows, path=directory, texts=texts or None)
+    return ReferenceCache.from_rows(rows, path=directory, texts=texts or None,
+                                    first_rewards=_first_rewards(firsts, directory))
+
+
+def _first_rewards(firsts: list[np.ndarray | None], directory: Path) -> torch.Tensor | None:
+    """The first draws' rewards of all prompts, or None (logged) when a chunk predates them."""
+    if any(f is None for f in firsts):
+        log.info("reference cache %s was built before first-sample rewards were stored: win_rate_first is left "
+                 "out (delete the directory to rebuild the cache with them)", directory)
+        return None
+    return torch.from_numpy(np.concatenate(firsts).astype(np.float64))
