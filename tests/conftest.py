@@ -79,6 +79,13 @@ def flat_synthetic_task(artifacts_dir):
 
 
 @pytest.fixture(scope="session")
+def tied_synthetic_task(artifacts_dir):
+    """The flat synthetic task with its reward rounded to 5 levels (`task.reward_levels=5`): many responses tie, so
+    BoN's exact KL is well below log N − (N−1)/N (2.03 against 3.17 at N = 64)."""
+    return build_synthetic(artifacts_dir, init_std=FLAT_INIT_STD, reward_levels=5)
+
+
+@pytest.fixture(scope="session")
 def synthetic_task_t07(artifacts_dir):
     """The default synthetic task whose π_ref (and exact oracle) is the model sampled at temperature 0.7."""
     return build_synthetic(artifacts_dir, temperature=0.7)

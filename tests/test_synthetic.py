@@ -68,6 +68,22 @@ def test_build_is_deterministic_from_the_spec(synthetic_task, tmp_path):
     assert torch.equal(again.oracle.ref_log_probs, synthetic_task.oracle.ref_log_probs)
 
 
+def test_reward_levels_round_the_table_reward(flat_synthetic_task, tied_synthetic_task):
+    """`task.reward_levels=5`: each reward is the nearest of −2, −1, 0, 1, 2 to the table reward (clamped), the
+    weights and prompts are the same task's, and the reward's fingerprint (the caches' key) changes; 0 (the default)
+    leaves the reward and its fingerprint as they were."""
+    continuous, tied = flat_synthetic_task, tied_synthetic_task
+    grid = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    nearest = grid[(continuous.oracle.rewards.clamp(-2, 2)[..., None] - grid).abs().argmin(-1)]
+    assert torch.equal(tied.oracle.rewards, nearest)
+    assert sorted(torch.unique(tied.oracle.rewards).tolist()) == grid.tolist()  # every level is used
+    assert tied.fingerprint["reference"] == continuous.fingerprint["reference"]
+    assert tied.fingerprint["reward"] == continuous.fingerprint["reward"] + ":levels5"
+    assert ":levels" not in continuous.fingerprint["reward"]
+    pairs = tied.oracle.all_pairs(1)
+    assert torch.equal(tied.reward(pairs).double(), tied.oracle.rewards[1])  # the task's reward, not only the oracle
+
+
 def test_flat_fixture_precondition(flat_synthetic_task):
     assert flat_synthetic_task.oracle.ref_log_probs.exp().max().item() <= 1e-3
 

@@ -2,7 +2,8 @@
 
 A tiny GPT-2 (random weights from a fixed seed) over a vocabulary of V symbols writes responses of exactly L tokens
 (no EOS), so every response can be enumerated: V^L per prompt (6^5 = 7,776 by default). The reward is a fixed
-random function of (last prompt token, response) with (almost surely) distinct values. Everything the paper
+random function of (last prompt token, response) with (almost surely) distinct values, or, with `reward_levels`, that
+function rounded to a few levels (many responses tie: the discrete-reward case of BoN). Everything the paper
 defines is then computable exactly: π_ref(y|x), F_x, π_BoN for any N, π* ∝ π_ref·exp(r/β), and KLs of any policy.
 
 The model, tokenizer and reward table are written with `save_pretrained` / safetensors and read back with
@@ -58,15 +59,23 @@ class SyntheticSpec:
 # --------------------------------------------------------------------------- the reward
 
 
+# Quantised rewards (`reward_levels` = L ≥ 2) are rounded to the nearest of L equally spaced values in this range
+# (values outside clamp to its ends): the table reward has std ≈ 1, so most of π_ref's mass lies inside.
+LEVEL_RANGE = (-2.0, 2.0)
+
+
 class TabularReward:
     """r(x, y) = Σ_t W[t, y_t] + Σ_t U[y_t, y_{t+1}] + Σ_t Q[x_last, y_t]: position, transition and
-    prompt-interaction terms with Gaussian weights, so rewards are distinct with probability 1."""
+    prompt-interaction terms with Gaussian weights, so rewards are distinct with probability 1; with `levels` ≥ 2,
+    rounded to the nearest of that many equally spaced values in LEVEL_RANGE (ties by design)."""
 
     name = "synthetic-tabular"
 
-    def __init__(self, tables: dict[str, torch.Tensor], fingerprint: str):
+    def __init__(self, tables: dict[str, torch.Tensor], fingerprint: str, levels: int = 0):
         self.w, self.u, self.q = tables["w"], tables["u"], tables["q"]
-        self.fingerprint = fingerprint
+        self.levels = int(levels)
+        # caches are keyed by the fingerprint: quantised rewards are another reward (the default keeps its old key)
+        self.fingerprint = fingerprint + (f":levels{self.levels}" if self.levels else "")
 
     @classmethod
     def random(cls, spec: SyntheticSpec) -> dict[str, torch.Tensor]:
@@ -80,10 +89,10 @@ class TabularReward:
         }
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "TabularReward":
+    def from_pretrained(cls, directory: str | Path, levels: int = 0) -> "TabularReward":
         path = Path(directory) / "reward.safetensors"
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        return cls(load_file(str(path)), fingerprint=f"{cls.name}:{digest}")
+        return cls(load_file(str(path)), fingerprint=f"{cls.name}:{digest}", levels=levels)
 
     def score_ids(self, prompt_last: torch.Tensor, response_ids: torch.Tensor) -> torch.Tensor:
         """float64 rewards for [B] last prompt tokens and [B, L] responses."""
@@ -92,11 +101,18 @@ class TabularReward:
         r = self.w[torch.arange(length), response_ids].sum(-1)
         r = r + self.u[response_ids[:, :-1], response_ids[:, 1:]].sum(-1)
         r = r + self.q[prompt_last[:, None], response_ids].sum(-1)
-        return r
+        return quantise(r, self.levels) if self.levels else r
 
     def __call__(self, samples: Samples) -> torch.Tensor:
         # rewards are float32 everywhere in the pipeline (cache, comparisons), as a neural reward model's would be
         return self.score_ids(samples.prompt_ids[:, -1], samples.response_ids).float()
+
+
+def quantise(rewards: torch.Tensor, levels: int) -> torch.Tensor:
+    """Each reward rounded to the nearest of `levels` equally spaced values spanning LEVEL_RANGE (clamped to it)."""
+    low, high = LEVEL_RANGE
+    step = (high - low) / (levels - 1)
+    return low + torch.round((rewards.clamp(low, high) - low) / step) * step
 
 
 # --------------------------------------------------------------------------- building the artifacts
@@ -308,6 +324,9 @@ class SyntheticTaskConfig:
     model_seed: int = 0
     # Seed of the reward table.
     reward_seed: int = 0
+    # Reward levels: 0 = the continuous table reward (distinct values); L ≥ 2 rounds it to the nearest of L equally
+    # spaced values in [−2, 2] (clamped), so many responses tie (discrete rewards: BoN's tie-aware KL).
+    reward_levels: int = 0
     # Default sampling temperature (sampling.* follows these unless overridden).
     temperature: float = 1.0
     # Default top-k (0 = off; the synthetic task's exact values need 0).
@@ -321,6 +340,9 @@ class SyntheticTaskConfig:
         for key in ("vocab_size", "response_length", "prompt_length", "num_prompts", "n_layer", "n_embd", "n_head"):
             check_number(f"{prefix}.{key}", getattr(self, key), integer=True, minimum=1)
         check_number(f"{prefix}.init_std", self.init_std, exclusive_min=0)
+        check_number(f"{prefix}.reward_levels", self.reward_levels, integer=True, minimum=0)
+        if self.reward_levels == 1:
+            raise ConfigError(f"{prefix}.reward_levels must be 0 (continuous) or ≥ 2, got 1")
         if self.vocab_size ** self.response_length > 10**7:
             raise ConfigError(f"{prefix}.vocab_size={self.vocab_size} ** {prefix}.response_length="
                               f"{self.response_length} responses are too many to enumerate exactly (limit 1e7)")
@@ -351,7 +373,7 @@ def build(cfg: SyntheticTaskConfig, *, device: torch.device, cache_dir: str, tem
     directory = ensure_artifacts(spec, Path(cache_dir) / "models")
     tokenizer = load_tokenizer(str(directory))
     reference = load_causal_lm(str(directory), device).eval().requires_grad_(False)
-    reward = TabularReward.from_pretrained(directory)
+    reward = TabularReward.from_pretrained(directory, levels=cfg.reward_levels)
     prompts = _choose_prompts(spec)
     oracle = SyntheticOracle(spec, prompts, reward, temperature)
     oracle.set_reference(reference)
