@@ -64,8 +64,9 @@ def test_results_line_has_seconds_and_throughput_per_stage(make_config, tmp_path
 
     # a small synthetic task (3-token responses): its exact oracle enumerates 216 responses per prompt, not 7776
     small = "task.response_length=3"
-    point = run(make_config("objective=bon", "objective.n=2", "reference.m=32", "eval.samples_per_prompt=16",
-                            "wandb.mode=disabled", "device=cpu", small), run_dir=tmp_path / "bon")
+    point = run(make_config("objective=bon", "objective.n=2", "objective.estimate=sample", "reference.m=32",
+                            "eval.samples_per_prompt=16", "wandb.mode=disabled", "device=cpu", small),
+                run_dir=tmp_path / "bon")
     for key in ("cache_build_s", "cache_build_gen_tok_s", "cache_build_score_samples_s", "setup_s", "train_s",
                 "eval_s", "eval_gen_tok_s", "eval_score_samples_s"):
         assert isinstance(point.get(key), float) and point[key] > 0, key

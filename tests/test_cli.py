@@ -193,6 +193,13 @@ def test_bad_option_lists_the_available_options(bad_runs):
         (["+sampling.temprature=0.5"], "sampling.temprature"),
         (["+objective.bnd=exact"], "objective.bnd"),
         (["eval.kl_estimator=k9"], "eval.kl_estimator"),
+        (["objective=bon", "objective.n=all", "objective.estimate=sample"], "objective.estimate"),  # one pool, all N
+        (["objective=bon", "objective.estimate=exact"], "objective.estimate"),
+        (["objective=bon", "objective.n=sixteen"], "objective.n"),
+        (["objective=bon", "objective.n=512"], "eval.bon_pool_m"),  # N > M_eval = 256: the pool cannot give it
+        (["eval.bootstrap=-1"], "eval.bootstrap"),
+        (["eval.bon_pool_m=1"], "eval.bon_pool_m"),
+        (["task.reward_levels=1"], "task.reward_levels"),
     ],
 )
 def test_validate_names_the_bad_key(make_config, overrides, key):
@@ -205,8 +212,11 @@ def test_validate_names_the_bad_key(make_config, overrides, key):
     "overrides",
     [[], ["objective=bon"], ["objective=bon", "objective.n=1"], ["objective=bon", "objective.n=16"],
      ["objective=bon", "objective.beta=0.25"], ["objective=vbon", "objective.beta=0.25"],
-     ["sampling.temperature=0.7"], ["wandb.mode=disabled"], ["reference.m=2"]],
-    ids=["default", "bon", "bon-n1", "bon-n16", "bon-beta", "vbon-beta", "t07", "wandb-disabled", "m2"],
+     ["sampling.temperature=0.7"], ["wandb.mode=disabled"], ["reference.m=2"],
+     ["objective=bon", "objective.n=all"], ["objective=bon", "objective.n=512", "objective.estimate=sample"],
+     ["task.reward_levels=4"]],
+    ids=["default", "bon", "bon-n1", "bon-n16", "bon-beta", "vbon-beta", "t07", "wandb-disabled", "m2", "bon-all",
+         "bon-sample-512", "reward-levels"],
 )
 def test_validate_accepts_good_configs(make_config, overrides):
     validate(make_config(*overrides))

@@ -134,11 +134,11 @@ def shared_cache(tmp_path_factory):
 # --------------------------------------------------------------------------- kills during the cache build
 
 # A small synthetic task (3-token responses: its exact oracle enumerates 6³ = 216 responses per prompt, not 6⁵),
-# one prompt per chunk, M = 4096.
+# one prompt per chunk, M = 4096. BoN sampled at evaluation (estimate=sample): the test cache is the only cache.
 CHUNKS = 12
 CACHE_MARGIN = 5  # k ≤ CHUNKS − 5: ≥ 5 chunks (≥ 0.4 s on a 2-core machine) still to build when the kill is sent
-CACHE_ARGS = ("objective=bon", "task.response_length=3", f"task.num_prompts={CHUNKS}", "reference.chunk_prompts=1",
-              "reference.m=4096", "eval.samples_per_prompt=16")
+CACHE_ARGS = ("objective=bon", "objective.estimate=sample", "task.response_length=3", f"task.num_prompts={CHUNKS}",
+              "reference.chunk_prompts=1", "reference.m=4096", "eval.samples_per_prompt=16")
 
 
 def cache_args(root: Path, shared: Path) -> tuple[str, ...]:
@@ -375,7 +375,8 @@ def test_corrupt_checkpoint_is_named_and_skipped(training_kills, training_runs):
 def _imdb(a, *extra):
     return ["task=imdb", f"model.name_or_path={a['policy']}", f"reward.name_or_path={a['classifier']}",
             f"task.data_dir={a['imdb']}", "task.num_train_prompts=4", "task.num_test_prompts=4", "reference.m=8",
-            "eval.samples_per_prompt=2", "sampling.max_new_tokens=4", "objective=bon", "objective.n=2", *extra]
+            "eval.samples_per_prompt=2", "sampling.max_new_tokens=4", "objective=bon", "objective.n=2",
+            "objective.estimate=sample", *extra]
 
 
 def _data_dir(tmp: Path, name: str, content: str) -> Path:

@@ -16,6 +16,7 @@ from vbon_exp.config import validate
 from vbon_exp.errors import ConfigError
 from vbon_exp.objectives import build_objective
 from vbon_exp.policies import ModelPolicy
+from vbon_exp.reference import BON_POOL
 from vbon_exp.run import base_point, evaluate_points, reference_caches
 
 
@@ -69,8 +70,8 @@ def temperature_points(tmp_path_factory):
     from conftest import compose_config
 
     cfg = compose_config(tmp_path_factory.mktemp("eval-temps"), [
-        "objective=bon", "objective.n=4", "eval.temperatures=[0.5,1.0]", "reference.m=4096",
-        "eval.samples_per_prompt=2000", "device=cpu"])
+        "objective=bon", "objective.n=4", "objective.estimate=sample", "eval.temperatures=[0.5,1.0]",
+        "reference.m=4096", "eval.samples_per_prompt=2000", "device=cpu"])
     nodes = validate(cfg)
     task = build_task_from_config(cfg)
     caches = reference_caches(cfg, nodes, task, nodes.sampling, ["test"])
@@ -164,7 +165,8 @@ def test_judges_score_the_same_evaluation_samples(tmp_path, artifacts):  # noqa:
     shutil.copytree(artifacts["classifier"], tmp_path / "tiny" / "imdb_reward")
     overrides = [o for o in task_overrides("imdb", artifacts) if not o.startswith("reward.")]
     cfg = compose_cfg(tmp_path, [*overrides, "reward=imdb_tiny", "objective=bon", "objective.n=2",
-                                 "eval.judges=[imdb_tiny,vader]", "eval.temperatures=[0.5,1.0]", *FAST])
+                                 "objective.estimate=sample", "eval.judges=[imdb_tiny,vader]",
+                                 "eval.temperatures=[0.5,1.0]", *FAST])
     run(cfg, run_dir=tmp_path / "run")
     lines = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert [p["eval_temperature"] for p in lines] == [0.5, 1.0]
@@ -230,3 +232,45 @@ def test_points_aiming_at_bon_carry_their_distance_to_it(make_config):
                     ("dpo", None)]:
         objective = build_objective(validate(make_config(f"objective={name}", beta)).objective)
         assert objective.bon_target_n() == (pytest.approx(n) if n else None), name
+
+
+def test_the_bon_pool_is_its_own_cache(make_config):
+    """The BoN pool (objective=bon estimate=cache) is a second cache of the test prompts: same prompts and even the
+    same M here, but `purpose` in its key gives it its own directory and its own draws, so the win rates that compare
+    BoN with the test cache never compare a sample with itself."""
+    cfg = make_config("reference.m=16", "eval.bon_pool_m=16", "device=cpu")
+    nodes = validate(cfg)
+    task = build_task_from_config(cfg)
+    caches = reference_caches(cfg, nodes, task, nodes.sampling, ["test", BON_POOL])
+    pool, test = caches[BON_POOL], caches["test"]
+    assert pool.path != test.path and pool.m == test.m == 16
+    assert not torch.equal(pool.sorted_rewards, test.sorted_rewards)
+    assert json.loads((pool.path / "meta.json").read_text())["purpose"] == BON_POOL
+    cfg24 = make_config("reference.m=16", "eval.bon_pool_m=24", "device=cpu")
+    bigger = reference_caches(cfg24, validate(cfg24), task, nodes.sampling, [BON_POOL])[BON_POOL]
+    assert bigger.m == 24 and bigger.path != pool.path  # M_eval is eval.bon_pool_m
+
+
+def test_bon_for_every_n_from_one_pool_writes_one_line_per_n(make_config, tmp_path):
+    """`objective=bon objective.n=all`: N = 1, 2, 4, 8 (≤ M_eval/4 = 8) from one pool, one results line each with its
+    own N and β (null for N = 1), and no sampling at evaluation; at a second evaluation temperature, the same N from
+    a pool drawn at that temperature (the exact values of π_BoN at it, no target there)."""
+    from vbon_exp.run import run
+
+    cfg = make_config("objective=bon", "objective.n=all", "eval.bon_pool_m=32", "reference.m=32",
+                      "task.response_length=3", "eval.temperatures=[1.0,0.5]", "wandb.mode=disabled", "device=cpu")
+    first = run(cfg, run_dir=tmp_path / "run")
+    lines = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert [(p["eval_temperature"], p["n"]) for p in lines] == [(t, n) for t in (1.0, 0.5) for n in (1, 2, 4, 8)]
+    assert first["n"] == 1 and first["eval_temperature"] == 1.0
+    assert [p["beta"] for p in lines[:4]] == [None, 1.0, pytest.approx(1 / 3), pytest.approx(1 / 7)]
+    for p in lines:
+        assert p["estimate"] == "cache" and p["bon_pool_m"] == 32 and p["status"] == "ok"
+        assert p["kl_analytic"] == pytest.approx(math.log(p["n"]) - (p["n"] - 1) / p["n"], abs=1e-12)
+        assert "eval_gen_tok_s" not in p  # nothing sampled after the caches
+        assert set(p["se_covers"]) >= {"reward_se", "win_rate_se", "win_rate_first_se", "kl_se", "kl_k1_se"}
+        assert ("exact_kl_to_target" in p) == (p["eval_temperature"] == 1.0)
+    assert lines[3]["exact_reward"] > lines[0]["exact_reward"]
+    assert lines[7]["exact_reward"] != pytest.approx(lines[3]["exact_reward"])  # π_BoN at T = 0.5 is another
+    metas = [json.loads(m.read_text()) for m in (tmp_path / "out" / "cache" / "reference").glob("*/meta.json")]
+    assert sum(m.get("purpose") == BON_POOL for m in metas) == 2  # one pool per temperature

@@ -77,12 +77,13 @@ def test_every_member_has_a_results_line_and_the_failure_is_recorded(sweep):
 
 
 def test_members_share_the_reference_caches(sweep):
-    """Keyed by content: every member (same seed) reads one test cache, and the RL members one train cache (the
-    split is in the key, so train and test never share samples)."""
+    """Keyed by content: every member (same seed) reads one test cache, the RL members one train cache and the BoN
+    members one BoN pool (the split and the purpose are in the key, so no two of them share samples)."""
     root, _, _ = sweep
     caches = list((root / "cache" / "reference").iterdir())
-    splits = sorted(json.loads((c / "meta.json").read_text())["split"] for c in caches)
-    assert splits == ["test", "train"], caches
+    metas = [json.loads((c / "meta.json").read_text()) for c in caches]
+    kinds = sorted((meta["split"], meta.get("purpose", "")) for meta in metas)
+    assert kinds == [("test", ""), ("test", "bon_pool"), ("train", "")], caches
 
 
 def test_pareto_plot_on_the_sweep(sweep):

@@ -86,19 +86,23 @@ def policy_replicates(rewards: torch.Tensor, prompt_index: torch.Tensor, cache_r
 
     `win_rate` (ties ½, against every cached reward), `win_rate_first` (against the cache's first draw, ties lose;
     with `first_rewards`: that one reference draw is redrawn from the cache in each replicate) and, for BoN with
-    `bon_n`, `kl_k1` = log N + (N−1)·log F̂(r), whose F̂ is the cache's. `cache_rows[p]`: prompt p's sorted rewards."""
+    `bon_n`, `kl_k1` = log N + (N−1)·log F̂(r), whose F̂ is the cache's. `cache_rows[p]`: prompt p's sorted rewards.
+    The first draws are redrawn after every prompt's resampling, so the resamplings do not depend on whether there
+    are first draws: the same generator seed gives the same `win_rate` replicates for the same data."""
     rewards, prompt_index = rewards.cpu().to(torch.float64), prompt_index.cpu()
     out: dict[str, list[torch.Tensor]] = {"win_rate": [], "win_rate_first": [], "kl_k1": []}
+    resampled = []
     for p in torch.unique(prompt_index).tolist():
         r = rewards[prompt_index == p]
         values = r[resample_indices(len(r), replicates, generator)]  # [R, n]
         cache = ResampledCache(cache_rows[p], resample_indices(len(cache_rows[p]), replicates, generator))
         out["win_rate"].append(cache.win_prob(values).mean(-1))
-        if first_rewards is not None:
-            reference = cache.redraw_one(replicates, generator, float(first_rewards[p]))
-            out["win_rate_first"].append((values > reference[:, None]).to(torch.float64).mean(-1))
         if bon_n is not None:
             out["kl_k1"].append(bon.log_bon_ratio_estimate(cache.log_cdf_hat(values), bon_n).mean(-1))
+        resampled.append((p, values, cache))
+    for p, values, cache in resampled if first_rewards is not None else ():
+        reference = cache.redraw_one(replicates, generator, float(first_rewards[p]))
+        out["win_rate_first"].append((values > reference[:, None]).to(torch.float64).mean(-1))
     return {name: torch.stack(rows).mean(0) for name, rows in out.items() if rows}
 
 

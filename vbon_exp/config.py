@@ -45,7 +45,7 @@ from vbon_exp.errors import ConfigError, check_number
 from vbon_exp.evaluate import EvalConfig
 from vbon_exp.modeling import ModelConfig
 from vbon_exp.objectives import OBJECTIVES
-from vbon_exp.reference import ReferenceConfig, cache_memory_bytes
+from vbon_exp.reference import BON_POOL, ReferenceConfig, cache_memory_bytes
 from vbon_exp.rewards import REWARDS
 from vbon_exp.sampling import SamplingConfig
 from vbon_exp.tasks import TASKS
@@ -228,8 +228,9 @@ def validate(cfg: DictConfig) -> SimpleNamespace:
         judge.check(f"eval.judges.{name}")
     if objective_cls.trains_with is not None:  # the trainer node the objective reads (algo | sft | preference)
         getattr(out, objective_cls.trains_with).check(objective_cls.trains_with)
-    if hasattr(out.task, "check_run"):
-        out.task.check_run(cfg)
+    for key in ("task", "objective"):  # rules that tie a node to the rest of the run
+        if hasattr(getattr(out, key), "check_run"):
+            getattr(out, key).check_run(cfg)
     check_memory(out)
     return out
 
@@ -306,7 +307,8 @@ def check_memory(nodes: SimpleNamespace, available: int | None = None, vocab_siz
         sizes["vocab_size"] = vocab_size
     sequence = sizes["prompt_tokens"] + nodes.sampling.max_new_tokens
     splits = [("test", sizes["num_test_prompts"])] * evaluation_test_caches(nodes)
-    if "train" in OBJECTIVES[nodes.objective.name](nodes.objective).cache_splits:  # its own cache (split in the key)
+    extra = OBJECTIVES[nodes.objective.name](nodes.objective).cache_splits
+    if "train" in extra:  # its own cache (split in the key)
         splits.append(("train", sizes["num_train_prompts"]))
     ref = nodes.reference
     cache = sum(cache_memory_bytes(p, ref.m_for(split), ref.chunk_prompts, sequence) for split, p in splits)
@@ -314,6 +316,12 @@ def check_memory(nodes: SimpleNamespace, available: int | None = None, vocab_siz
     _fits(key, max(ref.m, ref.test_m or 0), cache, available,
           f"reference caches of {sum(p for _, p in splits)} prompts × M={ref.m}"
           + (f" (test: {ref.test_m})" if ref.test_m is not None else ""))
+    if BON_POOL in extra:  # objective=bon estimate=cache: pools of the test prompts, as many as test caches at once
+        pools = (1 + int(_evaluates_elsewhere(nodes))) * cache_memory_bytes(
+            sizes["num_test_prompts"], nodes.eval.bon_pool_m, ref.chunk_prompts, sequence)
+        _fits("eval.bon_pool_m", nodes.eval.bon_pool_m, cache + pools, available,
+              f"the BoN pool of {sizes['num_test_prompts']} prompts × M={nodes.eval.bon_pool_m} and the reference "
+              "caches")
     evaluation = nodes.eval.memory_bytes(sizes["num_test_prompts"], sequence, nodes.sampling.max_new_tokens,
                                          sizes["vocab_size"] or 0)
     _fits("eval.samples_per_prompt", nodes.eval.samples_per_prompt, evaluation, available,
@@ -323,9 +331,13 @@ def check_memory(nodes: SimpleNamespace, available: int | None = None, vocab_siz
 def evaluation_test_caches(nodes: SimpleNamespace) -> int:
     """Test-prompt reference caches held at once: the one at the sampling temperature, and while one other
     evaluation temperature is measured its own cache, plus one per judge (the temperatures run one after another)."""
+    return 1 + int(_evaluates_elsewhere(nodes)) + len(getattr(nodes, "judges", None) or ())
+
+
+def _evaluates_elsewhere(nodes: SimpleNamespace) -> bool:
+    """Whether an evaluation temperature differs from the sampling temperature (its caches are then built too)."""
     temperatures = nodes.eval.temperatures or [nodes.sampling.temperature]
-    other = any(t != nodes.sampling.temperature for t in temperatures)
-    return 1 + int(other) + len(getattr(nodes, "judges", None) or ())
+    return any(t != nodes.sampling.temperature for t in temperatures)
 
 
 def _fits(key: str, value, estimate: int, available: int, what: str) -> None:

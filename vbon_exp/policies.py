@@ -99,3 +99,15 @@ def stratified_mean_se(values: torch.Tensor, groups: torch.Tensor) -> tuple[floa
     means_t = torch.stack(means)
     se = math.sqrt(float(torch.stack(var_terms).sum())) / len(ids)
     return float(means_t.mean()), se
+
+
+class PooledBoN:
+    """Best-of-N for several N at once, estimated from a pool of cached π_ref samples per test prompt (no sampling):
+    `objective=bon objective.estimate=cache`. The evaluator reads the pool (`evaluate.evaluate_bon_pool`); nothing
+    is sampled, so it has no `sample`."""
+
+    def __init__(self, pool, ns: list[int]):
+        self.pool, self.ns = pool, [int(n) for n in ns]  # pool: a reference.ReferenceCache of the test prompts
+
+    def exact_log_probs(self, oracle, n: int) -> torch.Tensor:
+        return oracle.bon_log_probs(n)

@@ -15,11 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from vbon_exp import bon
 from vbon_exp.config import check_memory, validate
 from vbon_exp.errors import ConfigError, SamplerBackendError
-from vbon_exp.evaluate import evaluate
+from vbon_exp.evaluate import evaluate, evaluate_bon_pool
 from vbon_exp.meters import GENERATION, SCORING
 from vbon_exp.modeling import resolve_device
 from vbon_exp.objectives import OBJECTIVES, RunContext, build_objective
-from vbon_exp.reference import build_reference_cache
+from vbon_exp.policies import PooledBoN
+from vbon_exp.reference import BON_POOL, build_reference_cache
 from vbon_exp.rewards import build_reward
 from vbon_exp.sampling import SamplingConfig, check_backend
 from vbon_exp.tasks import build_task
@@ -44,19 +45,22 @@ def hydra_run_dir() -> Path | None:
 def reference_caches(cfg: DictConfig, nodes, task, sampling: SamplingConfig, splits, reward=None) -> dict:
     """The reference cache of each split, scored by the task's reward, or by `reward` (an evaluation judge)."""
     caches = {}
-    for split in splits:
-        caches[split] = build_reference_cache(
+    for name in splits:
+        # the BoN pool is a second cache of the test prompts, of its own size; `purpose` in its key keeps it apart
+        split, m, purpose = ("test", nodes.eval.bon_pool_m, {"purpose": BON_POOL}) if name == BON_POOL else (
+            name, nodes.reference.m_for(name), {})
+        caches[name] = build_reference_cache(
             reference=task.reference, reward=reward or task.reward, tokenizer=task.tokenizer,
-            prompts=task.prompts(split), m=nodes.reference.m_for(split), sampling=sampling, seed=cfg.seed,
-            cache_dir=cfg.reference.cache_dir,
+            prompts=task.prompts(split), m=m, sampling=sampling, seed=cfg.seed, cache_dir=cfg.reference.cache_dir,
             # the split is part of the key: train and test caches never share samples (even on the synthetic task,
-            # whose train and test prompts are the same)
+            # whose train and test prompts are the same); each chunk's seed hashes the key, so distinct keys draw
+            # from distinct seeds
             key_parts={"reference": task.fingerprint["reference"],
                        "reward": task.fingerprint["reward"] if reward is None else reward.fingerprint,
-                       "prompts": task.fingerprint[f"{split}_prompts"], "split": split},
+                       "prompts": task.fingerprint[f"{split}_prompts"], "split": split, **purpose},
             eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=cfg.reference.chunk_prompts,
             keep_texts=cfg.reference.keep_texts, score_batch_size=cfg.eval.score_batch_size,
-            desc=f"reference cache ({split}{'' if reward is None else ', judge ' + reward.name})",
+            desc=f"reference cache ({name}{'' if reward is None else ', judge ' + reward.name})",
         )
     return caches
 
@@ -166,7 +170,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
             cache_meter = StageMeter("cache_build")
             # the evaluator's test cache at the sampling temperature, unless no evaluation happens there
             test = ("test",) if sampling.temperature in evaluation_temperatures(nodes) else ()
-            caches = reference_caches(cfg, nodes, task, sampling, dict.fromkeys((*test, *objective.cache_splits)))
+            splits = [s for s in objective.cache_splits if test or s != BON_POOL]  # the pool: an evaluation cache
+            caches = reference_caches(cfg, nodes, task, sampling, dict.fromkeys((*test, *splits)))
             timings = cache_meter.stop()
         timings["setup_s"] = time.perf_counter() - stage
 
@@ -177,7 +182,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         timings.update(train_meter.stop(), **train_logs.means())
 
         point = {**ids, "status": "ok", "num_processes": accelerator.num_processes, **ctx.extras}
-        if main:  # one results line per evaluation temperature; the run returns the first
+        if main:  # one results line per evaluation temperature (and per N for BoN from the pool); returns the first
             lines = []
             for metrics in evaluate_points(cfg, nodes, objective, policy, task, caches, sampling):
                 line = {**point, **metrics, **timings, "wall_s": time.perf_counter() - t_start,
@@ -213,20 +218,37 @@ def evaluate_points(cfg: DictConfig, nodes, objective, policy, task, caches: dic
     """The metrics of `policy` at each evaluation temperature T, one after another, each with `eval_temperature`:
     the policy samples at T, its KL is to π_ref at T (both models' token distributions at T), its win rates are
     against π_ref samples at T (the test cache at T: the cache key holds the temperature), BoN draws its N
-    candidates from π_ref at T, and the synthetic oracle's exact values describe π_ref at T."""
+    candidates from π_ref at T (BoN from the pool reads the pool drawn at T, one dict per N), and the synthetic
+    oracle's exact values describe π_ref at T."""
     judges = build_judges(nodes, task)
     for temperature in evaluation_temperatures(nodes):
         at_t = replace(sampling, temperature=temperature)
         meter = StageMeter("eval_cache")  # the reference caches at T (reused when a sweep has built them)
-        test = caches["test"] if temperature == sampling.temperature else reference_caches(
-            cfg, nodes, task, at_t, ["test"])["test"]
+        needed = ["test", *([BON_POOL] if isinstance(policy, PooledBoN) else [])]
+        at_caches = caches if temperature == sampling.temperature else reference_caches(
+            cfg, nodes, task, at_t, needed)
         scored = {name: (judge, reference_caches(cfg, nodes, task, at_t, ["test"], reward=judge)["test"])
                   for name, judge in judges.items()}
         cache_timing = meter.stop()
+        with_target = temperature == sampling.temperature
+        if isinstance(policy, PooledBoN):  # BoN from the pool at T: every N, no sampling (no judges: check_run)
+            for metrics in evaluate_pool_points(cfg, nodes, PooledBoN(at_caches[BON_POOL], policy.ns),
+                                                task.at_temperature(temperature), at_caches["test"], with_target):
+                yield {"eval_temperature": temperature, **metrics, **cache_timing}
+            continue
         metrics = evaluate_point(cfg, nodes, objective, policy.at_temperature(temperature),
-                                 task.at_temperature(temperature), test, judges=scored,
-                                 with_target=temperature == sampling.temperature)
+                                 task.at_temperature(temperature), at_caches["test"], judges=scored,
+                                 with_target=with_target)
         yield {"eval_temperature": temperature, **metrics, **cache_timing}
+
+
+def evaluate_pool_points(cfg: DictConfig, nodes, policy: PooledBoN, task, test_cache, with_target: bool) -> list:
+    """BoN from the pool: one metrics dict per N (vbon_exp.evaluate.evaluate_bon_pool)."""
+    meter = StageMeter("eval")
+    points = evaluate_bon_pool(policy, task, test_cache, seed=cfg.seed + 1, bootstrap=nodes.eval.bootstrap,
+                               kl_estimator=nodes.eval.kl_estimator, with_target=with_target)
+    timings = meter.stop()  # eval_s (no sampling: no rates)
+    return [{**p, **timings} for p in points]
 
 
 def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache, judges=None,
@@ -239,7 +261,7 @@ def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache, 
     metrics = evaluate(
         policy, task, test_cache, samples_per_prompt=nodes.eval.samples_per_prompt, seed=cfg.seed + 1,
         batch_size=nodes.eval.batch_size, target_log_probs=target, kl_estimator=nodes.eval.kl_estimator,
-        judges=judges, score_batch_size=nodes.eval.score_batch_size,
+        judges=judges, score_batch_size=nodes.eval.score_batch_size, bootstrap=nodes.eval.bootstrap,
     )
     if target is not None:
         metrics["exact_kl_to_target_init"] = task.oracle.metrics(task.oracle.ref_log_probs, target)[
@@ -277,7 +299,7 @@ def _throughput_line(p: dict) -> str:
 def summary_line(p: dict, tracker: Tracker) -> str:
     lines = [
         f"vbon_exp: task={p['task']} objective={p['objective']} N={p['n']} beta={p['beta']} seed={p['seed']} "
-        + f"eval temperature={p['eval_temperature']}",
+        + f"eval temperature={p['eval_temperature']}" + (f" estimate={p['estimate']}" if "estimate" in p else ""),
         f"  reward {p['reward']:.4f} ± {p['reward_se']:.4f}   KL[{p['kl_estimator']}] {p['kl']:.4f} ± {p['kl_se']:.4f}"
         + (f" (analytic {p['kl_analytic']:.4f})" if "kl_analytic" in p else "")
         + f"   win rate {p['win_rate']:.4f} ± {p['win_rate_se']:.4f}   ({p['wall_s']:.1f} s)",

@@ -1,13 +1,21 @@
-"""`objective=bon`: best-of-N sampling from π_ref at inference time; nothing is trained."""
+"""`objective=bon`: best-of-N sampling from π_ref at inference time; nothing is trained.
+
+Two estimates of BoN's point (`objective.estimate`): `cache` (default) reads a pool of M_eval cached π_ref samples per
+test prompt (`eval.bon_pool_m`, its own cache) and gives every N ≤ M_eval at once, unbiased U-statistics for reward
+and win rate and the tie-aware KL (vbon_exp.evaluate.evaluate_bon_pool), with no sampling; `objective.n=all` writes
+one results line per N = 1, 2, 4, … ≤ M_eval/4. `sample` draws N·eval.samples_per_prompt fresh π_ref samples per
+prompt and keeps the best of each N (policies.BoNPolicy): a check of the cache estimate, one N per run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from vbon_exp.errors import ConfigError
+from vbon_exp import bon
+from vbon_exp.errors import ConfigError, check_choice
 from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, register_objective
-from vbon_exp.policies import BoNPolicy, ModelPolicy
+from vbon_exp.policies import BoNPolicy, ModelPolicy, PooledBoN
+from vbon_exp.reference import BON_POOL
 
 
 @dataclass
@@ -49,6 +57,40 @@ class BoNConfig(NFirstConfig):
 
     # Objective name (results column).
     name: str = "bon"
+    # Samples N (integer ≥ 1; default 4), or 1/β + 1 when objective.beta is set, or `all` (estimate=cache only):
+    # N = 1, 2, 4, … ≤ eval.bon_pool_m/4, one results line each, β = 1/(N − 1) per line (null for N = 1).
+    n: Optional[Union[int, float, str]] = "${n_from_beta_if_set:4}"  # type: ignore[assignment]
+    # How BoN's point is estimated (results column `estimate`): cache = from a pool of eval.bon_pool_m cached π_ref
+    # samples per test prompt, every N at once, no sampling | sample = fresh BoN samples (eval.samples_per_prompt per
+    # prompt, N π_ref draws each): the check.
+    estimate: str = "cache"
+
+    def check(self, prefix: str = "objective") -> None:
+        check_choice(f"{prefix}.estimate", self.estimate, ("cache", "sample"))
+        if self.n == "all":
+            if self.estimate != "cache":
+                raise ConfigError(f"{prefix}.n=all needs {prefix}.estimate=cache (one pool gives every N); "
+                                  f"{prefix}.estimate={self.estimate} samples one N per run")
+            return
+        if isinstance(self.n, str):
+            raise ConfigError(f"{prefix}.n must be a whole number ≥ 1 or 'all', got {self.n!r}")
+        super().check(prefix)
+
+    def check_run(self, cfg) -> None:
+        """N cannot exceed the pool it is estimated from; judges need sampled BoN."""
+        if self.estimate != "cache":
+            return
+        pool = cfg.eval.bon_pool_m
+        if self.n != "all" and self.n is not None and self.n > pool:
+            raise ConfigError(f"objective.n={self.n} exceeds eval.bon_pool_m={pool}, the pool BoN is estimated from "
+                              "(objective.estimate=cache): raise eval.bon_pool_m or set objective.estimate=sample")
+        if cfg.eval.judges:
+            raise ConfigError(f"eval.judges={list(cfg.eval.judges)} needs objective.estimate=sample for objective=bon: "
+                              "the BoN pool holds one reward per sample, so a judge cannot score its best of N")
+
+    def ns(self, pool_m: int) -> list[int]:
+        """The N of each results line."""
+        return bon.bon_pool_ns(pool_m) if self.n == "all" else [int(self.n)]
 
 
 @register_objective
@@ -57,7 +99,15 @@ class BoNObjective(Objective):
     label = "BoN (sampling)"
     config = BoNConfig
 
-    def fit(self, ctx: RunContext) -> BoNPolicy:
+    @property
+    def cache_splits(self) -> tuple[str, ...]:
+        return (BON_POOL,) if self.cfg.estimate == "cache" else ()
+
+    def fit(self, ctx: RunContext) -> BoNPolicy | PooledBoN:
+        ctx.extras["estimate"] = self.cfg.estimate
+        if self.cfg.estimate == "cache":
+            pool = ctx.caches[BON_POOL]
+            return PooledBoN(pool, self.cfg.ns(pool.m))
         reference = ModelPolicy(ctx.task.reference, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
         return BoNPolicy(reference, int(self.n))
 
@@ -65,4 +115,6 @@ class BoNObjective(Objective):
         return float(self.n)
 
     def target_log_probs(self, oracle):
+        if self.n == "all":
+            raise ValueError("objective.n=all has one target per N: PooledBoN.exact_log_probs(oracle, n)")
         return oracle.bon_log_probs(int(self.n))
