@@ -120,6 +120,13 @@ def test_memory_preflight_names_the_key_the_estimate_and_what_is_available(tmp_p
     nodes.eval.samples_per_prompt = 10**9
     with pytest.raises(ConfigError, match=r"eval\.samples_per_prompt=1000000000 needs"):
         config.check_memory(nodes, available=8 * 2**30)
+    bon = config.validate(_compose(f"paths.output_root={tmp_path}", "objective=bon"))  # estimate=cache: the BoN pool
+    config.check_memory(bon, available=8 * 2**30)
+    bon.eval.bon_pool_m = 10**9
+    with pytest.raises(ConfigError, match=r"eval\.bon_pool_m=1000000000 needs at least [\d.]+ GiB \(the BoN pool"):
+        config.check_memory(bon, available=8 * 2**30)
+    bon.objective.estimate = "sample"  # no pool then
+    config.check_memory(bon, available=8 * 2**30)
 
 
 # --------------------------------------------------------------------------- comments on every key
