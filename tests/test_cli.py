@@ -200,6 +200,7 @@ def test_bad_option_lists_the_available_options(bad_runs):
         (["eval.bootstrap=-1"], "eval.bootstrap"),
         (["eval.bon_pool_m=1"], "eval.bon_pool_m"),
         (["task.reward_levels=1"], "task.reward_levels"),
+        (["task=imdb", "objective=bon", "eval.judges=[vader]"], "eval.judges"),  # the pool keeps one reward per sample
     ],
 )
 def test_validate_names_the_bad_key(make_config, overrides, key):
@@ -256,7 +257,7 @@ def test_judges_by_name_and_evaluation_temperatures_in_the_cli(tmp_path, artifac
     from test_tasks import FAST, task_overrides
 
     proc = _run(tmp_path, *task_overrides("imdb", artifacts), "objective=bon", "objective.n=2",
-                "eval.judges=[vader]", "eval.temperatures=[0.5,1.0]", *FAST)
+                "objective.estimate=sample", "eval.judges=[vader]", "eval.temperatures=[0.5,1.0]", *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (results,) = (tmp_path / "runs").rglob("results.jsonl")
     lines = [json.loads(line) for line in results.read_text().splitlines()]

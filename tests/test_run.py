@@ -76,7 +76,7 @@ def temperature_points(tmp_path_factory):
     task = build_task_from_config(cfg)
     caches = reference_caches(cfg, nodes, task, nodes.sampling, ["test"])
     objective = build_objective(nodes.objective)
-    bon = objective.fit(SimpleNamespace(task=task, sampling=nodes.sampling, cfg=cfg))
+    bon = objective.fit(SimpleNamespace(task=task, sampling=nodes.sampling, cfg=cfg, extras={}))
     model = ModelPolicy(_perturbed(task.reference), task, nodes.sampling)
     points = {name: list(evaluate_points(cfg, nodes, objective, policy, task, caches, nodes.sampling))
               for name, policy in (("model", model), ("bon", bon))}

@@ -59,7 +59,7 @@ class BoNConfig(NFirstConfig):
     name: str = "bon"
     # Samples N (integer ≥ 1; default 4), or 1/β + 1 when objective.beta is set, or `all` (estimate=cache only):
     # N = 1, 2, 4, … ≤ eval.bon_pool_m/4, one results line each, β = 1/(N − 1) per line (null for N = 1).
-    n: Optional[Union[int, float, str]] = "${n_from_beta_if_set:4}"  # type: ignore[assignment]
+    n: int | float | str | None = "${n_from_beta_if_set:4}"  # type: ignore[assignment]
     # How BoN's point is estimated (results column `estimate`): cache = from a pool of eval.bon_pool_m cached π_ref
     # samples per test prompt, every N at once, no sampling | sample = fresh BoN samples (eval.samples_per_prompt per
     # prompt, N π_ref draws each): the check.
