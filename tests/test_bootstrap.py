@@ -62,7 +62,8 @@ def test_resampled_cache_counts_match_the_resampled_multiset():
     for r in range(21):
         multiset = cache[indices[r]]
         for j, v in enumerate(values[r].tolist()):
-            assert less[r, j].item() == int((multiset < v).sum()) and less_equal[r, j].item() == int((multiset <= v).sum())
+            assert less[r, j].item() == int((multiset < v).sum())
+            assert less_equal[r, j].item() == int((multiset <= v).sum())
     # row 0 is the cache itself: bon's own lookups
     table, lengths = bon.pad_sorted_rewards([cache])
     zeros = torch.zeros(7, dtype=torch.long)

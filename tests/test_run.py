@@ -270,6 +270,7 @@ def test_bon_for_every_n_from_one_pool_writes_one_line_per_n(make_config, tmp_pa
         assert "eval_gen_tok_s" not in p  # nothing sampled after the caches
         assert set(p["se_covers"]) >= {"reward_se", "win_rate_se", "win_rate_first_se", "kl_se", "kl_k1_se"}
         assert ("exact_kl_to_target" in p) == (p["eval_temperature"] == 1.0)
+        assert p.get("target_n", p["n"]) == p["n"] and ("target_n" in p) == (p["eval_temperature"] == 1.0)
     assert lines[3]["exact_reward"] > lines[0]["exact_reward"]
     assert lines[7]["exact_reward"] != pytest.approx(lines[3]["exact_reward"])  # π_BoN at T = 0.5 is another
     metas = [json.loads(m.read_text()) for m in (tmp_path / "out" / "cache" / "reference").glob("*/meta.json")]

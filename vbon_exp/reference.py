@@ -6,9 +6,9 @@ reward model, prompts, M, sampling settings, seed), so any run with the same key
 
 Layout: one `chunk-XXXXX.npz` per block of prompts (sorted float32 rewards [n, M], the reward of each prompt's first
 draw `first_rewards` [n] (the seed code's win rate compares with it; sorting loses which sample came first),
-optionally the first K response texts), each written to a temp file and renamed, with its SHA-256 in a `.sha256` sidecar; `meta.json`
-is written last. Each chunk draws from its own seed, so an interrupted build resumes at the first missing chunk
-and ends with exactly the cache an uninterrupted build would have written.
+optionally the first K response texts), each written to a temp file and renamed, with its SHA-256 in a `.sha256`
+sidecar; `meta.json` is written last. Each chunk draws from its own seed, so an interrupted build resumes at the first
+missing chunk and ends with exactly the cache an uninterrupted build would have written.
 
 Storage (`encoding` = "f32-sortkey-delta-byteshuffle"): the vBoN reward and the win rates compare fresh float32
 rewards with the cached ones, so the cache must give back exactly the float32 values it was given. Each float32 is

@@ -243,12 +243,13 @@ def evaluate_points(cfg: DictConfig, nodes, objective, policy, task, caches: dic
 
 
 def evaluate_pool_points(cfg: DictConfig, nodes, policy: PooledBoN, task, test_cache, with_target: bool) -> list:
-    """BoN from the pool: one metrics dict per N (vbon_exp.evaluate.evaluate_bon_pool)."""
+    """BoN from the pool: one metrics dict per N (vbon_exp.evaluate.evaluate_bon_pool), each with its distance to
+    π_BoN at its own N where the target is defined."""
     meter = StageMeter("eval")
     points = evaluate_bon_pool(policy, task, test_cache, seed=cfg.seed + 1, bootstrap=nodes.eval.bootstrap,
                                kl_estimator=nodes.eval.kl_estimator, with_target=with_target)
     timings = meter.stop()  # eval_s (no sampling: no rates)
-    return [{**p, **timings} for p in points]
+    return [{**p, **(bon_target_distance(p["n"], p) if with_target else {}), **timings} for p in points]
 
 
 def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache, judges=None,

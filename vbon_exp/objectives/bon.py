@@ -111,8 +111,9 @@ class BoNObjective(Objective):
         reference = ModelPolicy(ctx.task.reference, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
         return BoNPolicy(reference, int(self.n))
 
-    def bon_target_n(self) -> float:
-        return float(self.n)
+    def bon_target_n(self) -> float | None:
+        """N; with n=all each line's own N (run.evaluate_pool_points), so none for the run."""
+        return None if self.n == "all" else float(self.n)
 
     def target_log_probs(self, oracle):
         if self.n == "all":
