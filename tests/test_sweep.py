@@ -101,12 +101,14 @@ def test_pareto_plot_on_the_sweep(sweep):
     ok = points[points["status"] == "ok"]
     assert len(ok) == 8
     assert ok["on_frontier"].tolist() == brute_force_frontier(ok["reward"], ok["kl"]).tolist()
-    frontier = pd.read_csv(out / "frontier.csv")
-    assert sorted(frontier["results_file"]) == sorted(ok.loc[ok["on_frontier"], "results_file"])
+    frontier = pd.read_csv(out / "frontier.csv")  # one seed: the seed means are the points
+    assert sorted(frontier["results_files"]) == sorted(ok.loc[ok["on_frontier"], "results_file"])
     frequency = pd.read_csv(out / "frontier_frequency.csv").set_index("objective")
     assert frequency["points"].to_dict() == {"bon": 2, "vbon": 3, "kl_rl": 3}
-    assert frequency["on_frontier"].sum() == ok["on_frontier"].sum() >= 1
-    for stem in ("reward_vs_kl", "win_rate_vs_kl"):
+    assert frequency["failed"].to_dict() == {"bon": 1, "vbon": 0, "kl_rl": 0}
+    assert (frequency["on_frontier_mean"] * frequency["points"]).sum() == ok["on_frontier"].sum() >= 1
+    assert len(pd.read_csv(out / "regret.csv")) == 8  # the synthetic task: exact regrets, the exact frontier drawn
+    for stem in ("reward_vs_kl", "win_rate_vs_kl", "exact_vs_kl"):
         assert_valid_png(out / f"{stem}.png")
         assert (out / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
     assert not (out / "vs_temperature.png").exists()  # one temperature

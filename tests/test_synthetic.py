@@ -114,6 +114,67 @@ def test_exact_metrics_of_the_reference(flat_synthetic_task):
     assert m["exact_reward"] == pytest.approx(expected_reward, abs=1e-12)
 
 
+# --------------------------------------------------------------------------- the exact Pareto frontier
+# Regrets are compared with 1e-9: a frontier value and a policy's value are float64 sums of 4 × 7,776 terms of size
+# ≤ ~5 (round-off ~1e-13) and the bisection on log β ends at float64 resolution, while a policy truly above the
+# frontier would be a modelling error (e.g. one β per prompt) of order 1e-3 or more (measured below).
+REGRET_TOL = 1e-9
+UTILITIES = ("reward", "win_rate")
+
+
+@pytest.mark.parametrize("utility", UTILITIES)
+def test_optimum_policies_are_on_the_exact_frontier(any_task, utility):
+    """π*_β ∝ π_ref·exp(u/β) with one β for all prompts has zero regret on its utility's frontier."""
+    oracle = any_task.oracle
+    u = oracle.frontier_utility(utility)
+    for beta in (3.0, 1.0, 1 / 3, 1 / 15, 0.01):
+        exact = oracle.metrics(bon.kl_regularised_optimum_log_probs(oracle.ref_log_probs, u, beta))
+        regret = oracle.frontier_regret(exact)["exact_regret" if utility == "reward" else "exact_win_rate_regret"]
+        assert abs(regret) <= REGRET_TOL, (beta, regret)
+
+
+def test_no_policy_beats_the_exact_frontier(synthetic_task):
+    """BoN, randomly perturbed references and π* with one β per prompt all lie on or below both frontiers; the
+    per-prompt β and BoN strictly below the reward frontier (so the check has power)."""
+    oracle = synthetic_task.oracle
+    ref, r = oracle.ref_log_probs, oracle.rewards
+    g = torch.Generator().manual_seed(0)
+    noisy = [torch.log_softmax(ref + scale * torch.randn(ref.shape, generator=g, dtype=torch.float64), -1)
+             for scale in (0.5, 2.0)]
+    per_prompt_beta = torch.tensor([0.1, 0.3, 1.0, 3.0], dtype=torch.float64)[:, None]
+    mixed = torch.log_softmax(ref + r / per_prompt_beta, -1)
+    bons = [oracle.bon_log_probs(n) for n in (2, 4, 16, 64)]
+    regrets = [oracle.frontier_regret(oracle.metrics(logp)) for logp in (*noisy, mixed, *bons)]
+    for regret in regrets:
+        assert min(regret.values()) >= -REGRET_TOL, regret
+    assert regrets[2]["exact_regret"] > 1e-2  # one β per prompt spends the KL budget worse than one shared β
+    assert all(regret["exact_regret"] > 1e-3 for regret in regrets[3:])
+
+
+def test_frontier_is_increasing_and_concave_between_reference_and_greedy(synthetic_task):
+    oracle = synthetic_task.oracle
+    best = float(oracle.rewards.max(-1).values.mean())
+    reference = float((oracle.ref_log_probs.exp() * oracle.rewards).sum(-1).mean())
+    greedy_kl = float(-oracle.ref_log_probs.gather(-1, oracle.rewards.argmax(-1, keepdim=True)).mean())
+    kls = torch.linspace(0.0, 1.2 * greedy_kl, 25, dtype=torch.float64)
+    values = torch.tensor([oracle.frontier_at_kl(float(k)) for k in kls], dtype=torch.float64)
+    assert values[0] == pytest.approx(reference, abs=1e-12) and values[-1] == pytest.approx(best, abs=1e-12)
+    assert (values.diff() >= -REGRET_TOL).all()
+    assert (values.diff().diff() <= REGRET_TOL).all()  # concave: a mixture of two policies is a policy
+
+
+def test_frontier_curves_lie_on_the_frontier(synthetic_task):
+    oracle = synthetic_task.oracle
+    curves = oracle.frontier_curves(points=40)
+    for utility in UTILITIES:
+        curve = curves[f"optimum_{utility}"]
+        assert curve["kl"] == sorted(curve["kl"]) and curve["kl"][0] == 0.0
+        for k in (1, 10, 20, 30):
+            assert oracle.frontier_at_kl(curve["kl"][k], utility) == pytest.approx(curve[utility][k], abs=REGRET_TOL)
+        for kl, value in zip(curves["bon"]["kl"], curves["bon"][utility]):  # π_BoN on or below
+            assert value <= oracle.frontier_at_kl(kl, utility) + REGRET_TOL
+
+
 def _counts_by_prompt(task, samples):
     """Sampled enumeration indices, one tensor per prompt (rows are grouped by prompt in prompt order)."""
     idx = task.oracle.index_of(samples)

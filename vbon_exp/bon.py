@@ -310,8 +310,13 @@ def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 
 
 def kl_regularised_optimum_log_probs(logp_ref: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
-    """log π*(y) for π* ∝ π_ref(y)·exp(r(y)/β), the optimum of E[r] − β·KL(π‖π_ref) (§2)."""
-    logits = logp_ref.to(torch.float64) + rewards.to(torch.float64) / beta
+    """log π*(y) for π* ∝ π_ref(y)·exp(r(y)/β), the optimum of E[r] − β·KL(π‖π_ref) (§2).
+
+    The rewards are shifted by their maximum first (the same distribution): at small β, r/β ≫ |log π_ref| would
+    otherwise swamp π_ref's digits (at r/β ~ 1e13 a float64 keeps ~1e-3 of the sum), as the exact frontier's
+    bisection towards the greedy policy needs (SyntheticOracle.frontier_at_kl)."""
+    rewards = rewards.to(torch.float64)
+    logits = logp_ref.to(torch.float64) + (rewards - rewards.max(-1, keepdim=True).values) / beta
     return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
 
 

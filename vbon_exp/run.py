@@ -269,6 +269,8 @@ def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache, 
             "exact_kl_to_target"]
     if with_target:
         metrics.update(bon_target_distance(objective.bon_target_n(), metrics))
+    if task.oracle is not None:  # how far below the exact reward–KL and win-rate–KL frontiers
+        metrics.update(task.oracle.frontier_regret(metrics))
     metrics.update(meter.stop())  # eval_s, eval_gen_tok_s, eval_score_samples_s
     return metrics
 
