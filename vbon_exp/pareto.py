@@ -242,7 +242,6 @@ def load_wandb_points(project: str, entity: str | None = None) -> pd.DataFrame:
         raise ParetoError(f"no vbon_exp runs found in wandb project {path!r}") from None
 
 
-
 # ---------------------------------------------------------------------------------------------------- comparable sets
 
 
@@ -280,8 +279,10 @@ def set_columns(points: pd.DataFrame, group_by: Sequence[str] | None = None) -> 
 
 
 def _text_or_dash(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:g}" if isinstance(
-        value, float) else str(value)
+    """A set column's value as a label shows it: missing as -, floats shortest (512.0 → 512)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def label_sets(points: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -343,7 +344,7 @@ def mean_interval(values, own_se: float = math.nan, level: float = CONFIDENCE) -
 def config_columns(points: pd.DataFrame) -> list[str]:
     """What identifies a configuration, whose seeds are averaged into one point: its set, objective and every
     identifying column of its results line but the seed."""
-    ids = [c for c in (*ID_COLUMNS, *CONFIG_EXTRAS) if c in points and c not in (SEED, "objective")]
+    ids = [c for c in dict.fromkeys((*ID_COLUMNS, *CONFIG_EXTRAS)) if c in points and c not in (SEED, "objective")]
     return ["set", "objective", *ids]
 
 
@@ -398,8 +399,6 @@ def pareto_mask(reward, kl) -> np.ndarray:
         best_before = max(best_before, top)
         start = stop
     return mask
-
-
 
 
 def plottable(points: pd.DataFrame) -> pd.Series:
