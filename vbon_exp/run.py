@@ -249,7 +249,8 @@ def evaluate_pool_points(cfg: DictConfig, nodes, policy: PooledBoN, task, test_c
     points = evaluate_bon_pool(policy, task, test_cache, seed=cfg.seed + 1, bootstrap=nodes.eval.bootstrap,
                                kl_estimator=nodes.eval.kl_estimator, with_target=with_target)
     timings = meter.stop()  # eval_s (no sampling: no rates)
-    return [{**p, **(bon_target_distance(p["n"], p) if with_target else {}), **timings} for p in points]
+    return [{**p, **(bon_target_distance(p["n"], p) if with_target else {}), **frontier_regret(task, p), **timings}
+            for p in points]
 
 
 def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache, judges=None,
@@ -269,10 +270,15 @@ def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache, 
             "exact_kl_to_target"]
     if with_target:
         metrics.update(bon_target_distance(objective.bon_target_n(), metrics))
-    if task.oracle is not None:  # how far below the exact reward–KL and win-rate–KL frontiers
-        metrics.update(task.oracle.frontier_regret(metrics))
+    metrics.update(frontier_regret(task, metrics))
     metrics.update(meter.stop())  # eval_s, eval_gen_tok_s, eval_score_samples_s
     return metrics
+
+
+def frontier_regret(task, metrics: dict) -> dict:
+    """On a task with an oracle: how far below the exact reward–KL and win-rate–KL frontiers the point's exact
+    values are (`exact_regret`, `exact_win_rate_regret`; vbon_exp.tasks.synthetic.SyntheticOracle.frontier_at_kl)."""
+    return task.oracle.frontier_regret(metrics) if task.oracle is not None else {}
 
 
 def bon_target_distance(n: float | None, metrics: dict) -> dict:
