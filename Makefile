@@ -37,7 +37,7 @@ test-all: install
 # The reward–KL Pareto frontier of a sweep: tables and plots in $(RUNS)/pareto/ (scripts/pareto_plot.py --help),
 # and the training curves of its trained runs (training_curves.{png,csv}: vbon_exp/curves.py).
 # RUNS defaults to the newest outputs/multirun/<date>/<time>; PARETO_ARGS passes options (--out, --wandb-mode,
-# --group-by task,eval_temperature,reward_output,m for a sweep spanning several comparable sets ...).
+# --group-by task to pool a task's comparable sets into one frontier ...).
 RUNS ?=
 pareto-plot: install
 	$(PY) scripts/pareto_plot.py $(RUNS) $(PARETO_ARGS)

@@ -223,19 +223,15 @@ def test_frontier_is_per_set_and_seed_and_skips_failed_points():
     ("reward_output", ("prob", "logit")),
     ("m", (512, 64)),
 ])
-def test_default_grouping_refuses_mixed_sets(column, values):
+def test_default_grouping_splits_mixed_sets_and_group_by_pools_them(column, values):
+    """Points at different evaluation temperatures, reward outputs or M are never on one frontier by default: one
+    set (frontier, panel) each; pooling them takes an explicit --group-by that leaves the column out."""
     points = frame(*({"objective": "vbon", "reward": 1.0 + k, "kl": 1.0 + k, column: value}
                      for k, value in enumerate(values)))
-    with pytest.raises(pareto.ParetoError) as refused:
-        pareto.set_columns(points, None)
-    message = str(refused.value)
-    shown = "eval_temperature" if column == "temperature" else column
-    assert f"synthetic: {shown}" in message and all(f"{v:g}" in message if isinstance(v, float) else str(v)
-                                                    in message for v in values)
-    assert "--group-by task,eval_temperature,reward_output,m" in message and "--group-by task " in message
-    # naming the columns draws one frontier per set; leaving the column out pools the two points into one set
-    split = pareto.label_sets(points, pareto.set_columns(points, list(pareto.COMPARABLE)))
+    split = pareto.label_sets(points, pareto.set_columns(points, None))
     assert split["set"].nunique() == 2
+    assert pareto.tables(points, None, None)["points"]["on_frontier"].tolist() == [True, True]  # each alone
+    assert pareto.set_columns(points, None) == pareto.set_columns(points, list(pareto.COMPARABLE))
     pooled = pareto.label_sets(points, pareto.set_columns(points, ["task"]))
     assert pooled["set"].tolist() == ["synthetic"] * 2
     assert pareto.tables(points, ["task"], None)["points"]["on_frontier"].tolist() == [True, True]
@@ -260,11 +256,11 @@ def test_group_by_rejects_unknown_columns():
         pareto.set_columns(frame({"objective": "vbon", "reward": 1.0, "kl": 1.0}), ["task", "objective"])
 
 
-def test_cli_refuses_mixed_sets_and_group_by_allows_them(temperature_sweep, tmp_path, capsys):
+def test_cli_splits_mixed_sets_and_group_by_pools_them(temperature_sweep, tmp_path):
     out = tmp_path / "plots"
-    assert pareto.main([str(temperature_sweep), "--out", str(out), "--wandb-mode", "disabled"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "eval_temperature ∈ {0.7, 1}" in err and "--group-by" in err
+    assert pareto.main([str(temperature_sweep), "--out", str(out), "--wandb-mode", "disabled"]) == 0
+    written = pd.read_csv(out / "points.csv")
+    assert written[written["status"] == "ok"]["set"].nunique() == 2  # one set per evaluation temperature
     assert pareto.main([str(temperature_sweep), "--out", str(out), "--wandb-mode", "disabled",
                         "--group-by", "task"]) == 0
     assert pd.read_csv(out / "points.csv")["set"].dropna().unique().tolist() == ["synthetic"]
@@ -508,8 +504,7 @@ def test_vs_temperature_is_against_the_evaluation_temperature_per_trained_policy
     for k, objective in enumerate(("vbon", "kl_rl")):
         write_results(runs / str(k) / "results.jsonl", *(
             point(objective, 1 / 3, 0.7, reward=k + t, kl=0.5 + t, eval_temperature=t) for t in evals))
-    assert pareto.main([str(runs), "--wandb-mode", "disabled"]) == 2  # four evaluation temperatures: four sets
-    assert pareto.main([str(runs), "--wandb-mode", "disabled", "--group-by", "task,eval_temperature"]) == 0
+    assert pareto.main([str(runs), "--wandb-mode", "disabled"]) == 0  # four evaluation temperatures: four sets
     assert_valid_png(runs / "pareto" / "vs_temperature.png")
     fig = vs_temperature(pareto.load_points(runs))
     assert fig.axes[0].get_xlabel() == "evaluation temperature"

@@ -253,9 +253,10 @@ def _values(frame: pd.DataFrame, column: str) -> list:
 def set_columns(points: pd.DataFrame, group_by: Sequence[str] | None = None) -> list[str]:
     """The columns whose values define the comparable sets, one frontier each.
 
-    `group_by` None: all of COMPARABLE, and a task whose successful points disagree on any of them is refused (a
-    ParetoError naming the values found and the two ways out). Otherwise the columns named (a subset of COMPARABLE;
-    `task` is always one): the comparable columns left out are pooled, as the user asked."""
+    `group_by` None: all of COMPARABLE, so points that differ in any of them (evaluation temperature, reward output,
+    M) are never on one frontier: each set gets its own frontier and panel (the sets found are logged). Otherwise the
+    columns named (a subset of COMPARABLE; `task` is always one): the comparable columns left out are pooled into one
+    frontier, as the user asked (e.g. `--group-by task`)."""
     if group_by is not None:
         unknown = [c for c in group_by if c not in COMPARABLE]
         if unknown:
@@ -263,18 +264,11 @@ def set_columns(points: pd.DataFrame, group_by: Sequence[str] | None = None) -> 
                               f"define comparable sets ({','.join(COMPARABLE)})")
         return ["task", *(c for c in COMPARABLE[1:] if c in group_by)]
     ok = points[plottable(points)]
-    mixed = {}
     for task, mine in ok.groupby("task"):
         for column in COMPARABLE[1:]:
             if len(values := _values(mine, column)) > 1:
-                mixed[f"{task}: {column}"] = values
-    if mixed:
-        found = "; ".join(f"{key} ∈ {{{', '.join(map(_text_or_dash, values))}}}" for key, values in mixed.items())
-        raise ParetoError(
-            f"the points mix comparable sets ({found}): rewards, KLs and win rates at different evaluation "
-            "temperatures, reward outputs or reference sizes M are not comparable, so one frontier over them is "
-            f"refused. Pass --group-by {','.join(COMPARABLE)} for one frontier per set, or --group-by task to pool "
-            "them, or plot a runs dir that holds one set")
+                log.info("%s: %s takes %d values (%s): one frontier per value (--group-by task pools them)", task,
+                         column, len(values), ", ".join(map(_text_or_dash, values)))
     return list(COMPARABLE)
 
 
@@ -975,8 +969,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--group-by", default=None, metavar="COLUMNS",
                         help=f"comma-separated columns that define the comparable sets, one frontier per set, from "
                              f"{','.join(COMPARABLE)} (task always; those left out are pooled, e.g. --group-by task "
-                             "pools everything of a task). Default: all of them, and points of one task that span "
-                             "several sets are refused")
+                             "pools everything of a task). Default: all of them (one frontier per set)")
     parser.add_argument("--wandb-project", default=None,
                         help="read points from this wandb project's runs (wandb.Api; needs network and an API key) "
                              "instead of local results.jsonl files")
