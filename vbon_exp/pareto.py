@@ -474,8 +474,10 @@ def frontier_frequency(points: pd.DataFrame) -> pd.DataFrame:
                    "failed": int((in_set & (points["objective"] == objective) & (points["status"] != "ok")).sum())}
             for column, suffix in (("on_frontier", ""), ("on_frontier_without_bon", "_without_bon")):
                 per_seed = mine[column].astype(float).groupby(mine[SEED], dropna=False).mean().dropna()
-                row[f"on_frontier_mean{suffix}"], row[f"ci_low{suffix}"], row[f"ci_high{suffix}"] = mean_interval(
-                    per_seed)
+                mean, low, high = mean_interval(per_seed)
+                # a fraction: the t-interval clipped to [0, 1] (with 3 seeds it is wide, and would leave the range)
+                row[f"on_frontier_mean{suffix}"] = mean
+                row[f"ci_low{suffix}"], row[f"ci_high{suffix}"] = float(np.clip(low, 0, 1)), float(np.clip(high, 0, 1))
             rows.append(row)
     return pd.DataFrame(rows, columns=list(FREQUENCY_COLUMNS))
 
