@@ -659,3 +659,16 @@ def test_regret_of_older_results_lines_is_filled_from_the_rebuilt_oracle(exact_s
                                                           abs=1e-12)
     (note,) = out["notes"]
     assert "gives regret" in note and f"{original[first] + 0.1:.6g}" in note
+
+
+def test_kl_rl_transforms_are_methods_of_their_own():
+    """objective=kl_rl objective.transform=cdf is counted, styled and labelled apart from plain KL-RL."""
+    points = frame({"objective": "kl_rl", "transform": "identity", "reward": 1.0, "kl": 1.0,
+                    "objective_label": "KL-regularised RL"},
+                   {"objective": "kl_rl", "transform": "cdf", "reward": 2.0, "kl": 2.0,
+                    "objective_label": "KL-regularised RL"},
+                   {"objective": "vbon", "reward": 0.5, "kl": 1.5, "objective_label": "vBoN"})
+    assert points["objective"].tolist() == ["kl_rl", "kl_rl[cdf]", "vbon"]
+    assert points["objective_label"].tolist()[1] == "KL-regularised RL (cdf)"
+    frequency = pareto.tables(points, None, None)["frontier_frequency"].set_index("objective")
+    assert frequency.loc["kl_rl[cdf]", "points"] == 1 and frequency.loc["kl_rl", "points"] == 1

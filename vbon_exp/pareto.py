@@ -133,6 +133,7 @@ def normalise(points: pd.DataFrame) -> pd.DataFrame:
     points["status"] = points["status"].fillna("ok")
     points["task"] = points["task"].fillna("?")
     points["objective"] = points["objective"].fillna("?")
+    points = split_transforms(points)
     if "eval_temperature" in points:  # results lines from before the column: the sampling temperature
         points["eval_temperature"] = points["eval_temperature"].fillna(points.get("temperature"))
     else:
@@ -143,6 +144,20 @@ def normalise(points: pd.DataFrame) -> pd.DataFrame:
         if column in points:
             points[column] = pd.to_numeric(points[column], errors="coerce")
     return points.reset_index(drop=True)
+
+
+def split_transforms(points: pd.DataFrame) -> pd.DataFrame:
+    """KL-RL with a calibrated reward transform Φ other than the identity (objective.transform) is its own method
+    in every table, legend and frontier count: objective `kl_rl[cdf]`, label "KL-regularised RL (cdf)"."""
+    if "transform" not in points:
+        return points
+    other = (points["objective"] == "kl_rl") & points["transform"].notna() & (points["transform"] != "identity")
+    if other.any():
+        points.loc[other, "objective"] = "kl_rl[" + points.loc[other, "transform"].astype(str) + "]"
+        if "objective_label" in points:
+            points.loc[other, "objective_label"] = (points.loc[other, "objective_label"].fillna("KL-RL").astype(str)
+                                                    + " (" + points.loc[other, "transform"].astype(str) + ")")
+    return points
 
 
 def judge_columns(points: pd.DataFrame) -> list[str]:
