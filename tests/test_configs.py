@@ -19,6 +19,7 @@ from test_tasks import FAST, task_overrides
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
 import vbon_exp.config as config
+from vbon_exp.bon import REWARD_TRANSFORMS
 from vbon_exp.errors import ConfigError
 from vbon_exp.objectives import OBJECTIVES, build_objective
 from vbon_exp.tasks import TASKS as TASK_REGISTRY
@@ -46,6 +47,24 @@ def test_the_groups_and_the_registries_agree():
     assert set(TASKS) == set(TASK_REGISTRY)
 
 
+def test_each_transform_option_is_kl_rl_with_that_transform():
+    """conf/objective/kl_rl_<transform>.yaml: one option per calibrated transform of issue 14 (InfAlign's cdf and
+    exp_cdf, vBoN's log_cdf; `exact` is vBoN's exact bound, reached as objective=vbon bound=exact), for a sweep's
+    objective axis; each composes to kl_rl with exactly its transform (a misspelt file or transform fails here)."""
+    options = [o for o in OBJECTIVE_NAMES if o.startswith("kl_rl_")]
+    assert sorted(o.removeprefix("kl_rl_") for o in options) == ["cdf", "exp_cdf", "log_cdf"]
+    assert {o.removeprefix("kl_rl_") for o in options} <= set(REWARD_TRANSFORMS)
+    for option in options:
+        node = config.validate(_compose(f"objective={option}")).objective
+        assert (node.name, node.transform) == ("kl_rl", option.removeprefix("kl_rl_"))
+
+
+def _objective_of(option: str) -> str:
+    """The registered objective an option composes to: itself, or the longest registered prefix of a variant
+    (vbon_seed -> vbon, kl_rl_exp_cdf -> kl_rl)."""
+    return max((name for name in OBJECTIVES if option == name or option.startswith(f"{name}_")), key=len)
+
+
 @pytest.fixture(scope="module")
 def built_tasks(tmp_path_factory, artifacts):  # noqa: F811
     """One instantiated task per task config (model loads are the slow part)."""
@@ -68,7 +87,7 @@ def test_every_combination_composes_validates_and_instantiates(built_tasks, task
     OmegaConf.resolve(cfg)  # every interpolation resolves
     nodes = config.validate(cfg)
     obj = build_objective(nodes.objective)
-    base = objective if objective in OBJECTIVES else objective.rsplit("_", 1)[0]  # a variant option: vbon_seed
+    base = _objective_of(objective)
     assert obj.name == base and type(nodes.objective) is OBJECTIVES[base].config
     assert nodes.algo.name == algo
     assert built.name == task and len(built.train_prompts) > 0 and len(built.test_prompts) > 0
