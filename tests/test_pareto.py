@@ -366,6 +366,27 @@ def test_plot_links_each_distilling_point_to_its_bon_target():
     assert [(arrow.xyann, arrow.xy) for arrow in arrows] == [((0.7, 1.1), (0.6, 1.0))]
 
 
+def test_the_whole_family_gets_distinct_colours_and_a_legend_beside_the_points():
+    """Eleven methods (the paper's six and the BOND family): tab10 alone would give two of them one colour, and
+    their legend (13 entries) inside the panel would cover the points, so it goes beside it in a wider figure."""
+    names = [f"method{i:02d}" for i in range(11)]
+    points = frame(*({"objective": name, "n": 4, "reward": 1.0 + i, "kl": 0.5 + i} for i, name in enumerate(names)))
+    styles = pareto.objective_styles(points)
+    assert len({colour for colour, _, _ in styles.values()}) == 11
+    out = pareto.tables(points, None, None)
+    fig = pareto.plot_vs_kl(out["seed_means"], out["points"], "reward", "reward", title="t", frontier=True)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend, panel = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= panel.x1  # beside, not over, the points
+    assert fig.get_size_inches()[0] == pytest.approx(7.2 + pareto.LEGEND_WIDTH_IN)
+    few = frame({"objective": "a", "n": 4, "reward": 1.0, "kl": 0.5}, {"objective": "b", "n": 4, "reward": 2.0, "kl": 1.0})
+    out = pareto.tables(few, None, None)
+    fig = pareto.plot_vs_kl(out["seed_means"], out["points"], "reward", "reward", title="t", frontier=True)
+    fig.canvas.draw()
+    assert fig.axes[0].get_legend().get_window_extent().x1 <= fig.axes[0].get_window_extent().x1  # short: inside
+
+
 def run_script(*args, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120)

@@ -460,13 +460,16 @@ def objective_styles(points: pd.DataFrame) -> dict:
     """objective -> (colour, marker, legend label), the same in every panel and figure of one table."""
     import matplotlib
 
-    colours = matplotlib.colormaps["tab10"].colors
+    objectives = sorted(points["objective"].unique(), key=objective_sort_key)
+    # tab10 repeats after ten methods (the whole family is eleven); Dark2 carries on (tab20's light halves would
+    # pair a method with its neighbour's hue)
+    colours = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["Dark2"].colors
     labels = {}
     if "objective_label" in points:
         for objective, label in points[["objective", "objective_label"]].dropna().itertuples(index=False):
             labels.setdefault(objective, label)
     return {objective: (colours[i % len(colours)], MARKERS[i % len(MARKERS)], labels.get(objective, objective))
-            for i, objective in enumerate(sorted(points["objective"].unique(), key=objective_sort_key))}
+            for i, objective in enumerate(objectives)}
 
 
 FREQUENCY_COLUMNS = ("set", "objective", "seeds", "points", "on_frontier_mean", "ci_low", "ci_high",
@@ -702,8 +705,8 @@ def _draw_targets(ax, configs: pd.DataFrame, x: str, y: str, styles: dict) -> No
         for _, target in targets[np.isclose(targets["n"], row["target_n"])].iterrows():
             if _same_set(row, target):
                 ax.annotate("", xy=(target[x], target[y]), xytext=(row[x], row[y]), zorder=2.5,
-                            arrowprops={"arrowstyle": "->", "color": styles[row["objective"]][0], "linewidth": 0.9,
-                                        "alpha": 0.9, "shrinkA": 3, "shrinkB": 4})
+                            arrowprops={"arrowstyle": "->", "color": styles[row["objective"]][0], "linewidth": 0.7,
+                                        "alpha": 0.4, "shrinkA": 3, "shrinkB": 4})  # faint: the points come first
 
 
 def _draw_points(ax, configs: pd.DataFrame, points: pd.DataFrame, x: str, y: str, styles: dict, *,
@@ -734,6 +737,25 @@ def _draw_frontier(ax, configs: pd.DataFrame, y: str) -> None:
         ax.scatter(front["kl"], front[y], s=170, facecolors="none", edgecolors="0.2", linewidths=1.0, zorder=4)
 
 
+LEGEND_INSIDE_MAX = 8  # legend entries that still fit inside a panel without covering its points
+LEGEND_WIDTH_IN = 5.0  # inches added to each panel column for a legend placed beside it
+
+
+def legend_beside(ax) -> bool:
+    """A long legend goes beside its panel: inside, it would hide the points."""
+    return len(ax.get_legend_handles_labels()[1]) > LEGEND_INSIDE_MAX
+
+
+
+def _make_room_for_legends(fig, axes) -> None:
+    """Widen the figure by a legend's width per panel column where the legends sit beside their panels (before
+    tight_layout, so the panels keep their size)."""
+    if axes and any(legend_beside(ax) for ax in axes):
+        columns = axes[0].get_subplotspec().get_gridspec().ncols
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width + LEGEND_WIDTH_IN * columns, height)
+
+
 def _finish_panel(ax, title: str, xlabel: str, ylabel: str, empty: bool) -> None:
     ax.set_title(title, fontsize=11)
     ax.set_xlabel(xlabel, fontsize=12)
@@ -742,6 +764,8 @@ def _finish_panel(ax, title: str, xlabel: str, ylabel: str, empty: bool) -> None
     ax.tick_params(labelsize=10)
     if empty:
         ax.text(0.5, 0.5, "no successful runs", ha="center", va="center", transform=ax.transAxes)
+    elif legend_beside(ax):
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, framealpha=0.9)
     else:
         ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
 
@@ -763,6 +787,7 @@ def plot_vs_kl(configs: pd.DataFrame, points: pd.DataFrame, metric: str, ylabel:
         if frontier:
             _draw_frontier(ax, mine, metric)
         _finish_panel(ax, set_label, "KL(π ‖ π_ref)  [nats]", ylabel, mine.empty)
+    _make_room_for_legends(fig, axes)
     fig.tight_layout()
     return fig
 
@@ -817,6 +842,7 @@ def plot_exact(configs: pd.DataFrame, points: pd.DataFrame, curves: dict):
             _draw_targets(ax, mine, "exact_kl", metric, styles)
             _zoom(ax, mine, "exact_kl", metric, curves.get(set_label, {}), utility)
             _finish_panel(ax, set_label, "exact KL(π ‖ π_ref)  [nats]", ylabel, mine.empty)
+    _make_room_for_legends(fig, axes)
     fig.tight_layout()
     return fig
 
@@ -881,8 +907,8 @@ def _series_label(label: str, n: float, many: bool) -> str:
 
 def save_figure(fig, out_dir: Path, stem: str) -> Path:
     png = out_dir / f"{stem}.png"
-    fig.savefig(png, dpi=150)
-    fig.savefig(out_dir / f"{stem}.pdf")
+    fig.savefig(png, dpi=150, bbox_inches="tight")  # "tight": a legend placed beside its panel is kept
+    fig.savefig(out_dir / f"{stem}.pdf", bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
