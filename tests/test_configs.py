@@ -234,7 +234,7 @@ def test_yaml_options_hold_no_default_of_their_schema(tmp_path):
     for group, (options, schema_name) in checks.items():
         for option in options:
             own = OmegaConf.load(CONF / group / f"{option}.yaml")
-            schema_option = option if group != "objective" or option in OBJECTIVES else option.rsplit("_", 1)[0]
+            schema_option = option if group != "objective" else _objective_of(option)
             name = schema_name or f"schema/{group}/{schema_option}.yaml"
             schema = cs.load(name).node
             for key, value in own.items():
