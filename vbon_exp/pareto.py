@@ -746,7 +746,6 @@ def legend_beside(ax) -> bool:
     return len(ax.get_legend_handles_labels()[1]) > LEGEND_INSIDE_MAX
 
 
-
 def _make_room_for_legends(fig, axes) -> None:
     """Widen the figure by a legend's width per panel column where the legends sit beside their panels (before
     tight_layout, so the panels keep their size)."""
