@@ -241,7 +241,7 @@ def test_eval_temperature_falls_back_to_the_sampling_temperature_per_line():
     points = frame({"objective": "vbon", "reward": 1.0, "kl": 1.0, "temperature": 0.7},
                    {"objective": "vbon", "reward": 2.0, "kl": 2.0, "temperature": 1.0, "eval_temperature": 0.7})
     assert points["eval_temperature"].tolist() == [0.7, 0.7]
-    assert pareto.set_columns(points, None) == list(pareto.COMPARABLE)  # one set: no refusal
+    assert pareto.set_columns(points, None) == list(pareto.COMPARABLE)  # one set
 
 
 def test_several_tasks_are_separate_sets_by_default():

@@ -19,9 +19,9 @@ or the summaries of a wandb project's runs, and writes to `<RUNS>/pareto/` (or `
   judge_<name>_{reward,win_rate}_vs_kl.{png,pdf}  per evaluation judge (eval.judges): its reward, its win rate vs KL
 
 Comparable sets. Rewards, KLs and win rates are comparable only within one task, evaluation temperature, reward
-output and reference cache size M (COMPARABLE). By default the points must form one set per task, else the plot is
-refused with the sets it found; `--group-by` names the columns that define the sets, one frontier per set (columns
-left out are pooled: `--group-by task` pools everything of a task).
+output and reference cache size M (COMPARABLE). By default every combination of them found is a set of its own,
+with its own frontier and panel (the sets found are logged); `--group-by` names the columns that define the sets
+(columns left out are pooled: `--group-by task` pools everything of a task into one frontier).
 
 The frontier: maximise reward, minimise KL; a point is on it iff no other point of its set has reward ≥ and KL ≤
 with one of the two strict (equal points do not dominate each other). Failed members and points without a finite
@@ -49,8 +49,9 @@ from vbon_exp.tracking import ID_COLUMNS
 log = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.jsonl"
-# One marker per objective, in the order of their names; colours from matplotlib's tab10. Legend names come from the
-# results lines (`objective_label`, each objective's declared label), so no list here names the objectives.
+# One marker per objective, in the order of their names; colours from tab10, then Dark2 (objective_styles). Legend
+# names come from the results lines (`objective_label`, each objective's declared label), so no list here names the
+# objectives.
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "h", "p")
 # What makes two points comparable: a reward–KL frontier compares points of one task, one evaluation temperature
 # (`eval_temperature`; the sampling temperature where a results line has none), one reward output (prob / logit /
@@ -121,7 +122,6 @@ def load_points(runs_dir: str | Path) -> pd.DataFrame:
     if not rows:
         raise ParetoError(f"the {len(files)} {RESULTS_NAME} file(s) under {runs_dir} hold no results lines")
     return normalise(pd.DataFrame(rows))
-
 
 
 def normalise(points: pd.DataFrame) -> pd.DataFrame:
@@ -460,7 +460,7 @@ def objective_styles(points: pd.DataFrame) -> dict:
     """objective -> (colour, marker, legend label), the same in every panel and figure of one table."""
     import matplotlib
 
-    objectives = sorted(points["objective"].unique(), key=objective_sort_key)
+    objectives = _objectives(points)
     # tab10 repeats after ten methods (the whole family is eleven); Dark2 carries on (tab20's light halves would
     # pair a method with its neighbour's hue)
     colours = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["Dark2"].colors

@@ -321,6 +321,10 @@ class SyntheticOracle:
         p = logp.exp()
         return bon.kl(logp, self.ref_log_probs).mean(-1), (p * u).sum(-1).mean(-1)
 
+    def _reference_value(self, u: torch.Tensor) -> float:
+        """The average E_π_ref[u]: the frontier at KL 0."""
+        return float((self.ref_log_probs.exp() * u).sum(-1).mean())
+
     def _greedy(self, u: torch.Tensor) -> tuple[float, float]:
         """(average KL, average u) of the β → 0 limit: each prompt's best response (ties share π_ref's mass)."""
         top = u == u.max(-1, keepdim=True).values
@@ -351,7 +355,7 @@ class SyntheticOracle:
         if kl >= greedy_kl:
             return greedy_value
         if kl <= 0:
-            return float((self.ref_log_probs.exp() * u).sum(-1).mean())
+            return self._reference_value(u)
         log_beta = torch.tensor([self._log_beta_at_kl(u, kl)], dtype=torch.float64)
         return float(self._optimum_points(u, log_beta)[1])
 
@@ -374,9 +378,8 @@ class SyntheticOracle:
             # from KL 1e-4 to 99.9% of the greedy KL: the rest of a log β grid would crowd onto the two ends
             ends = [self._log_beta_at_kl(u, k) for k in (1e-4, 0.999 * greedy_kl)]
             kl, value = self._optimum_points(u, torch.linspace(*ends, points, dtype=torch.float64))
-            ref_value = float((self.ref_log_probs.exp() * u).sum(-1).mean())
             curves[f"optimum_{name}"] = {"kl": [0.0, *kl.tolist(), greedy_kl],
-                                         name: [ref_value, *value.tolist(), greedy_value]}
+                                         name: [self._reference_value(u), *value.tolist(), greedy_value]}
         bon_curve: dict[str, list[float]] = {"kl": [], **{name: [] for name in utilities}}
         for n in torch.logspace(0, math.log10(max_n), points // 4, dtype=torch.float64).tolist():
             logp = self.bon_log_probs(n)
