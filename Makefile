@@ -22,17 +22,19 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(PY) -m vbon_exp $(ARGS)
 
-# Fast suite (≤ 8 min on 2 cores). wandb never needs a server in tests.
-# One BLAS thread per process: tests start subprocesses, and two threads each on 2 cores thrash (30x slower).
-# lint-imports first: the one-way layers of pyproject.toml's import-linter contract.
+# Fast suite (≤ 8 min on 2 cores): one pytest worker per core (pytest-xdist), a test file per worker at a time (its
+# module fixtures are built once); each worker and the runs it starts use one torch thread (tests/conftest.py).
+# wandb never needs a server in tests. lint-imports first: the one-way layers of pyproject.toml's contracts.
+# VBON_EXP_TEST_SEED_SHIFT=k moves every test seed by k (tests/conftest.py): the suite holds for any draw.
+PYTEST_WORKERS ?= auto
 test: install
 	$(VENV)/bin/lint-imports
-	OMP_NUM_THREADS=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Everything, slow tests included.
 test-all: install
 	$(VENV)/bin/lint-imports
-	OMP_NUM_THREADS=1 WANDB_MODE=offline $(PY) -m pytest -q $(PYTEST_ARGS)
+	WANDB_MODE=offline $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The reward–KL Pareto frontier of a sweep: tables and plots in $(RUNS)/pareto/ (scripts/pareto_plot.py --help),
 # and the training curves of its trained runs (training_curves.{png,csv}: vbon_exp/curves.py).

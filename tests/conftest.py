@@ -16,6 +16,9 @@ os.environ["WANDB_CONSOLE"] = "off"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One torch thread in the suite's processes and the runs they start (`threads: auto` reads it): the models are tiny,
+# and the suite may run two workers on two cores (`make test`), where more threads than idle cores stall.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 from pathlib import Path  # noqa: E402
 
@@ -23,6 +26,58 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# Every test seed shifts by VBON_EXP_TEST_SEED_SHIFT (default 0): the run seeds of composed configs and command lines,
+# the tests' generators (`seeded`), the seeds handed to samplers and caches (`shifted`) and torch's global seed before
+# each test. A test must hold for any draw, so the suite passes at every shift; floating-point draws differ between
+# CPUs, and a shift is how one machine sees other draws. The recorded-value regression tests
+# (tests/test_trainer_regression.py) keep their seeds: their values were recorded at them.
+SEED_SHIFT = int(os.environ.get("VBON_EXP_TEST_SEED_SHIFT", "0"))
+
+
+def shifted(seed: int) -> int:
+    """A test's seed, moved by VBON_EXP_TEST_SEED_SHIFT."""
+    return int(seed) + SEED_SHIFT
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator at the test's shifted seed."""
+    return torch.Generator().manual_seed(shifted(seed))
+
+
+def shift_seed_overrides(overrides) -> list[str]:
+    """Hydra overrides (or a command line) with the run seed shifted: `seed=k` becomes `seed=k+shift` (each value of
+    a sweep axis too); without one, `seed=<shift>` (the default seed 0, shifted) joins the first override (a command
+    line's overrides must stay together: argparse refuses one that follows a flag after others)."""
+    out, has_seed = [], False
+    for override in overrides:
+        key, sep, value = str(override).partition("=")
+        if sep and key.lstrip("+") == "seed":
+            has_seed = True
+            try:
+                value = ",".join(str(shifted(int(v))) for v in value.split(","))
+            except ValueError:  # not a number: the test checks that it is refused
+                pass
+            override = f"{key}={value}"
+        out.append(override)
+    if has_seed or not SEED_SHIFT:
+        return out
+    first = next((i for i, arg in enumerate(out) if "=" in arg and not arg.startswith("-")), -1)
+    return [*out[: first + 1], f"seed={SEED_SHIFT}", *out[first + 1:]]
+
+
+@pytest.fixture(autouse=True)
+def _shifted_global_seed():
+    """torch's, numpy's and random's global generators at the shifted seed before every test: draws a test does not
+    seed itself are deterministic too, and move with the shift."""
+    import random
+
+    import numpy as np
+
+    random.seed(SEED_SHIFT)
+    np.random.seed(SEED_SHIFT)
+    torch.manual_seed(SEED_SHIFT)
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -91,6 +146,47 @@ def synthetic_task_t07(artifacts_dir):
     return build_synthetic(artifacts_dir, temperature=0.7)
 
 
+# --------------------------------------------------------------------------- `python -m vbon_exp` in a subprocess
+
+
+def cli_env(**extra) -> dict:
+    """The environment of a command-line run in a test: no API key, wandb offline, no hub, one torch thread (the
+    suite's processes share 2 cores), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "HYDRA_FULL_ERROR")}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(extra)
+    return env
+
+
+def cli_command(*args: str) -> list[str]:
+    """`python -m vbon_exp *args`, the run seed shifted (shift_seed_overrides)."""
+    import sys
+
+    return [sys.executable, "-m", "vbon_exp", *shift_seed_overrides(args)]
+
+
+def run_cli(*args: str, timeout: float = 300, **env):
+    """`python -m vbon_exp *args` to its end: the CompletedProcess, output captured as text."""
+    import subprocess
+
+    return subprocess.run(cli_command(*args), cwd=REPO_ROOT, env=cli_env(**env), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it), for a test's own process group: a fixed port would collide
+    with another run of the suite, or anything else, on the same machine."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- composed configs
+
+
 def compose_config(output_root, overrides=()):
     """Compose conf/config.yaml like the CLI does, with `paths.output_root` redirected."""
     from hydra import compose, initialize_config_dir
@@ -98,7 +194,19 @@ def compose_config(output_root, overrides=()):
     import vbon_exp.config  # noqa: F401  (registers the n_from_beta / beta_from_n resolvers)
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_root={output_root}", *overrides])
+        return compose("config", overrides=[f"paths.output_root={output_root}", *shift_seed_overrides(overrides)])
+
+
+def compose_cfg(output_root, *overrides):
+    """A run's config in a test: compose_config with wandb disabled, on the CPU."""
+    return compose_config(output_root, ["wandb.mode=disabled", "device=cpu", *overrides])
+
+
+def run_point(output_root, run_dir, *overrides) -> dict:
+    """`vbon_exp.run.run` of compose_cfg(output_root, *overrides) in `run_dir`: its (first) results line."""
+    from vbon_exp.run import run
+
+    return run(compose_cfg(output_root, *overrides), run_dir=run_dir)
 
 
 @pytest.fixture

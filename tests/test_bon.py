@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from conftest import seeded
 
 from vbon_exp import bon
 
@@ -18,7 +19,7 @@ from vbon_exp import bon
 
 def _ragged_rows(seed: int = 0):
     """Rows of different M with rewards from a small integer set (many ties), unsorted."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     return [torch.randint(-3, 4, (m,), generator=g).to(torch.float32) for m in (1, 2, 5, 17, 64)]
 
 
@@ -31,7 +32,7 @@ def _queries(rows, seed: int = 1):
         for v in values:
             prompt.append(i)
             rewards.append(v)
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     perm = torch.randperm(len(prompt), generator=g)  # queries in no particular row order
     return torch.tensor(prompt)[perm], torch.tensor(rewards, dtype=torch.float32)[perm]
 
@@ -84,7 +85,7 @@ def test_count_helpers_match_brute_force():
 
 
 def _random_support(k: int, ties: bool, seed: int, batch=(3,)):
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     logp = torch.log_softmax(torch.randn(*batch, k, generator=g, dtype=torch.float64) * 2, dim=-1)
     if ties:
         rewards = torch.randint(0, max(2, k // 3), (*batch, k), generator=g).to(torch.float64)
@@ -148,7 +149,7 @@ def test_bon_log_probs_match_enumeration_with_ties(rewards, n):
 
 
 def test_bon_log_probs_match_enumeration_on_random_tied_support():
-    g = torch.Generator().manual_seed(5)
+    g = seeded(5)
     p = torch.softmax(torch.randn(5, generator=g, dtype=torch.float64), -1)
     r = torch.tensor([1.0, 0.0, 1.0, 2.0, 0.0])
     got = bon.bon_log_probs(p.log(), r, 4).exp()
@@ -192,7 +193,7 @@ def test_kl_ignores_zero_mass_terms():
 
 @pytest.mark.parametrize("n", [1, 2, 4, 9])
 def test_log_bon_ratio_exact_matches_naive_sum(n):
-    g = torch.Generator().manual_seed(n)
+    g = seeded(n)
     f = torch.rand(50, generator=g, dtype=torch.float64) * 0.999 + 1e-3
     pref = torch.rand(50, generator=g, dtype=torch.float64) * 0.2 + 1e-6
     got = bon.log_bon_ratio_exact(f.log(), pref.log(), n)
@@ -218,7 +219,7 @@ def test_log_bon_ratio_exact_rejects_non_integer_n(bad):
 
 @pytest.mark.parametrize("n", [2, 4, 16])
 def test_vbon_reward_exact_scales(n):
-    g = torch.Generator().manual_seed(n)
+    g = seeded(n)
     log_f = torch.log(torch.rand(20, generator=g, dtype=torch.float64))
     logp = torch.log(torch.rand(20, generator=g, dtype=torch.float64) * 0.1)
     ratio = bon.log_bon_ratio_exact(log_f, logp, n)
@@ -234,7 +235,7 @@ def test_vbon_reward_l1_is_the_exact_reward_for_continuous_rewards_up_to_a_const
     """The l1 reward log F̂ is β·log(π_BoN/π_ref) for continuous rewards with the constant β·log N dropped (§3):
     as π_ref(y) → 0 the exact reward β·log Σ C(N,i) F^(N−i) π_ref^(i−1) tends to log F + β·log N, and β times the
     k1 estimate log N + (N−1)·log F is l1 + β·log N exactly. (The i ≥ 2 terms are O(π_ref/F) = 1e-12 here.)"""
-    g = torch.Generator().manual_seed(n)
+    g = seeded(n)
     log_f = torch.log(torch.rand(50, generator=g, dtype=torch.float64) * 0.9 + 0.05)
     beta = bon.beta_from_n(n)
     l1 = bon.vbon_reward_l1(log_f)
@@ -296,7 +297,7 @@ def test_log_bon_ratio_estimate():
 
 def _near_continuous_support():
     """K = 4000 distinct rewards with max π_ref mass 1.1e-3: rewards behave as continuous to ~1e-3."""
-    g = torch.Generator().manual_seed(11)
+    g = seeded(11)
     logp = torch.log_softmax(torch.randn(4000, generator=g, dtype=torch.float64) * 0.5, -1)
     rewards = torch.randn(4000, generator=g, dtype=torch.float64)
     assert logp.exp().max().item() < 2e-3  # precondition
@@ -357,7 +358,7 @@ def test_analytic_values():
 def test_exact_bon_kl_and_win_rate_approach_analytic_on_a_fine_continuous_support():
     """K = 4000 distinct rewards with max mass ~1e-3: the exact BoN KL sits just below log N − (N−1)/N and the
     exact win rate vs one reference draw is N/(N+1) (ties impossible); both to within O(max mass)."""
-    g = torch.Generator().manual_seed(11)
+    g = seeded(11)
     logp = torch.log_softmax(torch.randn(4000, generator=g, dtype=torch.float64) * 0.5, -1)
     rewards = torch.randn(4000, generator=g, dtype=torch.float64)
     f_le, f_lt = bon.reward_cdfs(logp, rewards)
@@ -415,7 +416,7 @@ def test_bon_order_weights_reject_n_outside_the_pool(bad):
 def test_bon_pool_mean_is_the_average_over_all_subsets_with_ties():
     """The U-statistic equals the brute-force average of h(best of the subset) over all C(M, N) subsets of a pool
     with ties (rewards from {0, 1, 2}), for h = the reward and for h = a step function of it."""
-    g = torch.Generator().manual_seed(3)
+    g = seeded(3)
     pool = torch.randint(0, 3, (9,), generator=g).to(torch.float64).sort().values
     assert len(torch.unique(pool)) < len(pool)  # precondition: ties
     ns = list(range(1, 10))
@@ -436,7 +437,7 @@ def test_pool_levels():
 @pytest.mark.parametrize("n", [1, 2, 4, 16, 64])
 def test_kl_bon_levels_without_atoms_is_the_continuous_value(n):
     """No tied level: G(1) − G(0) = log N − (N−1)/N whatever the masses (random, one zero)."""
-    g = torch.Generator().manual_seed(n)
+    g = seeded(n)
     q = torch.rand(50, generator=g, dtype=torch.float64)
     q[7] = 0.0
     q = q / q.sum()
@@ -459,7 +460,7 @@ def test_kl_bon_levels_with_atoms_is_the_exact_tie_aware_kl(n):
 def test_kl_bon_levels_never_exceeds_the_continuous_value_and_ignores_empty_levels():
     """Atoms only lower the KL (log-sum inequality), whatever mix of atomic and continuous levels; a level of mass 0
     adds nothing. The check has power: with atoms the value is clearly below log N − (N−1)/N."""
-    g = torch.Generator().manual_seed(4)
+    g = seeded(4)
     q = torch.rand(200, 30, generator=g, dtype=torch.float64) ** 3
     q = q / q.sum(-1, keepdim=True)
     atomic = torch.rand(200, 30, generator=g) < 0.5
@@ -476,3 +477,16 @@ def test_bon_pool_ns_are_powers_of_two_up_to_a_quarter_of_the_pool():
     assert bon.bon_pool_ns(256) == [1, 2, 4, 8, 16, 32, 64]
     assert bon.bon_pool_ns(1000) == [1, 2, 4, 8, 16, 32, 64, 128]
     assert bon.bon_pool_ns(4) == [1]
+
+
+@pytest.mark.parametrize("beta, n", [
+    (1 / 7, 8), (0.1428571, 8), (0.142857, 8), (0.14285714285714285, 8), (1 / 3, 4), (0.3333333, 4), (0.333, None),
+    (0.5, 3), (1.0, 2), (0.005, 201), (0.00497, None), (0.15, None), (0.3, None), (2.0, None), (0.0, None),
+    (-0.5, None), (float("nan"), None), (float("inf"), None),
+])
+def test_whole_n_takes_a_beta_within_a_relative_1e_4_of_one_over_n_minus_one(beta, n):
+    assert bon.whole_n(beta) == n
+    if n is not None:  # the bar is relative: just inside and just outside 1e-4 of 1/(N − 1)
+        exact = 1.0 / (n - 1)
+        assert bon.whole_n(exact * (1 + 0.99e-4)) == n and bon.whole_n(exact * (1 - 0.99e-4)) == n
+        assert bon.whole_n(exact * (1 + 1.01e-4)) is None and bon.whole_n(exact * (1 - 1.01e-4)) is None

@@ -16,27 +16,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_cfg, run_point
 from safetensors.torch import load_file
 
 import vbon_exp.config  # noqa: F401  (resolvers)
 from vbon_exp import bon
 from vbon_exp.errors import ConfigError
-from vbon_exp.run import run
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 BETA_3, BETA_7 = "0.3333333333333333", "0.14285714285714285"  # N = 4 and N = 8
 SHORT = ("train.max_updates=5", "eval.samples_per_prompt=16", "train.checkpoint_every=0")
 
 
-def compose_cfg(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_root={tmp_path}", "wandb.mode=disabled",
-                                            "device=cpu", *overrides])
-
-
-def run_point(tmp_path, run_dir, *overrides):
-    return run(compose_cfg(tmp_path, *overrides), run_dir=run_dir)
 
 
 def policy_tensors(run_dir: Path) -> dict:

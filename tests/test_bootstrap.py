@@ -11,13 +11,14 @@ import math
 
 import pytest
 import torch
+from conftest import seeded
 
 from vbon_exp import bon, bootstrap
 
 
 def _rows(lengths, seed, levels=None):
     """Sorted float32-exact rows of rewards; from `levels` integer values (ties) when given."""
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     rows = []
     for m in lengths:
         r = torch.randint(0, levels, (m,), generator=g).double() if levels else torch.randn(m, generator=g).double()
@@ -45,17 +46,17 @@ def recorded(monkeypatch):
 
 
 def test_resample_indices():
-    a = bootstrap.resample_indices(7, 50, torch.Generator().manual_seed(1))
+    a = bootstrap.resample_indices(7, 50, seeded(1))
     assert a.shape == (51, 7) and a[0].tolist() == list(range(7))
     assert bool((a[:, 1:] >= a[:, :-1]).all()) and a.min() >= 0 and a.max() <= 6
-    assert torch.equal(a, bootstrap.resample_indices(7, 50, torch.Generator().manual_seed(1)))  # seeded
+    assert torch.equal(a, bootstrap.resample_indices(7, 50, seeded(1)))  # seeded
     assert not torch.equal(a[1:], a[0].expand(50, -1))  # resamples are not all the identity
     assert bootstrap.resample_indices(7, 0, torch.Generator()).tolist() == [list(range(7))]
 
 
 def test_resampled_cache_counts_match_the_resampled_multiset():
     (cache,) = _rows([9], seed=2, levels=4)
-    indices = bootstrap.resample_indices(9, 20, torch.Generator().manual_seed(3))
+    indices = bootstrap.resample_indices(9, 20, seeded(3))
     resampled = bootstrap.ResampledCache(cache, indices)
     values = torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 9.0], dtype=torch.float64).expand(21, -1)
     less, less_equal = resampled.counts(values)
@@ -80,7 +81,7 @@ def _win(cache: torch.Tensor, x) -> float:
 def _policy_case():
     rewards_rows = _rows([5, 8, 3], seed=4, levels=5)
     cache_rows = _rows([6, 4, 10], seed=5, levels=5)
-    rewards = torch.cat([r[torch.randperm(len(r), generator=torch.Generator().manual_seed(6))] for r in rewards_rows])
+    rewards = torch.cat([r[torch.randperm(len(r), generator=seeded(6))] for r in rewards_rows])
     prompt_index = torch.cat([torch.full((len(r),), p) for p, r in enumerate(rewards_rows)])
     first = torch.tensor([float(c[2]) for c in cache_rows], dtype=torch.float64)
     return rewards, prompt_index, cache_rows, first
@@ -88,7 +89,7 @@ def _policy_case():
 
 def test_policy_replicates_recompute_every_estimate_from_the_resampled_data(recorded):
     rewards, prompt_index, cache_rows, first = _policy_case()
-    reps = bootstrap.policy_replicates(rewards, prompt_index, cache_rows, first, 30, torch.Generator().manual_seed(7),
+    reps = bootstrap.policy_replicates(rewards, prompt_index, cache_rows, first, 30, seeded(7),
                                        bon_n=4)
     assert sorted(reps) == ["kl_k1", "win_rate", "win_rate_first"] and all(v.shape == (31,) for v in reps.values())
     for r in range(31):
@@ -111,7 +112,7 @@ def test_policy_replicates_recompute_every_estimate_from_the_resampled_data(reco
 
 def test_policy_replicates_without_first_rewards_or_bon_leave_those_out():
     rewards, prompt_index, cache_rows, _ = _policy_case()
-    reps = bootstrap.policy_replicates(rewards, prompt_index, cache_rows, None, 5, torch.Generator().manual_seed(0))
+    reps = bootstrap.policy_replicates(rewards, prompt_index, cache_rows, None, 5, seeded(0))
     assert sorted(reps) == ["win_rate"]
 
 
@@ -120,7 +121,7 @@ def test_bon_pool_replicates_recompute_every_estimate_from_the_resampled_data(re
     caches = _rows([7, 9], seed=9, levels=6)
     first = torch.tensor([float(caches[0][1]), float(caches[1][4])], dtype=torch.float64)
     ns = [1, 2, 5]
-    reps = bootstrap.bon_pool_replicates(pools, caches, first, ns, 15, torch.Generator().manual_seed(10))
+    reps = bootstrap.bon_pool_replicates(pools, caches, first, ns, 15, seeded(10))
     assert reps["reward"].shape == (16, 3) and reps["tied_fraction"].shape == (16,)
     w = bon.bon_order_weights(12, ns)
     for r in range(16):
@@ -147,7 +148,7 @@ def test_bon_pool_replicates_recompute_every_estimate_from_the_resampled_data(re
 
 def test_bon_pool_kl_without_ties_is_the_continuous_value_with_zero_se():
     pools, caches = _rows([40], seed=11), _rows([30], seed=12)
-    reps = bootstrap.bon_pool_replicates(pools, caches, None, [2, 8], 20, torch.Generator().manual_seed(0))
+    reps = bootstrap.bon_pool_replicates(pools, caches, None, [2, 8], 20, seeded(0))
     point, se = bootstrap.point_and_se(reps["kl_tie_aware"])
     assert point.tolist() == pytest.approx([bon.kl_bon_analytic(2), bon.kl_bon_analytic(8)], abs=1e-12)
     assert se.abs().max().item() < 1e-12 and reps["tied_fraction"][0].item() == 0.0
@@ -169,7 +170,7 @@ def test_bootstrap_se_matches_the_spread_over_independent_draws():
     Known limit, asserted so that it stays known: at N = M/4 = 64 the bootstrap under-states the SE of the pool's
     reward (0.82 here; 0.79 with 300 draws of 2 prompts; 0.95 at N = M/16 with M = 1024) and of win_rate_first
     (0.77), since those estimates then rest on the top few samples of the pool, where resampling is weakest."""
-    g = torch.Generator().manual_seed(11)
+    g = seeded(11)
     k, m, t, n_policy, draws, b = 5000, 256, 512, 128, 400, 100
     p = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64) * 0.5, -1)
     rewards = torch.randn(k, generator=g, dtype=torch.float64).float().double()

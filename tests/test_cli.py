@@ -6,13 +6,11 @@ which are started together and checked one per test."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, cli_command, cli_env, shifted
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
 from vbon_exp.config import ConfigError, validate
@@ -24,19 +22,9 @@ RESULT_KEYS = {
 }
 
 
-def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "HYDRA_FULL_ERROR")}
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env.update(extra)
-    return env
-
-
 def _start(output_root: Path, *args: str, **env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vbon_exp", f"paths.output_root={output_root}", *args],
-        cwd=REPO_ROOT, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    return subprocess.Popen(cli_command(f"paths.output_root={output_root}", *args), cwd=REPO_ROOT, env=cli_env(**env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -64,6 +52,8 @@ def test_default_run_succeeds_and_prints_results(default_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "results:" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+    # its output is a pipe, not a terminal: progress is whole lines (none for a run this short), no redraws
+    assert "\r" not in proc.stdout + proc.stderr
 
 
 def test_default_run_writes_a_complete_results_line(default_run):
@@ -77,7 +67,8 @@ def test_default_run_writes_a_complete_results_line(default_run):
     # (the default objective is whatever conf/config.yaml names; N and β always describe the same point)
     assert point["task"] == "synthetic" and point["status"] == "ok" and isinstance(point["objective"], str)
     assert point["n"] == pytest.approx(1 / point["beta"] + 1, rel=1e-9)
-    assert point["seed"] == 0 and point["temperature"] == 1.0
+    assert point["seed"] == shifted(0) and point["temperature"] == 1.0
+    assert point["threads"] == 1  # threads=auto takes $OMP_NUM_THREADS, which the suite sets (conftest.cli_env)
     assert point["exact_kl"] >= 0 and point["exact_kl_to_target"] >= 0
     assert 0 < point["win_rate"] < 1 and point["wall_s"] > 0
     assert str(files[0].parent) in proc.stdout  # the printed path is the results file's run dir
@@ -102,7 +93,7 @@ def test_help_and_cfg_job(tmp_path):
     assert "objective" in helped.stdout and "task" in helped.stdout
     cfg = _run(tmp_path, "--cfg", "job")
     assert cfg.returncode == 0, cfg.stderr
-    assert "objective:" in cfg.stdout and "sampling:" in cfg.stdout and "seed: 0" in cfg.stdout
+    assert "objective:" in cfg.stdout and "sampling:" in cfg.stdout and f"seed: {shifted(0)}" in cfg.stdout
     assert not (tmp_path / "cache").exists()  # printing the config runs nothing
 
 

@@ -262,3 +262,35 @@ def test_validate_returns_every_node_as_its_dataclass(tmp_path):
     assert type(nodes.task) is TASK_REGISTRY["imdb"].config and nodes.model is not None and nodes.reward is not None
     assert nodes.paths.cache_dir == f"{tmp_path}/cache"  # interpolations resolved
     assert torch.device(nodes.run.device if nodes.run.device != "auto" else "cpu")
+
+
+# the objectives that read N as a whole number, and how each is given β = 1/7 typed as 0.1428571
+WHOLE_N = [("bon", ()), ("bon_sft", ()), ("bond", ()), ("bond_iterative", ()), ("bonbon", ()), ("dpo", ()),
+           ("ipo", ()), ("vbon", ("objective.bound=exact",))]
+
+
+@pytest.mark.parametrize("objective, extra", WHOLE_N)
+def test_a_beta_within_1e_4_of_one_over_n_minus_one_is_that_n_for_every_objective(tmp_path, objective, extra, caplog):
+    import logging
+
+    cfg = _compose(f"paths.output_root={tmp_path}", f"objective={objective}", "objective.beta=0.1428571", *extra)
+    with caplog.at_level(logging.INFO, logger="vbon_exp.config"):
+        node = config.validate(cfg).objective
+    assert (node.n, node.beta) == (8, 1 / 7)
+    assert (cfg.objective.n, cfg.objective.beta) == (8, 1 / 7)  # the results columns read the run's config
+    assert caplog.text.count("objective.beta=0.1428571 is taken as N = 8") == 1
+    config.validate(cfg)  # validated again (a resumed run): nothing left to round, nothing logged again
+    assert caplog.text.count("is taken as N") == 1
+    far = _compose(f"paths.output_root={tmp_path}", f"objective={objective}", "objective.beta=0.15", *extra)
+    if objective == "vbon":  # the exact bound keeps the seed code's rule for any other β: N = ⌊1/β⌋ + 1, warned
+        assert config.validate(far).objective.beta == 0.15
+        return
+    with pytest.raises(ConfigError, match=r"objective\.(n|pair_n|beta)"):  # not a whole N: one error naming the key
+        config.validate(far)
+
+
+def test_objectives_that_take_any_beta_keep_it(tmp_path):
+    for objective, extra in (("vbon", ()), ("kl_rl", ()), ("dpo", ("objective.pair_n=4",))):
+        node = config.validate(_compose(f"paths.output_root={tmp_path}", f"objective={objective}",
+                                        "objective.beta=0.1428571", *extra)).objective
+        assert node.beta == 0.1428571 and node.n == pytest.approx(8.0000021, rel=1e-7)

@@ -2,12 +2,11 @@
 identical parameters (the trainer gathers a checksum from every process and raises on a mismatch)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO_ROOT, cli_env, free_port, shift_seed_overrides
 
 
 def test_two_process_run_keeps_replicas_identical(tmp_path):
@@ -16,12 +15,13 @@ def test_two_process_run_keeps_replicas_identical(tmp_path):
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [
         str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-        "-m", "vbon_exp", "device=cpu", "train.max_updates=4", f"paths.output_root={tmp_path}",
-        "eval.samples_per_prompt=8", "wandb.mode=disabled", "task.response_length=3",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        "-m", "vbon_exp", *shift_seed_overrides(["device=cpu", "train.max_updates=4", f"paths.output_root={tmp_path}",
+                                                 "eval.samples_per_prompt=8", "wandb.mode=disabled",
+                                                 "task.response_length=3"]),
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=cli_env(WANDB_MODE="disabled"), capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [json.loads(line) for f in tmp_path.glob("runs/**/results.jsonl") for line in f.read_text().splitlines()]
     assert len(lines) == 1, "exactly one results line: only the main process writes"

@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+from conftest import seeded, shifted
 
 from vbon_exp import bon
 from vbon_exp.evaluate import evaluate, evaluate_bon_pool
@@ -31,7 +32,7 @@ def flat_cache(flat_synthetic_task, tmp_path_factory):
     task = flat_synthetic_task
     return build_reference_cache(
         reference=task.reference, reward=task.reward, tokenizer=task.tokenizer, prompts=task.test_prompts,
-        m=16384, sampling=SAMPLING, seed=0, cache_dir=tmp_path_factory.mktemp("ref-cache"),
+        m=16384, sampling=SAMPLING, seed=shifted(0), cache_dir=tmp_path_factory.mktemp("ref-cache"),
         key_parts={"reference": task.fingerprint["reference"], "reward": task.fingerprint["reward"]},
         eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=64, keep_texts=0,
     )
@@ -41,7 +42,7 @@ def flat_cache(flat_synthetic_task, tmp_path_factory):
 def perturbed_policy(flat_synthetic_task):
     """π_ref with fixed-seed Gaussian noise (std 0.05) on every weight: exact KL(π_θ‖π_ref) = 0.27."""
     model = copy.deepcopy(flat_synthetic_task.reference)
-    g = torch.Generator().manual_seed(123)
+    g = seeded(123)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
@@ -50,7 +51,8 @@ def perturbed_policy(flat_synthetic_task):
 
 @pytest.fixture(scope="module")
 def perturbed_metrics(perturbed_policy, flat_synthetic_task, flat_cache):
-    return evaluate(perturbed_policy, flat_synthetic_task, flat_cache, samples_per_prompt=SAMPLES_PER_PROMPT, seed=0)
+    return evaluate(perturbed_policy, flat_synthetic_task, flat_cache, samples_per_prompt=SAMPLES_PER_PROMPT,
+                    seed=shifted(0))
 
 
 def test_exact_metrics_are_the_oracles(perturbed_metrics, perturbed_policy, flat_synthetic_task):
@@ -102,7 +104,7 @@ def test_bon_k1_estimate_matches_exact_bon_kl(flat_synthetic_task, flat_cache):
     task, oracle = flat_synthetic_task, flat_synthetic_task.oracle
     n = 4
     policy = BoNPolicy(ModelPolicy(task.reference, task, SAMPLING), n)
-    m = evaluate(policy, task, flat_cache, samples_per_prompt=SAMPLES_PER_PROMPT, seed=0)
+    m = evaluate(policy, task, flat_cache, samples_per_prompt=SAMPLES_PER_PROMPT, seed=shifted(0))
     assert m["kl_estimator"] == "k1" and m["kl_analytic"] == pytest.approx(bon.kl_bon_analytic(n))
     lp_bon = oracle.bon_log_probs(n)
     k = oracle.num_responses
@@ -153,7 +155,7 @@ def _pool(task, cache_dir, m=POOL_M):
     """The BoN pool: its own cache of the test prompts (purpose bon_pool in the key, as run.reference_caches)."""
     return build_reference_cache(
         reference=task.reference, reward=task.reward, tokenizer=task.tokenizer, prompts=task.test_prompts, m=m,
-        sampling=SAMPLING, seed=0, cache_dir=cache_dir,
+        sampling=SAMPLING, seed=shifted(0), cache_dir=cache_dir,
         key_parts={"reference": task.fingerprint["reference"], "reward": task.fingerprint["reward"],
                    "purpose": "bon_pool"},
         eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=64, keep_texts=0,
@@ -164,7 +166,8 @@ def _pool(task, cache_dir, m=POOL_M):
 def pool_points(flat_synthetic_task, flat_cache, tmp_path_factory):
     pool = _pool(flat_synthetic_task, tmp_path_factory.mktemp("pool"))
     assert not torch.equal(pool.sorted_rewards[:, :64], flat_cache.sorted_rewards[:, :64])  # not the test cache
-    return evaluate_bon_pool(PooledBoN(pool, BON_NS), flat_synthetic_task, flat_cache, seed=0, bootstrap=BOOTSTRAP)
+    return evaluate_bon_pool(PooledBoN(pool, BON_NS), flat_synthetic_task, flat_cache, seed=shifted(0),
+                             bootstrap=BOOTSTRAP)
 
 
 def test_bon_from_the_pool_matches_exact_bon(pool_points, flat_synthetic_task):
@@ -197,7 +200,8 @@ def test_bon_from_the_pool_matches_exact_bon(pool_points, flat_synthetic_task):
 @pytest.fixture(scope="module")
 def sampled_points(flat_synthetic_task, flat_cache):
     reference = ModelPolicy(flat_synthetic_task.reference, flat_synthetic_task, SAMPLING)
-    return {n: evaluate(BoNPolicy(reference, n), flat_synthetic_task, flat_cache, samples_per_prompt=256, seed=n,
+    return {n: evaluate(BoNPolicy(reference, n), flat_synthetic_task, flat_cache, samples_per_prompt=256,
+                        seed=shifted(n),
                         bootstrap=BOOTSTRAP) for n in BON_NS}
 
 
@@ -237,11 +241,11 @@ def test_tie_aware_kl_is_the_exact_kl_with_tied_rewards(tied_synthetic_task, tmp
     pool = _pool(task, cache_dir)
     test_cache = build_reference_cache(
         reference=task.reference, reward=task.reward, tokenizer=task.tokenizer, prompts=task.test_prompts, m=4096,
-        sampling=SAMPLING, seed=0, cache_dir=cache_dir,
+        sampling=SAMPLING, seed=shifted(0), cache_dir=cache_dir,
         key_parts={"reference": task.fingerprint["reference"], "reward": task.fingerprint["reward"]},
         eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=64, keep_texts=0,
     )
-    points = evaluate_bon_pool(PooledBoN(pool, BON_NS), task, test_cache, seed=0, bootstrap=BOOTSTRAP)
+    points = evaluate_bon_pool(PooledBoN(pool, BON_NS), task, test_cache, seed=shifted(0), bootstrap=BOOTSTRAP)
     assert len(torch.unique(oracle.rewards)) <= 5  # precondition: the levels
     for p in points:
         n = p["n"]

@@ -10,24 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import run_point
 from safetensors.torch import load_file
 
 import vbon_exp.config  # noqa: F401  (resolvers)
 from vbon_exp.rewards import RewardError
-from vbon_exp.run import run
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def compose_cfg(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_root={tmp_path}", "wandb.mode=disabled",
-                                            "device=cpu", *overrides])
 
-
-def run_point(tmp_path, run_dir, *overrides):
-    return run(compose_cfg(tmp_path, *overrides), run_dir=run_dir)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import seeded, shifted
 
 from vbon_exp.pairs import NoPairError, best_worst, block_size, blocks_needed, build_sample_table, make_pairs
 from vbon_exp.sampling import SamplingConfig
@@ -14,7 +15,7 @@ from vbon_exp.sampling import SamplingConfig
 def table(task, cache_dir, count, seed=0):
     return build_sample_table(
         reference=task.reference, reward=task.reward, prompts=task.train_prompts, count=count,
-        sampling=SamplingConfig(temperature=1.0, max_new_tokens=5), seed=seed, cache_dir=cache_dir,
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=5), seed=shifted(seed), cache_dir=cache_dir,
         key_parts={"reference": task.fingerprint["reference"], "reward": task.fingerprint["reward"],
                    "prompts": task.fingerprint["train_prompts"]},
         eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=3,
@@ -60,33 +61,48 @@ def test_an_extended_or_repaired_build_equals_a_fresh_one(synthetic_task, tmp_pa
 
 def test_best_worst_breaks_ties_by_the_seed():
     rewards = torch.tensor([[[1.0, 3.0, 3.0, 0.0, 0.0]]]).expand(2000, 1, 5)
-    best, worst, tied = best_worst(rewards, torch.Generator().manual_seed(0))
+    best, worst, tied = best_worst(rewards, seeded(0))
     assert not tied.any() and set(best.flatten().tolist()) == {1, 2} and set(worst.flatten().tolist()) == {3, 4}
     assert abs(float((best == 1).float().mean()) - 0.5) < 0.05  # uniform among the tied
-    again, _, _ = best_worst(rewards, torch.Generator().manual_seed(0))
+    again, _, _ = best_worst(rewards, seeded(0))
     assert torch.equal(best, again)
-    _, _, tied = best_worst(torch.tensor([[2.0, 2.0], [1.0, 2.0]]), torch.Generator().manual_seed(0))
+    _, _, tied = best_worst(torch.tensor([[2.0, 2.0], [1.0, 2.0]]), seeded(0))
     assert tied.tolist() == [True, False]
+
+
+def tied_groups(rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """[P, K] whether each group of n samples ties throughout (the peaky π_ref repeats responses, so whether a group
+    of a few draws ties depends on the draws, hence on the CPU: tests count ties, they never assume none)."""
+    groups = rewards.view(rewards.shape[0], -1, n)
+    return groups.max(-1).values == groups.min(-1).values
 
 
 def test_pairs_are_best_and_worst_of_each_group(synthetic_task, tmp_path):
     t = table(synthetic_task, tmp_path, 12)
-    pairs = make_pairs(t, synthetic_task.train_prompts, 4, 3, seed=0, pad_id=0)
-    assert len(pairs) == 12 and pairs.dropped == 0
-    groups = t.rewards.view(4, 3, 4)
-    torch.testing.assert_close(pairs.chosen.rewards, groups.max(-1).values.flatten())
-    torch.testing.assert_close(pairs.rejected.rewards, groups.min(-1).values.flatten())
-    assert pairs.chosen.prompt_index.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-    assert torch.equal(pairs.chosen.prompt_ids[0], torch.tensor(synthetic_task.train_prompts[0]))
+    pairs = make_pairs(t, synthetic_task.train_prompts, 4, 3, seed=shifted(0), pad_id=0)
+    groups, kept = t.rewards.view(4, 3, 4), ~tied_groups(t.rewards, 4)
+    assert pairs.dropped == int((~kept).sum()) and len(pairs) == int(kept.sum())  # tied groups: dropped, counted
+    torch.testing.assert_close(pairs.chosen.rewards, groups.max(-1).values[kept])
+    torch.testing.assert_close(pairs.rejected.rewards, groups.min(-1).values[kept])
+    assert bool((pairs.chosen.rewards > pairs.rejected.rewards).all())
+    assert pairs.chosen.prompt_index.tolist() == torch.arange(4)[:, None].expand(4, 3)[kept].tolist()
+    assert torch.equal(pairs.rejected.prompt_index, pairs.chosen.prompt_index)
+    for side in (pairs.chosen, pairs.rejected):  # each side is a sample of its prompt's cached stream, with its reward
+        for row in range(len(side)):
+            i = int(side.prompt_index[row])
+            assert torch.equal(side.prompt_ids[row], torch.tensor(synthetic_task.train_prompts[i]))
+            same = (t.response_ids[i] == side.response_ids[row]).all(-1) & (t.rewards[i] == side.rewards[row])
+            assert bool(same.any())
 
 
 def test_a_prompt_whose_samples_all_tie_is_named(synthetic_task, tmp_path):
     t = table(synthetic_task, tmp_path, 8)
+    t.rewards = torch.arange(t.rewards.numel(), dtype=torch.float32).view_as(t.rewards)  # distinct: no tie by chance
     t.rewards[1, :4] = 0.5  # prompt 1: its first group ties, its second does not → that group is dropped
-    pairs = make_pairs(t, synthetic_task.train_prompts, 4, 2, seed=0, pad_id=0)
-    assert pairs.dropped == 1 and len(pairs) == 7
+    pairs = make_pairs(t, synthetic_task.train_prompts, 4, 2, seed=shifted(0), pad_id=0)
+    assert pairs.dropped == 1 and len(pairs) == 7 and pairs.chosen.prompt_index.tolist().count(1) == 1
     t.rewards[2] = 0.25  # prompt 2: every sample ties → no pair at all
     text = synthetic_task.prompt_text("train", 2)
     with pytest.raises(NoPairError, match=rf"train prompt 2 '{text}': all 4 reference samples .* same reward 0.25"):
-        make_pairs(t, synthetic_task.train_prompts, 4, 2, seed=0, pad_id=0,
+        make_pairs(t, synthetic_task.train_prompts, 4, 2, seed=shifted(0), pad_id=0,
                    prompt_text=lambda i: synthetic_task.prompt_text("train", i))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import types
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from vbon_exp import pareto
 
@@ -591,13 +591,9 @@ def exact_sweep(tmp_path_factory) -> Path:
     """A real small synthetic sweep: bon, vbon, kl_rl × β = 1/3, 1/7 × seeds 0, 1 (3-token responses, 5 updates:
     what is tested holds for whatever the trainers reach; ~15 s)."""
     root = tmp_path_factory.mktemp("exact-sweep")
-    result = subprocess.run(
-        [sys.executable, "-m", "vbon_exp", "-m", "objective=bon,vbon,kl_rl",
-         "objective.beta=" + ",".join(repr(b) for b in BETAS), "seed=0,1", f"paths.output_root={root}",
-         "task.response_length=3",
-         "train.max_updates=5", "eval.samples_per_prompt=32", "wandb.mode=disabled"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        check=False)
+    result = run_cli("-m", "objective=bon,vbon,kl_rl", "objective.beta=" + ",".join(repr(b) for b in BETAS),
+                     "seed=0,1", f"paths.output_root={root}", "task.response_length=3", "train.max_updates=5",
+                     "eval.samples_per_prompt=32", "wandb.mode=disabled", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = sorted((root / "multirun").glob("*/*"))
     return sweep

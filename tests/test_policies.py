@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import seeded
 
 from vbon_exp.modeling import Samples
 from vbon_exp.policies import BoNPolicy, ModelPolicy, stratified_mean_se
@@ -20,7 +21,7 @@ PAD_GARBAGE = 5  # a real token id in the padding slots: anything that ignores t
 def perturbed_model(synthetic_task):
     """π_ref (the synthetic 2-layer GPT-2) with fixed-seed Gaussian noise (std 0.03) on every weight."""
     model = copy.deepcopy(synthetic_task.reference)
-    g = torch.Generator().manual_seed(11)
+    g = seeded(11)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.03)
@@ -119,8 +120,8 @@ def test_bon_policy_on_the_synthetic_task_keeps_the_best_of_its_pool(synthetic_t
     """With the same generator seed, BoN(N=4) returns the best of each group of 4 consecutive reference draws."""
     reference = ModelPolicy(synthetic_task.reference, synthetic_task, SamplingConfig(max_new_tokens=5))
     prompts, n, big_n = synthetic_task.train_prompts, 3, 4
-    pool = reference.sample(prompts, n * big_n, torch.Generator().manual_seed(5))
-    out = BoNPolicy(reference, big_n).sample(prompts, n, torch.Generator().manual_seed(5))
+    pool = reference.sample(prompts, n * big_n, seeded(5))
+    out = BoNPolicy(reference, big_n).sample(prompts, n, seeded(5))
     groups = pool.rewards.view(-1, big_n)
     assert torch.equal(out.rewards, groups.max(-1).values)
     best_rows = groups.argmax(-1) + torch.arange(len(groups)) * big_n

@@ -18,16 +18,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO_ROOT, build_synthetic
+from conftest import REPO_ROOT, build_synthetic, compose_cfg, run_cli, run_point, seeded
 from hydra import compose, initialize_config_dir
 
 import vbon_exp.config  # noqa: F401  (resolvers)
@@ -45,14 +42,6 @@ CONF = str(REPO_ROOT / "conf")
 SMALL = ("task.response_length=3", "preference.pairs_per_prompt=2048", "eval.samples_per_prompt=16")
 
 
-def compose_cfg(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_root={tmp_path}", "wandb.mode=disabled", "device=cpu",
-                                            *overrides])
-
-
-def run_point(tmp_path, run_dir, *overrides):
-    return run(compose_cfg(tmp_path, *overrides), run_dir=run_dir)
 
 
 # --------------------------------------------------------------------------- parity with TRL
@@ -100,7 +89,7 @@ def trl_loss(tmp_path, loss_type: str, beta: float, batch: dict) -> float:
 def fixed_batch():
     """3 pairs, prompts of 2 tokens, completions of different lengths; rows [chosen..., rejected...] as TRL's
     collator stacks them. Per-token log-probs of the policy and the reference are fixed random numbers."""
-    g = torch.Generator().manual_seed(0)
+    g = seeded(0)
     lengths = torch.tensor([3, 5, 1, 4, 2, 5])  # chosen 0..2, rejected 0..2
     prompt, width = 2, 2 + int(lengths.max())
     pos = torch.arange(width)[None, :]
@@ -143,7 +132,7 @@ def test_dpo_and_ipo_losses_match_trl(tmp_path, beta):
 def test_pair_law_matches_enumeration_with_ties():
     """Every n-tuple of a 6-response support, ties in the reward included (broken uniformly), all-tied tuples
     dropped: the enumerated (best, worst) law equals `response_pair_matrix`."""
-    logq = torch.log_softmax(torch.randn(6, generator=torch.Generator().manual_seed(0), dtype=torch.float64), 0)
+    logq = torch.log_softmax(torch.randn(6, generator=seeded(0), dtype=torch.float64), 0)
     r = torch.tensor([0.1, 0.5, 0.5, -1.0, 2.0, 0.3], dtype=torch.float64)
     q, n = logq.exp(), 3
     law, kept = torch.zeros(6, 6, dtype=torch.float64), 0.0
@@ -182,7 +171,7 @@ def test_beta_star_margin_is_bons_expected_log_ratio_gap(flat_synthetic_task):
 def test_squared_loss_minimiser_is_stationary_and_is_not_bon(alpha):
     """On a 40-response support (a tie included): the population objective's gradient vanishes at the computed
     minimiser, no random perturbation improves it, and π_BoN does worse (so π_BoN is not BoNBoN's minimiser)."""
-    g = torch.Generator().manual_seed(1)
+    g = seeded(1)
     logq = torch.log_softmax(torch.randn(40, generator=g, dtype=torch.float64), 0)[None]
     r = torch.randn(40, generator=g, dtype=torch.float64)
     r[7] = r[3]
@@ -323,10 +312,8 @@ def test_bad_alpha_stops_the_run_before_sampling_pairs(tmp_path):
 
 
 def test_bad_alpha_from_the_command_line_is_one_message(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "vbon_exp", f"paths.output_root={tmp_path}", "objective=bonbon",
-                           "objective.alpha=2", "eval.samples_per_prompt=4"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_cli(f"paths.output_root={tmp_path}", "objective=bonbon", "objective.alpha=2",
+                   "eval.samples_per_prompt=4")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "vbon_exp: error: objective.alpha must be in [0, 1]" in proc.stderr and "Traceback" not in proc.stderr
 

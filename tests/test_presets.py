@@ -143,3 +143,16 @@ def test_m_ablation_keeps_one_evaluation_yardstick(tmp_path):
     for m in grid["reference.m"]:
         ref = validate(member("m_ablation", tmp_path, **{"reference.m": m})).reference
         assert ref.m == int(m) and ref.m_for("test") == 512
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_preset_yields_to_the_users_launcher_and_runs_alone(name, tmp_path):
+    """`+experiment=<preset> hydra/launcher=basic` composes (a preset's launcher settings would fail on another
+    launcher's node), and without -m the preset is a single run that validates."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={name}", "hydra/launcher=basic",
+                                           f"paths.output_root={tmp_path}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    validate(member(name, tmp_path))

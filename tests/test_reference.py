@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vbon_exp.reference as reference
+from conftest import shifted
 from vbon_exp.evaluate import evaluate
 from vbon_exp.policies import ModelPolicy
 from vbon_exp.reference import ReferenceCache, build_reference_cache, cache_key
@@ -19,7 +20,7 @@ SAMPLING = SamplingConfig(temperature=1.0, max_new_tokens=5)
 def build(task, cache_dir, *, m=64, sampling=SAMPLING, seed=0, chunk_prompts=1, keep_texts=0):
     return build_reference_cache(
         reference=task.reference, reward=task.reward, tokenizer=task.tokenizer, prompts=task.test_prompts, m=m,
-        sampling=sampling, seed=seed, cache_dir=cache_dir,
+        sampling=sampling, seed=shifted(seed), cache_dir=cache_dir,
         key_parts={"reference": task.fingerprint["reference"], "reward": task.fingerprint["reward"],
                    "prompts": task.fingerprint["test_prompts"]},
         eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=chunk_prompts, keep_texts=keep_texts,
@@ -156,7 +157,7 @@ def test_reference_wins_half_the_time_against_its_own_cache(synthetic_task, tmp_
     task = synthetic_task
     cache = build(task, tmp_path, m=2048, chunk_prompts=64)
     policy = ModelPolicy(task.reference, task, SAMPLING)
-    m = evaluate(policy, task, cache, samples_per_prompt=4000, seed=2)
+    m = evaluate(policy, task, cache, samples_per_prompt=4000, seed=shifted(2))
     assert m["win_rate"] == pytest.approx(0.5, abs=0.02), m
     assert m["exact_win_rate"] == pytest.approx(0.5, abs=1e-12)
     # the policy is π_ref itself: every KL is exactly 0 (same model, same inputs, same arithmetic)
@@ -205,6 +206,6 @@ def test_chunks_without_first_rewards_are_read_and_say_so(synthetic_task, tmp_pa
     assert "win_rate_first is left out" in caplog.text
     monkeypatch.undo()
     m = evaluate(ModelPolicy(synthetic_task.reference, synthetic_task, SAMPLING), synthetic_task, old,
-                 samples_per_prompt=8, seed=0, bootstrap=10)
+                 samples_per_prompt=8, seed=shifted(0), bootstrap=10)
     assert "win_rate_first" not in m and "win_rate_first_se" not in m["se_covers"]
     assert "win_rate" in m and m["se_covers"]["win_rate_se"] == "policy samples + reference cache (bootstrap B=10)"

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import build_task_from_config
+from conftest import build_task_from_config, seeded
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
 from vbon_exp.config import validate
@@ -56,7 +56,7 @@ def test_test_m_sizes_the_test_cache_only(make_config):
 def _perturbed(model, std: float = 0.05, seed: int = 123):
     """A copy of `model` with fixed-seed Gaussian noise on every weight: a policy clearly different from π_ref."""
     model = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
+    g = seeded(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=g) * std)

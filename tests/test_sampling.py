@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy import stats
 from stats_helpers import binned_chisquare
+from conftest import seeded, shifted
 
 from vbon_exp.modeling import Samples, load_causal_lm, response_logits, token_log_probs
 from vbon_exp.sampling import (
@@ -33,7 +34,7 @@ def tiny_lm(tmp_path_factory):
     """A 1-layer GPT-2 with an EOS token, saved with save_pretrained and loaded the way tasks load models."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(shifted(0))
     config = GPT2Config(
         vocab_size=VOCAB, n_positions=32, n_embd=16, n_layer=1, n_head=2, eos_token_id=EOS, bos_token_id=EOS,
         initializer_range=0.3,
@@ -55,7 +56,7 @@ def test_filter_logits_top_k_keeps_the_k_largest():
 
 
 def test_filter_logits_no_filter_is_identity():
-    logits = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+    logits = torch.randn(3, 7, generator=seeded(0))
     assert torch.equal(filter_logits(logits, 0, 1.0), logits)
     assert torch.equal(filter_logits(logits, 7, 1.0), logits)  # k ≥ vocabulary: nothing to drop
 
@@ -86,7 +87,7 @@ def test_inverse_cdf_sample_matches_probabilities_and_never_draws_zero_mass():
     # unnormalised, zeros at the first, a middle and the last position
     weights = torch.tensor([0.0, 2.0, 0.0, 1.0, 3.0, 0.5, 0.0, 1.5, 0.0])
     n = 40000
-    draws = inverse_cdf_sample(weights.expand(n, -1), torch.Generator().manual_seed(0))
+    draws = inverse_cdf_sample(weights.expand(n, -1), seeded(0))
     counts = torch.bincount(draws, minlength=len(weights))
     assert counts[weights == 0].sum().item() == 0
     p = weights / weights.sum()
@@ -101,10 +102,10 @@ def test_inverse_cdf_sample_matches_probabilities_and_never_draws_zero_mass():
 
 def test_inverse_cdf_sample_single_token_and_deterministic_with_seed():
     probs = torch.tensor([[0.0, 0.0, 1.0, 0.0]]).expand(1000, -1)
-    assert (inverse_cdf_sample(probs, torch.Generator().manual_seed(1)) == 2).all()
-    w = torch.rand(50, 8, generator=torch.Generator().manual_seed(2))
-    a = inverse_cdf_sample(w, torch.Generator().manual_seed(3))
-    b = inverse_cdf_sample(w, torch.Generator().manual_seed(3))
+    assert (inverse_cdf_sample(probs, seeded(1)) == 2).all()
+    w = torch.rand(50, 8, generator=seeded(2))
+    a = inverse_cdf_sample(w, seeded(3))
+    b = inverse_cdf_sample(w, seeded(3))
     assert torch.equal(a, b)
 
 
@@ -140,7 +141,7 @@ def test_sample_next_token_matches_filtered_softmax(cfg):
     target = torch.where(keep, probs, torch.zeros_like(probs))
     target = target / target.sum()
     n = 30000
-    draws = sample_next_token(logits.expand(n, -1), cfg, torch.Generator().manual_seed(4))
+    draws = sample_next_token(logits.expand(n, -1), cfg, seeded(4))
     counts = torch.bincount(draws, minlength=len(logits))
     assert counts[~keep].sum().item() == 0
     res = stats.chisquare(counts[keep].numpy(), (target[keep] * n).numpy())
@@ -166,7 +167,7 @@ def _strip_prompt(samples: Samples, j: int) -> list[int]:
 def test_sample_responses_groups_rows_by_prompt_in_prompt_order(tiny_lm):
     n = 5
     cfg = SamplingConfig(max_new_tokens=6, batch_size=3)  # batches straddle prompts of different lengths
-    s = sample_responses(tiny_lm, PROMPTS, n, cfg, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(0))
+    s = sample_responses(tiny_lm, PROMPTS, n, cfg, eos_id=EOS, pad_id=PAD, generator=seeded(0))
     assert len(s) == n * len(PROMPTS)
     assert s.prompt_index.tolist() == [i for i in range(len(PROMPTS)) for _ in range(n)]
     for j in range(len(s)):
@@ -175,7 +176,7 @@ def test_sample_responses_groups_rows_by_prompt_in_prompt_order(tiny_lm):
         assert s.prompt_mask[j, -1] == 1
     # a custom prompt_index labels rows with the caller's ids, same grouping
     s2 = sample_responses(
-        tiny_lm, PROMPTS, 2, cfg, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(0),
+        tiny_lm, PROMPTS, 2, cfg, eos_id=EOS, pad_id=PAD, generator=seeded(0),
         prompt_index=[10, 11, 12, 13],
     )
     assert s2.prompt_index.tolist() == [10, 10, 11, 11, 12, 12, 13, 13]
@@ -184,14 +185,14 @@ def test_sample_responses_groups_rows_by_prompt_in_prompt_order(tiny_lm):
 
 def test_sample_responses_is_deterministic_given_the_seed(tiny_lm):
     cfg = SamplingConfig(max_new_tokens=6, batch_size=7)
-    a = sample_responses(tiny_lm, PROMPTS, 4, cfg, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(9))
-    b = sample_responses(tiny_lm, PROMPTS, 4, cfg, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(9))
+    a = sample_responses(tiny_lm, PROMPTS, 4, cfg, eos_id=EOS, pad_id=PAD, generator=seeded(9))
+    b = sample_responses(tiny_lm, PROMPTS, 4, cfg, eos_id=EOS, pad_id=PAD, generator=seeded(9))
     assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.response_mask, b.response_mask)
 
 
 def test_response_mask_stops_after_eos(tiny_lm):
     cfg = SamplingConfig(max_new_tokens=8, batch_size=64)
-    s = sample_responses(tiny_lm, PROMPTS, 50, cfg, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(1))
+    s = sample_responses(tiny_lm, PROMPTS, 50, cfg, eos_id=EOS, pad_id=PAD, generator=seeded(1))
     finished = 0
     for j in range(len(s)):
         ids, mask = s.response_ids[j].tolist(), s.response_mask[j].tolist()
@@ -208,7 +209,7 @@ def test_response_mask_stops_after_eos(tiny_lm):
 
 def test_without_eos_every_response_has_full_length(tiny_lm):
     cfg = SamplingConfig(max_new_tokens=4)
-    s = sample_responses(tiny_lm, PROMPTS, 3, cfg, eos_id=None, pad_id=PAD, generator=torch.Generator().manual_seed(2))
+    s = sample_responses(tiny_lm, PROMPTS, 3, cfg, eos_id=None, pad_id=PAD, generator=seeded(2))
     assert s.response_ids.shape == (12, 4) and bool(s.response_mask.all())
 
 
@@ -244,7 +245,7 @@ def test_padded_kv_cached_generation_samples_the_exact_distribution(tiny_lm, tem
     3000 two-token responses per prompt vs the exact distribution from unpadded forwards, chi-square."""
     n = 3000
     cfg = SamplingConfig(temperature=temperature, max_new_tokens=2, batch_size=256)
-    s = sample_responses(tiny_lm, PROMPTS, n, cfg, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(3))
+    s = sample_responses(tiny_lm, PROMPTS, n, cfg, eos_id=EOS, pad_id=PAD, generator=seeded(3))
     outcomes = _outcome(s)
     exact = torch.stack([_exact_two_token_distribution(tiny_lm, p, temperature) for p in PROMPTS])
     assert torch.allclose(exact.sum(-1), torch.ones(4, dtype=torch.float64), atol=1e-12, rtol=0)
@@ -261,8 +262,9 @@ def test_padded_kv_cached_generation_samples_the_exact_distribution(tiny_lm, tem
 def test_padded_batch_log_probs_equal_single_row_log_probs(tiny_lm):
     """response_logits on a left/right-padded batch gives each row the log-probs of that row alone, unpadded."""
     cfg = SamplingConfig(max_new_tokens=6, batch_size=64)
-    s = sample_responses(tiny_lm, PROMPTS, 6, cfg, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(4))
-    assert s.response_mask.sum(-1).min() < s.response_ids.shape[1]  # some rows are right-padded
+    s = sample_responses(tiny_lm, PROMPTS, 6, cfg, eos_id=EOS, pad_id=PAD, generator=seeded(4))
+    s.response_mask[0, 2:], s.response_ids[0, 2:] = 0, PAD  # a right-padded row whatever the draws (a prefix of one)
+    assert s.response_mask.sum(-1).min() < s.response_ids.shape[1]
     with torch.no_grad():
         batched = token_log_probs(response_logits(tiny_lm, s, 0.8), s)
         for j in range(len(s)):
@@ -302,7 +304,7 @@ def test_two_level_inverse_cdf_across_blocks_and_the_partial_tail_block():
 
     vocab = 700
     assert BLOCK == 256 and vocab % BLOCK  # precondition: a partial last block
-    g = torch.Generator().manual_seed(5)
+    g = seeded(5)
     weights = torch.zeros(vocab, dtype=torch.float32)
     support = torch.tensor([0, 3, 100, 255, 256 + 7, 256 + 200, 512, 600, 650, 699])  # block 1 ≠ empty
     weights[support] = torch.rand(len(support), generator=g) * 5 + 0.2
@@ -310,7 +312,7 @@ def test_two_level_inverse_cdf_across_blocks_and_the_partial_tail_block():
     weights[256 + 7], weights[256 + 200] = 0.0, 0.0  # block 1 entirely empty
     support = weights > 0
     n = 60000
-    draws = inverse_cdf_sample(weights.expand(n, -1).contiguous(), torch.Generator().manual_seed(6))
+    draws = inverse_cdf_sample(weights.expand(n, -1).contiguous(), seeded(6))
     counts = torch.bincount(draws, minlength=vocab)
     assert counts[~support].sum().item() == 0  # never a zero-weight token, never an empty block
     p = weights.double() / weights.double().sum()
@@ -330,7 +332,7 @@ def test_two_level_inverse_cdf_tiny_masses_next_to_huge_ones():
     w[1, 999] = 1e-30  # all the mass in the very last token
     w[2, 512] = 3.0
     w[3] = 1.0
-    draws = inverse_cdf_sample(w.repeat(500, 1), torch.Generator().manual_seed(0)).view(500, 4)
+    draws = inverse_cdf_sample(w.repeat(500, 1), seeded(0)).view(500, 4)
     assert (draws[:, 0] == 0).all() and (draws[:, 1] == 999).all() and (draws[:, 2] == 512).all()
     assert ((draws[:, 3] >= 0) & (draws[:, 3] < vocab)).all()
 
@@ -340,7 +342,7 @@ def test_sample_next_token_on_a_large_vocabulary_matches_the_filtered_softmax(te
     """V = 5,000 (20 blocks): 40,000 draws of sample_next_token vs the exact (top-k filtered) softmax at the
     temperature, binned chi-square; top-300 keeps tokens spread over every block and is never left."""
     vocab = 5000
-    g = torch.Generator().manual_seed(1)
+    g = seeded(1)
     logits = torch.randn(vocab, generator=g) * 2.0
     cfg = SamplingConfig(temperature=temperature, top_k=top_k)
     scaled = logits.double() / temperature
@@ -352,7 +354,7 @@ def test_sample_next_token_on_a_large_vocabulary_matches_the_filtered_softmax(te
     probs = torch.where(keep, torch.softmax(scaled.masked_fill(~keep, float("-inf")), -1), torch.zeros(vocab,
                                                                                                      dtype=torch.float64))
     n = 40000
-    draws = sample_next_token(logits.expand(n, -1).contiguous(), cfg, torch.Generator().manual_seed(2))
+    draws = sample_next_token(logits.expand(n, -1).contiguous(), cfg, seeded(2))
     res = binned_chisquare([draws], probs[None], key=torch.argsort(torch.argsort(-probs))[None].double(), n_bins=40)
     print(f"V=5000 T={temperature} top_k={top_k}: {res}")
     assert res["impossible"] == 0
@@ -375,7 +377,7 @@ def _full_sort_top_p_keep(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 def test_top_p_on_a_large_vocabulary_equals_the_full_sort(scale):
     """V = 5,000: a peaked distribution (the nucleus lies in the top-1024 candidates) and a flat one (it does not:
     the full sort) give the nucleus of the definition."""
-    logits = torch.randn(8, 5000, generator=torch.Generator().manual_seed(3)) * scale
+    logits = torch.randn(8, 5000, generator=seeded(3)) * scale
     for top_p in (0.5, 0.9, 0.99):
         kept = torch.isfinite(filter_logits(logits, 0, top_p))
         assert torch.equal(kept, _full_sort_top_p_keep(logits, top_p)), top_p
@@ -427,7 +429,7 @@ def test_dropping_finished_rows_keeps_the_exact_distribution(tiny_lm, monkeypatc
     monkeypatch.setattr(sampling, "_select_cache_rows", counting)
     n = 3000
     cfg = SamplingConfig(temperature=0.7, max_new_tokens=3, batch_size=512)
-    s = sample_responses(tiny_lm, PROMPTS, n, cfg, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(8))
+    s = sample_responses(tiny_lm, PROMPTS, n, cfg, eos_id=EOS, pad_id=PAD, generator=seeded(8))
     assert cuts and min(cuts) < 512  # rows were dropped
     ids = torch.nn.functional.pad(s.response_ids, (0, 3 - s.response_ids.shape[1]), value=PAD)
     outcomes = 100 * ids[:, 0] + 10 * ids[:, 1] + ids[:, 2]
@@ -466,7 +468,7 @@ def test_vllm_backend_without_vllm_fails_before_sampling(tiny_lm):
         check_backend("vllm")
     with pytest.raises(SamplerBackendError, match="vllm"):
         sample_responses(tiny_lm, PROMPTS, 2, SamplingConfig(max_new_tokens=2, backend="vllm"), eos_id=EOS,
-                         pad_id=PAD, generator=torch.Generator().manual_seed(0))
+                         pad_id=PAD, generator=seeded(0))
     with pytest.raises(SamplerBackendError, match="native"):
         check_backend("nope")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
+from conftest import run_cli, shifted
 from test_pareto import assert_valid_png, brute_force_frontier
 
 from vbon_exp.config import ConfigError, validate
+from vbon_exp.threads import usable_cores
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -26,10 +27,7 @@ FAST = ("task.response_length=3", "train.max_updates=5", "eval.samples_per_promp
 
 
 def vbon_exp(*args, timeout=300) -> subprocess.CompletedProcess:
-    # one torch thread: on a busy 2-core machine, 2 OpenMP threads spin-waiting made members ~30× slower
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "vbon_exp", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return run_cli(*args, timeout=timeout)
 
 
 def sweep_dirs(output_root: Path) -> list[Path]:
@@ -62,7 +60,7 @@ def test_every_member_has_a_results_line_and_the_failure_is_recorded(sweep):
     failed = [line for line in lines if line["status"] == "failed"]
     assert len(failed) == 1
     (bad,) = failed
-    assert (bad["objective"], bad["beta"], bad["task"], bad["seed"]) == ("bon", 0.3, "synthetic", 0)
+    assert (bad["objective"], bad["beta"], bad["task"], bad["seed"]) == ("bon", 0.3, "synthetic", shifted(0))
     assert bad["error_type"] == "ConfigError" and "objective.n must be an integer" in bad["error"]
     assert Path(bad["run_dir"]) == sweep_dir / "2"  # members 0-2: bon × (β₃, β₇, 0.3)
     assert "sweep member failed" in result.stderr + result.stdout
@@ -124,15 +122,17 @@ def test_single_run_keeps_exit_2_for_user_errors(tmp_path):
 
 
 def test_joblib_launcher_runs_members_in_parallel(tmp_path):
-    """2 members in 2 joblib processes, one of which fails: both recorded (~10 s on 2 cores)."""
-    result = vbon_exp("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "objective=bon", "objective.n=4,0",
-                      f"paths.output_root={tmp_path}", *FAST)
+    """2 members in 2 joblib processes, one of which fails: both recorded (~10 s on 2 cores). No $OMP_NUM_THREADS
+    from the suite: each member's `threads: auto` shares the cores between the 2 jobs by itself."""
+    result = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "objective=bon", "objective.n=4,0",
+                     f"paths.output_root={tmp_path}", *FAST, OMP_NUM_THREADS="")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib" in result.stdout + result.stderr
     (sweep_dir,) = sweep_dirs(tmp_path)
     lines = results_lines(sweep_dir)
     assert [(p["n"], p["status"]) for p in lines] == [(4, "ok"), (0, "failed")]
     assert "objective.n must be ≥ 1" in lines[1]["error"]
+    assert 1 <= lines[0]["threads"] <= max(1, usable_cores() // 2)
 
 
 # ------------------------------------------------------------------------------------------------ configs

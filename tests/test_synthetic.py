@@ -14,6 +14,7 @@ import copy
 import pytest
 import torch
 from stats_helpers import binned_chisquare
+from conftest import seeded
 
 from vbon_exp import bon
 from vbon_exp.policies import BoNPolicy, ModelPolicy
@@ -138,7 +139,7 @@ def test_no_policy_beats_the_exact_frontier(synthetic_task):
     per-prompt β and BoN strictly below the reward frontier (so the check has power)."""
     oracle = synthetic_task.oracle
     ref, r = oracle.ref_log_probs, oracle.rewards
-    g = torch.Generator().manual_seed(0)
+    g = seeded(0)
     noisy = [torch.log_softmax(ref + scale * torch.randn(ref.shape, generator=g, dtype=torch.float64), -1)
              for scale in (0.5, 2.0)]
     per_prompt_beta = torch.tensor([0.1, 0.3, 1.0, 3.0], dtype=torch.float64)[:, None]
@@ -191,7 +192,7 @@ def test_bon_sampler_matches_exact_bon_distribution(request, task_name):
     """4000 BoN(N=4) draws per prompt vs exact π_BoN, ~20 equal-mass bins contiguous in reward."""
     task = request.getfixturevalue(task_name)
     policy = BoNPolicy(_policy(task), n=4)
-    samples = policy.sample(task.test_prompts, 4000, torch.Generator().manual_seed(1234))
+    samples = policy.sample(task.test_prompts, 4000, seeded(1234))
     assert len(samples) == 4 * 4000
     assert torch.equal(samples.prompt_index, torch.arange(4).repeat_interleave(4000))
     # every kept sample is scored and its reward is the oracle's reward for that response
@@ -215,7 +216,7 @@ def test_reference_sampler_matches_exact_reference(synthetic_task, synthetic_tas
     task = synthetic_task if temperature == 1.0 else synthetic_task_t07
     other = synthetic_task_t07 if temperature == 1.0 else synthetic_task
     assert task.oracle.temperature == temperature
-    samples = _policy(task, temperature=temperature).sample(task.test_prompts, 4000, torch.Generator().manual_seed(7))
+    samples = _policy(task, temperature=temperature).sample(task.test_prompts, 4000, seeded(7))
     sampled = _counts_by_prompt(task, samples)
     res = binned_chisquare(sampled, task.oracle.ref_log_probs.exp(), task.oracle.rewards)
     print(f"reference sampler T={temperature} vs exact: {res}")
@@ -268,7 +269,7 @@ def test_top_k_sampler_matches_exact_top_k_distribution(synthetic_task):
     # the float64 logits without a filter reproduce the oracle (the exact top-k distribution is built right)
     full, _ = _exact_top_k_log_probs(task, logits, 6)
     assert torch.allclose(full, task.oracle.ref_log_probs, atol=1e-9, rtol=0)
-    samples = _policy(task, top_k=3).sample(task.test_prompts, 4000, torch.Generator().manual_seed(11))
+    samples = _policy(task, top_k=3).sample(task.test_prompts, 4000, seeded(11))
     sampled = _counts_by_prompt(task, samples)
     res = binned_chisquare(sampled, probs, task.oracle.rewards)
     print(f"top-3 sampler vs exact: {res}")
@@ -284,13 +285,13 @@ def test_oracle_model_log_probs_match_the_sampling_distribution_of_a_perturbed_m
     """The oracle's exact log-probs of any model are the distribution that model's sampler draws from."""
     task = flat_synthetic_task
     model = copy.deepcopy(task.reference)
-    g = torch.Generator().manual_seed(3)
+    g = seeded(3)
     with torch.no_grad():
         model.lm_head.weight.add_(torch.randn(model.lm_head.weight.shape, generator=g) * 0.1)
     exact = task.oracle.model_log_probs(model)
     assert torch.allclose(exact.exp().sum(-1), torch.ones(4, dtype=torch.float64), atol=1e-9, rtol=0)
     policy = ModelPolicy(model, task, SamplingConfig(temperature=1.0, max_new_tokens=5))
-    samples = policy.sample(task.test_prompts, 4000, torch.Generator().manual_seed(5))
+    samples = policy.sample(task.test_prompts, 4000, seeded(5))
     res = binned_chisquare(_counts_by_prompt(task, samples), exact.exp(), task.oracle.rewards)
     print(f"perturbed model sampler vs exact: {res}")
     assert res["pvalue"] > 1e-3, res
@@ -317,7 +318,7 @@ def test_exact_values_are_never_silently_wrong_under_top_k_or_top_p(make_config,
         return
     task = build_task(cfg)
     sampling = SamplingConfig(**{k: cfg.sampling[k] for k in ("temperature", "top_k", "top_p", "max_new_tokens")})
-    samples = ModelPolicy(task.reference, task, sampling).sample(task.test_prompts, 2000, torch.Generator().manual_seed(0))
+    samples = ModelPolicy(task.reference, task, sampling).sample(task.test_prompts, 2000, seeded(0))
     res = binned_chisquare(_counts_by_prompt(task, samples), task.oracle.ref_log_probs.exp(), task.oracle.rewards)
     assert res["pvalue"] > 1e-3, (
         f"{override} passes validation but the synthetic oracle's exact π_ref is the unfiltered model: {res}"

@@ -3,11 +3,10 @@ the same from_pretrained / JSON-lines code paths as the hub ids; plus the real l
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import build_task_from_config, compose_config
 from tiny_artifacts import SHARED_IMDB, SHARED_TLDR, artifacts  # noqa: F401  (artifacts: a fixture)
 
 import vbon_exp.config  # noqa: F401  (resolvers)
@@ -15,7 +14,6 @@ from vbon_exp.modeling import ModelLoadError
 from vbon_exp.run import run
 from vbon_exp.tasks.data import DataError
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub id fails at once instead of retrying
 
 
@@ -34,8 +32,7 @@ def task_overrides(task: str, a: dict) -> list[str]:
 
 
 def compose_cfg(tmp_path, overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=[f"paths.output_root={tmp_path}", *overrides])
+    return compose_config(tmp_path, overrides)
 
 
 def objective_overrides(task: str, objective: str) -> list[str]:
@@ -66,7 +63,7 @@ def test_task_runs_end_to_end(tmp_path, artifacts, task, objective):
 
 
 def test_imdb_prompts_are_review_prefixes(tmp_path, artifacts):
-    from conftest import build_task_from_config as build_task
+    build_task = build_task_from_config
 
     cfg = compose_cfg(tmp_path, [*task_overrides("imdb", artifacts), *FAST])
     task = build_task(cfg)
@@ -84,7 +81,7 @@ def test_imdb_prompts_are_review_prefixes(tmp_path, artifacts):
 
 
 def test_tldr_eos_penalty_and_prompt_format(tmp_path, artifacts):
-    from conftest import build_task_from_config as build_task
+    build_task = build_task_from_config
 
     from vbon_exp.modeling import Samples
 
@@ -136,7 +133,7 @@ def test_malformed_data_names_file_and_line(tmp_path, artifacts, content, messag
 
 @pytest.mark.skipif(not SHARED_IMDB.exists(), reason=f"shared IMDB data not found at {SHARED_IMDB}")
 def test_real_imdb_reviews_make_prompts(tmp_path, artifacts):
-    from conftest import build_task_from_config as build_task
+    build_task = build_task_from_config
 
     cfg = compose_cfg(tmp_path, [*task_overrides("imdb", artifacts), f"task.data_dir={SHARED_IMDB}",
                                  "task.num_train_prompts=200", "task.num_test_prompts=50", *FAST])
@@ -157,7 +154,7 @@ def test_preference_objectives_on_the_real_imdb_reviews(tmp_path, artifacts, obj
 
 @pytest.mark.skipif(not SHARED_TLDR.exists(), reason=f"shared TL;DR data not found at {SHARED_TLDR}")
 def test_real_tldr_file_splits_into_disjoint_prompts(tmp_path, artifacts):
-    from conftest import build_task_from_config as build_task
+    build_task = build_task_from_config
 
     cfg = compose_cfg(tmp_path, [*task_overrides("tldr", artifacts), f"task.data_dir={SHARED_TLDR}",
                                  "task.num_train_prompts=null", "task.num_test_prompts=100", *FAST])

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import seeded, shifted
 
 from vbon_exp.modeling import Samples
 from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -47,7 +48,7 @@ def _gae_reference(rewards, values, length, gamma, lam):
 
 
 def test_gae_matches_a_per_sequence_loop_with_padding():
-    g = torch.Generator().manual_seed(0)
+    g = seeded(0)
     lengths = [5, 3, 1, 4]
     mask = torch.zeros(4, 5)
     for i, n in enumerate(lengths):
@@ -87,7 +88,7 @@ def test_masked_whiten_ignores_padding():
 def test_checkpoint_roundtrip_tied_weights_and_pointer(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(shifted(0))
     model = GPT2LMHeadModel(GPT2Config(vocab_size=11, n_positions=8, n_embd=16, n_layer=1, n_head=2))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()
@@ -97,7 +98,7 @@ def test_checkpoint_roundtrip_tied_weights_and_pointer(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-00000002", "step-00000003"]  # keep=2
     path = latest_checkpoint(tmp_path)
     assert path.name == "step-00000003"
-    torch.manual_seed(1)
+    torch.manual_seed(shifted(1))
     other = GPT2LMHeadModel(GPT2Config(vocab_size=11, n_positions=8, n_embd=16, n_layer=1, n_head=2))
     state = load_checkpoint(path, {"policy": other})
     for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
@@ -113,7 +114,7 @@ def _tiny_causal_lm(arch: str):
     """Three-block models of the architectures freeze_lower_layers knows (GPT-2 tied and untied, Llama, GPT-NeoX)."""
     import transformers as tf
 
-    torch.manual_seed(0)
+    torch.manual_seed(shifted(0))
     if arch.startswith("gpt2"):
         return tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=11, n_positions=8, n_embd=16, n_layer=3, n_head=2,
                                                 tie_word_embeddings=arch == "gpt2"))
@@ -203,7 +204,7 @@ def test_trainer_with_trainable_layers_changes_only_the_top_block(synthetic_task
     trainer = PPOTrainer(cfg, TrainConfig(checkpoint_every=0, resume=False, max_updates=1), policy=policy,
                          task=synthetic_task, sampling=SamplingConfig(max_new_tokens=5),
                          sequence_reward=lambda s, lr: s.rewards.double(), kl_coef=0.1,
-                         accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=0)
+                         accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=shifted(0))
     lm_group = trainer.optimizer.param_groups[0]["params"]
     assert {id(p) for p in lm_group} == {id(p) for p in policy.parameters() if p.requires_grad}
     trained = trainer.train()
@@ -333,7 +334,7 @@ def test_rl_schedule_after_k_optimizer_steps(synthetic_task, tmp_path, schedule)
     trainer = PPOTrainer(cfg, TrainConfig(), policy=copy.deepcopy(synthetic_task.reference).requires_grad_(True),
                          task=synthetic_task, sampling=SamplingConfig(max_new_tokens=5),
                          sequence_reward=lambda s, lr: s.rewards.double(), kl_coef=0.1,
-                         accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=0)
+                         accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=shifted(0))
     total = trainer.num_updates * trainer.steps_per_update
     assert total == 12
     seen = []
@@ -397,7 +398,7 @@ def test_rl_optimizer_steps_match_the_batch_formula(synthetic_task, tmp_path, nu
                          policy=copy.deepcopy(synthetic_task.reference).requires_grad_(True),
                          task=synthetic_task, sampling=SamplingConfig(max_new_tokens=4),
                          sequence_reward=lambda s, lr: s.rewards.double(), kl_coef=0.1,
-                         accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=0)
+                         accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=shifted(0))
     trainer.train()
     expected = 2 * ppo_epochs * num_minibatches  # 16 episodes / batch 8 = 2 updates
     adam_steps = {int(state["step"]) for state in trainer.optimizer.state.values()}
@@ -434,6 +435,20 @@ def test_reward_clip_bounds_the_sequence_reward(synthetic_task, tmp_path):
                          policy=copy.deepcopy(synthetic_task.reference), task=synthetic_task,
                          sampling=SamplingConfig(max_new_tokens=4),
                          sequence_reward=lambda s, lr: 100.0 * torch.where(torch.arange(len(s)) % 2 == 0, 1.0, -1.0),
-                         kl_coef=0.1, accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=0)
+                         kl_coef=0.1, accelerator=Accelerator(cpu=True), run_dir=tmp_path, seed=shifted(0))
     ro = trainer.rollout(0)
     assert sorted(set(ro.seq_reward.tolist())) == [-0.5, 0.5]
+
+
+def test_the_owner_of_a_checkpoint_directory_removes_what_a_killed_save_left(tmp_path):
+    from vbon_exp.trainers.checkpoint import remove_partial_checkpoints
+
+    root = tmp_path / "checkpoints"
+    keep = save_checkpoint(root, 3, {"policy": torch.nn.Linear(2, 2)}, {"update": 3})
+    (root / ".tmp-step-k2j3h4").mkdir()
+    (root / ".tmp-step-k2j3h4" / "policy.safetensors").write_bytes(b"half")
+    (root / ".latest.x8y9.tmp").write_text("step-00000004")
+    removed = remove_partial_checkpoints(root)
+    assert sorted(p.name for p in removed) == [".latest.x8y9.tmp", ".tmp-step-k2j3h4"]
+    assert sorted(p.name for p in root.iterdir()) == ["latest", keep.name]
+    assert latest_checkpoint(root) == keep and remove_partial_checkpoints(tmp_path / "nowhere") == []

@@ -23,15 +23,17 @@ own: only the values that make an option what it is (`conf/algo/rloo.yaml`: name
 | eval.judges | REWARDS[type].config of conf/reward/<name>.yaml | vbon_exp/rewards.py |
 | train       | TrainConfig                              | vbon_exp/trainers/loop.py |
 | wandb       | WandbConfig                              | vbon_exp/tracking.py    |
-| paths, seed, device | PathsConfig, RunConfig           | here                    |
+| paths, seed, device, threads | PathsConfig, RunConfig  | here                    |
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -55,6 +57,8 @@ from vbon_exp.trainers.preference import PreferenceTrainConfig
 from vbon_exp.trainers.rl import RLConfig
 from vbon_exp.trainers.sft import SFTConfig
 
+log = logging.getLogger(__name__)
+
 # --------------------------------------------------------------------------- the top-level nodes
 
 
@@ -76,11 +80,16 @@ class RunConfig:
     seed: int = 0
     # Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...
     device: str = "auto"
+    # Torch's CPU threads: auto ($OMP_NUM_THREADS when set, else usable cores / the launcher's parallel jobs, never
+    # more than the cores other processes leave idle; at least 1) or an integer ≥ 1 (vbon_exp/threads.py).
+    threads: Union[int, str] = "auto"
 
     def check(self, prefix: str = "") -> None:
         check_number("seed", self.seed, integer=True)
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"device must be auto, cpu or cuda[:i], got {self.device!r}")
+        if self.threads != "auto":
+            check_number("threads", self.threads, integer=True, minimum=1)
 
 
 # node -> schema of the nodes with one schema
@@ -89,8 +98,9 @@ FIXED_NODES = {
     "wandb": WandbConfig, "paths": PathsConfig, "algo": RLConfig, "sft": SFTConfig,
     "preference": PreferenceTrainConfig,
 }
-TOP_LEVEL = {"task", "objective", "algo", "sft", "preference", "seed", "device", "sampling", "reference", "eval", "train", "wandb",
-             "paths", "model", "reward", "hydra"}  # hydra: present when composed with return_hydra_config
+TOP_LEVEL = {"task", "objective", "algo", "sft", "preference", "seed", "device", "threads", "sampling", "reference",
+             "eval", "train", "wandb", "paths", "model", "reward",
+             "hydra"}  # hydra: present when composed with return_hydra_config
 
 
 def register_schemas() -> None:
@@ -204,7 +214,7 @@ def validate(cfg: DictConfig) -> SimpleNamespace:
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {unknown}; known: {sorted(TOP_LEVEL - {'hydra'})}")
     try:
-        run = RunConfig(seed=cfg.seed, device=cfg.device)
+        run = RunConfig(seed=cfg.seed, device=cfg.device, threads=cfg.get("threads", "auto"))
     except OmegaConfBaseException as err:
         raise ConfigError(_first_line(err)) from None
     run.check()
@@ -214,7 +224,7 @@ def validate(cfg: DictConfig) -> SimpleNamespace:
     task_kind = _choose(cfg, "task.name", TASKS, "conf/task/<name>.yaml")
     objective_cls = _choose(cfg, "objective.name", OBJECTIVES, "conf/objective/<name>.yaml")
     out.task = typed_node(cfg, "task", task_kind.config)
-    out.objective = typed_node(cfg, "objective", objective_cls.config)
+    out.objective = take_whole_n(cfg, typed_node(cfg, "objective", objective_cls.config))
     if task_kind.uses_model_groups:
         out.model = typed_node(cfg, "model", ModelConfig)
         reward_kind = _choose(cfg, "reward.type", REWARDS, "conf/reward/<name>.yaml")
@@ -233,6 +243,27 @@ def validate(cfg: DictConfig) -> SimpleNamespace:
             getattr(out, key).check_run(cfg)
     check_memory(out)
     return out
+
+
+def take_whole_n(cfg: DictConfig, node):
+    """The one rule for every objective that needs a whole N (`needs_whole_n`): a β within a relative 1e-4 of
+    1/(N − 1) is that N (vbon_exp.bon.whole_n), so `objective.beta=0.1428571` runs BoN, DPO or BOND at N = 8 as it
+    runs vBoN. N and β = 1/(N − 1) are then set in the node and in the run's config (the results columns), with one
+    log line; any other β is left to the objective's own check, whose error names the key."""
+    n = bon.whole_n(node.beta) if node.needs_whole_n() else None
+    if n is None or (node.n == n and node.beta == 1.0 / (n - 1)):
+        return node
+    if isinstance(node.n, (int, float)) and abs(node.n - n) > bon.WHOLE_N_RTOL * n:
+        return node  # an N set apart from β that disagrees with it: the objective's check names both
+    beta = 1.0 / (n - 1)
+    log.info("objective.beta=%r is taken as N = %d (β = 1/%d = %r, within a relative %g of it)", node.beta, n, n - 1,
+             beta, bon.WHOLE_N_RTOL)
+    node.n, node.beta = n, beta
+    try:
+        cfg.objective.n, cfg.objective.beta = n, beta
+    except OmegaConfBaseException:  # a read-only config: the typed node carries the values
+        pass
+    return node
 
 
 # --------------------------------------------------------------------------- evaluation judges

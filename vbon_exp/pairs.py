@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from vbon_exp.modeling import Samples
+from vbon_exp.progress import progress
 from vbon_exp.reference import cache_key
 from vbon_exp.rewards import RewardError, score_samples
 from vbon_exp.sampling import SamplingConfig, left_pad, sample_responses
-from vbon_exp.storage import atomic_write_bytes, read_checked_npz, write_checked_npz
+from vbon_exp.storage import atomic_write_bytes, build_lock, read_checked_npz, write_checked_npz
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class SampleTable:
     lengths: torch.Tensor  # [P, S] long: response tokens (up to and including EOS)
     rewards: torch.Tensor  # [P, S] float32
     path: Path | None = None
+    built_blocks: int = 0  # blocks this process drew when it loaded the table (0: all reused)
 
     @property
     def count(self) -> int:
@@ -110,12 +111,35 @@ def build_sample_table(
         **({"sampler": sampling.backend} if sampling.backend != "native" else {}),
     })
     directory = Path(cache_dir) / "pair_samples" / key
-    directory.mkdir(parents=True, exist_ok=True)
+    with build_lock(directory, desc):  # processes needing these samples at once: one draws them, the others reuse
+        chunks, built = _load_or_build_blocks(directory, key, reference=reference, reward=reward, prompts=prompts,
+                                              count=count, sampling=sampling, seed=seed, eos_id=eos_id, pad_id=pad_id,
+                                              chunk_prompts=chunk_prompts, score_batch_size=score_batch_size,
+                                              desc=desc)
+        meta = directory / "meta.json"
+        if built or not meta.exists():
+            atomic_write_bytes(meta, json.dumps({"key": key, "version": PAIR_CACHE_VERSION,
+                                                 "num_prompts": len(prompts), "first_block": FIRST_BLOCK, **key_parts},
+                                                indent=2, default=str).encode())
+    width = max(ch[0].shape[-1] for ch in chunks)
+    ids = torch.cat([torch.nn.functional.pad(ch[0], (0, width - ch[0].shape[-1]), value=pad_id) for ch in chunks])
+    table = SampleTable(ids[:, :count].contiguous(), torch.cat([ch[1] for ch in chunks])[:, :count].contiguous(),
+                        torch.cat([ch[2] for ch in chunks])[:, :count].contiguous(), path=directory,
+                        built_blocks=built)
+    log.info("%s: %s %d prompts × %d samples in %s", desc, f"built {built} blocks," if built else "reused",
+             len(prompts), count, directory)
+    return table
+
+
+def _load_or_build_blocks(directory: Path, key: str, *, reference, reward, prompts, count, sampling, seed, eos_id,
+                          pad_id, chunk_prompts, score_batch_size, desc):
+    """The blocks holding the first `count` samples of every chunk of prompts, read where complete and drawn (sampled,
+    scored, written) where not. Returns (per chunk: ids, lengths, rewards; blocks built)."""
     n_chunks = (len(prompts) + chunk_prompts - 1) // chunk_prompts
     n_blocks = blocks_needed(count)
     device = next(reference.parameters()).device
     chunks, built = [], 0
-    bar = tqdm(total=n_chunks * n_blocks, desc=desc, unit="block", leave=False)
+    bar = progress(total=n_chunks * n_blocks, desc=desc, unit="block", leave=False)
     for c in range(n_chunks):
         lo, hi = c * chunk_prompts, min(len(prompts), (c + 1) * chunk_prompts)
         blocks = []
@@ -140,17 +164,7 @@ def build_sample_table(
             bar.update(1)
         chunks.append(_concat_blocks(blocks, pad_id))
     bar.close()
-    width = max(ch[0].shape[-1] for ch in chunks)
-    ids = torch.cat([torch.nn.functional.pad(ch[0], (0, width - ch[0].shape[-1]), value=pad_id) for ch in chunks])
-    table = SampleTable(ids[:, :count].contiguous(), torch.cat([ch[1] for ch in chunks])[:, :count].contiguous(),
-                        torch.cat([ch[2] for ch in chunks])[:, :count].contiguous(), path=directory)
-    meta = directory / "meta.json"
-    if built or not meta.exists():
-        atomic_write_bytes(meta, json.dumps({"key": key, "version": PAIR_CACHE_VERSION, "num_prompts": len(prompts),
-                                              "first_block": FIRST_BLOCK, **key_parts}, indent=2, default=str).encode())
-    log.info("%s: %s %d prompts × %d samples in %s", desc, f"built {built} blocks," if built else "reused",
-             len(prompts), count, directory)
-    return table
+    return chunks, built
 
 
 def _concat_blocks(blocks: list[dict[str, np.ndarray]], pad_id: int):

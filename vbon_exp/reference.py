@@ -30,19 +30,19 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from vbon_exp import bon
 from vbon_exp.errors import check_number
 from vbon_exp.modeling import Samples
+from vbon_exp.progress import progress
 from vbon_exp.rewards import score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
-from vbon_exp.storage import atomic_write_bytes, read_checked_npz, write_checked_npz
+from vbon_exp.storage import atomic_write_bytes, build_lock, read_checked_npz, write_checked_npz
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,8 @@ class ReferenceCache:
     texts: list[list[str]] | None = None
     # [P] float64: each prompt's first draw's reward, in draw order (None for caches built before it was stored)
     first_rewards: torch.Tensor | None = None
+    # chunks this process built (sampled and scored) when it loaded the cache; 0 when it reused them all
+    built_chunks: int = 0
 
     @classmethod
     def from_rows(cls, rows: list[torch.Tensor], **kw) -> "ReferenceCache":
@@ -242,22 +244,37 @@ def build_reference_cache(
         }
     )
     directory = Path(cache_dir) / "reference" / key
-    directory.mkdir(parents=True, exist_ok=True)
-    meta_path = directory / "meta.json"
-    n_chunks = (len(prompts) + chunk_prompts - 1) // chunk_prompts
-    keep = min(keep_texts, m)
+    with build_lock(directory, desc):  # processes needing this cache at once: one builds, the others then reuse it
+        built, rows, texts, firsts = _load_or_build_chunks(
+            directory, key, reference=reference, reward=reward, tokenizer=tokenizer, prompts=prompts, m=m,
+            sampling=sampling, seed=seed, eos_id=eos_id, pad_id=pad_id, chunk_prompts=chunk_prompts,
+            keep=min(keep_texts, m), score_batch_size=score_batch_size, desc=desc)
+        meta_path = directory / "meta.json"
+        if built or not meta_path.exists():
+            meta = {"key": key, "version": CACHE_VERSION, "num_prompts": len(prompts), "m": m, **key_parts}
+            atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
+    log.info("%s: %s %d prompts × M=%d in %s", desc, f"built {built} chunk(s) of" if built else "reused", len(prompts),
+             m, directory)
+    return ReferenceCache.from_rows(rows, path=directory, texts=texts or None,
+                                    first_rewards=_first_rewards(firsts, directory), built_chunks=built)
 
+
+def _load_or_build_chunks(directory: Path, key: str, *, reference, reward, tokenizer, prompts, m, sampling, seed,
+                          eos_id, pad_id, chunk_prompts, keep, score_batch_size, desc):
+    """Every chunk of the cache, read where it is complete and built (sampled, scored, written) where it is not.
+    Returns (chunks built, per-prompt sorted reward rows, kept texts, per-chunk first rewards)."""
+    n_chunks = (len(prompts) + chunk_prompts - 1) // chunk_prompts
     rows: list[torch.Tensor] = []
     texts: list[list[str]] = []
     firsts: list[np.ndarray | None] = []
-    todo = 0
-    bar = tqdm(range(n_chunks), desc=desc, unit="chunk", leave=False)
+    built = 0
+    bar = progress(range(n_chunks), desc=desc, unit="chunk", leave=False)
     for c in bar:
         path = directory / f"chunk-{c:05d}.npz"
         lo, hi = c * chunk_prompts, min(len(prompts), (c + 1) * chunk_prompts)
         arrays = _read_chunk(path)
         if arrays is None:
-            todo += 1
+            built += 1
             # one seed per chunk: a resumed build draws exactly what an uninterrupted one would have
             generator = torch.Generator(device=next(reference.parameters()).device).manual_seed(
                 int(hashlib.sha256(f"{seed}:{key}:{c}".encode()).hexdigest()[:15], 16)
@@ -276,14 +293,7 @@ def build_reference_cache(
         if "texts" in arrays:
             texts.extend([list(t) for t in arrays["texts"]])
     bar.close()
-    if todo or not meta_path.exists():
-        meta = {"key": key, "version": CACHE_VERSION, "num_prompts": len(prompts), "m": m, **key_parts}
-        atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
-    log.info(
-        "%s: %s %d prompts × M=%d in %s", desc, "built" if todo else "reused", len(prompts), m, directory
-    )
-    return ReferenceCache.from_rows(rows, path=directory, texts=texts or None,
-                                    first_rewards=_first_rewards(firsts, directory))
+    return built, rows, texts, firsts
 
 
 def _first_rewards(firsts: list[np.ndarray | None], directory: Path) -> torch.Tensor | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from dataclasses import replace
@@ -25,6 +26,7 @@ from vbon_exp.rewards import build_reward
 from vbon_exp.sampling import SamplingConfig, check_backend
 from vbon_exp.tasks import build_task
 from vbon_exp.tasks.lm import require_artifact
+from vbon_exp.threads import apply_threads, launcher_jobs
 from vbon_exp.tracking import ID_COLUMNS, Tracker
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,18 @@ def hydra_run_dir() -> Path | None:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def parallel_jobs() -> int:
+    """Processes of this machine working at once: the sweep members the Hydra launcher runs together (joblib's
+    `n_jobs`; 1 outside a sweep) times the processes of one run here (`accelerate launch`: LOCAL_WORLD_SIZE)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    members = 1
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        members = launcher_jobs(OmegaConf.to_container(HydraConfig.get().launcher, resolve=True))
+    return members * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
 def reference_caches(cfg: DictConfig, nodes, task, sampling: SamplingConfig, splits, reward=None) -> dict:
@@ -135,6 +149,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Run one experiment and return its reward-vs-KL point (also written to results.jsonl and wandb)."""
     t_start = time.perf_counter()
     nodes = validate(cfg)  # every node as its dataclass; nothing is built before this passes
+    threads = apply_threads(nodes.run.threads, parallel_jobs())  # before any tensor work
     sampling = sampling_config(nodes)
     from accelerate import Accelerator
 
@@ -181,7 +196,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         policy = objective.fit(ctx)
         timings.update(train_meter.stop(), **train_logs.means())
 
-        point = {**ids, "status": "ok", "num_processes": accelerator.num_processes, **ctx.extras}
+        point = {**ids, "status": "ok", "num_processes": accelerator.num_processes, "threads": threads, **ctx.extras}
         if main:  # one results line per evaluation temperature (and per N for BoN from the pool); returns the first
             lines = []
             for metrics in evaluate_points(cfg, nodes, objective, policy, task, caches, sampling):

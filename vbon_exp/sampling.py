@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from vbon_exp.errors import SamplerBackendError, check_choice, check_number
 from vbon_exp.meters import GENERATION
 from vbon_exp.modeling import Samples, decode_step, positions_from_mask
+from vbon_exp.progress import progress
 
 
 @dataclass
@@ -307,7 +307,7 @@ def _sample_native(model, prompts, n_per_prompt, cfg, *, eos_id, pad_id, generat
     rows = [i for i in range(len(prompts)) for _ in range(n_per_prompt)]  # row -> prompt
     order = sorted(range(len(rows)), key=lambda j: len(prompts[rows[j]]))
     parts, placed = [], []
-    bar = tqdm(total=len(rows), desc=desc or "sampling", unit="seq", leave=False, disable=desc is None)
+    bar = progress(total=len(rows), desc=desc or "sampling", unit="seq", leave=False, disable=desc is None)
     for start in range(0, len(order), cfg.batch_size):
         chunk = order[start : start + cfg.batch_size]
         batch_prompts = [prompts[rows[j]] for j in chunk]

@@ -1,6 +1,7 @@
 """Atomic file writes, the one helper every writer of caches, checkpoints and metadata uses: the bytes go to a
 temporary file in the same directory, are fsynced, then renamed over the target, so a reader (or a run resumed
-after a crash) sees the old file or the new one, never half of one."""
+after a crash) sees the old file or the new one, never half of one. And the build lock of a cache directory, so
+processes that need one cache at once build it once (`build_lock`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +65,52 @@ def read_checked_npz(path: Path, what: str) -> dict[str, np.ndarray] | None:
         return None
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+# --------------------------------------------------------------------------- one builder per cache
+
+
+LOCK_NAME = ".build.lock"
+
+
+@contextmanager
+def build_lock(directory: Path, what: str):
+    """Hold the build lock of the cache in `directory` — an exclusive lock on its file `.build.lock` — while building
+    or reading the cache, so that processes needing it at once (sweep members, the processes of one
+    run) build it once: the first builds, the others wait here, then find it complete and reuse it. The OS releases
+    the lock when its holder ends, however it ends (SIGKILL included), so a killed builder leaves it to the next
+    process, which resumes the build where it stopped. The holder removes the temporary files a killed writer left
+    in the directory (every writer holds this lock, so none of them is being written)."""
+    import fcntl
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lock_path = directory / LOCK_NAME
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            log.info("%s: waiting for process %s, which is building it in %s", what, holder, directory)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        remove_stale_temp_files(directory)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes (`.<name>.<random>.tmp`) in `directory` that a killed writer left
+    behind; call it only while no one can be writing there. Returns what was removed (logged)."""
+    stale = sorted(Path(directory).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted write in %s", len(stale), directory)
+    return stale

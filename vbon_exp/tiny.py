@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+
+from vbon_exp.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def _train(model, batch_loss, *, steps: int, lr: float, seed: int, time_budget_s
     sched = warmup_cosine(opt, steps)
     model.train()
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, unit="step")
+    bar = progress(range(steps), desc=desc, unit="step")
     step = 0
     for step in bar:
         loss = batch_loss(g)
@@ -105,7 +106,7 @@ def _train(model, batch_loss, *, steps: int, lr: float, seed: int, time_budget_s
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
         if time_budget_s and time.perf_counter() - t0 > time_budget_s:
             log.info("time budget reached after %d steps", step + 1)
             break

@@ -56,6 +56,12 @@ class ObjectiveConfig:
         check_number(f"{prefix}.beta", self.beta, exclusive_min=0, allow_none=True)
         check_number(f"{prefix}.n", self.n, minimum=1, allow_none=True)
 
+    def needs_whole_n(self) -> bool:
+        """Whether this objective reads N as a whole number (BoN's sample count, a pair's size, the exact bound's
+        binomial sum): then a β within a relative 1e-4 of 1/(N − 1) is taken as that N (vbon_exp.bon.whole_n,
+        applied by vbon_exp.config.validate)."""
+        return False
+
 
 class Objective:
     name: ClassVar[str] = "?"

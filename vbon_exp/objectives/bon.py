@@ -29,6 +29,9 @@ class NFirstConfig(ObjectiveConfig):
     # The equivalent KL coefficient β = 1/(N − 1) (follows N unless set; results column).
     beta: Optional[float] = "${beta_from_n:${.n}}"  # type: ignore[assignment]
 
+    def needs_whole_n(self) -> bool:
+        return True
+
     def check(self, prefix: str = "objective") -> None:
         super().check(prefix)
         if self.n is None:
@@ -64,6 +67,9 @@ class BoNConfig(NFirstConfig):
     # samples per test prompt, every N at once, no sampling | sample = fresh BoN samples (eval.samples_per_prompt per
     # prompt, N π_ref draws each): the check.
     estimate: str = "cache"
+
+    def needs_whole_n(self) -> bool:
+        return self.n != "all"
 
     def check(self, prefix: str = "objective") -> None:
         check_choice(f"{prefix}.estimate", self.estimate, ("cache", "sample"))

@@ -35,6 +35,9 @@ class DPOConfig(PreferenceConfig):
     def pair_size(self) -> int:
         return self.pair_n if self.pair_n is not None else whole(self.n)
 
+    def needs_whole_n(self) -> bool:
+        return self.pair_n is None  # pairs of N = 1/β + 1 samples; with pair_n, β is DPO's own coefficient
+
     def _check_pair_size(self, prefix: str = "objective") -> None:
         if self.pair_n is not None:
             check_number(f"{prefix}.pair_n", self.pair_n, integer=True, minimum=2)

@@ -44,6 +44,9 @@ class PreferenceConfig(ObjectiveConfig):
         """n: samples per pair."""
         return whole(self.n)
 
+    def needs_whole_n(self) -> bool:
+        return True  # N samples per pair
+
     def check(self, prefix: str = "objective") -> None:
         """Raise ConfigError naming `objective.<key>` for the first bad value."""
         super().check(prefix)

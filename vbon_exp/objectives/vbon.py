@@ -29,6 +29,9 @@ class VBoNConfig(BetaFirstConfig):
     # Scale of the exact bound: beta (1/(N−1), optimum π_BoN) | seed (1/N, as the seed code; optimum differs).
     exact_scale: str = "beta"
 
+    def needs_whole_n(self) -> bool:
+        return self.bound == "exact"  # the binomial sum runs to N; the l1 bound takes any β
+
     def check(self, prefix: str = "objective") -> None:
         super().check(prefix)
         check_choice(f"{prefix}.bound", self.bound, BOUNDS)

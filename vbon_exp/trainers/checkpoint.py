@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from vbon_exp.storage import atomic_write_text
+from vbon_exp.storage import atomic_write_text, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,18 @@ def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], 
     for old in older[: max(0, len(older) - (keep - 1))]:  # keep the newest `keep` checkpoints
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_partial_checkpoints(root: Path) -> list[Path]:
+    """Delete what a killed save left under `root`: half-assembled checkpoints (`.tmp-step-*`) and the temp file of
+    the `latest` pointer. The run that owns the directory calls it before training, when no other process writes
+    there. Returns what was removed (logged)."""
+    partial = sorted(Path(root).glob(".tmp-step-*")) if Path(root).exists() else []
+    for path in partial:
+        shutil.rmtree(path, ignore_errors=True)
+    if partial:
+        log.info("removed %d partial checkpoint(s) left by an interrupted save in %s", len(partial), root)
+    return partial + (remove_stale_temp_files(root) if Path(root).exists() else [])
 
 
 def _sha256(path: Path) -> str:

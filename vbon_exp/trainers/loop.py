@@ -13,7 +13,7 @@ from typing import Optional, Union
 import torch
 
 from vbon_exp.errors import ConfigError, check_choice, check_number
-from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, remove_partial_checkpoints, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,8 @@ class CheckpointedTrainer:
     def maybe_resume(self, total: int) -> None:
         """Continue from the newest valid checkpoint, as `train.resume` (auto | true | false) says."""
         resume = self.train_cfg.resume
+        if self.accelerator.is_main_process:  # this run owns its checkpoint directory
+            remove_partial_checkpoints(self.checkpoint_root)
         path = latest_checkpoint(self.checkpoint_root)
         if resume is True and path is None:
             raise FileNotFoundError(f"train.resume=true but there is no checkpoint under {self.checkpoint_root}")

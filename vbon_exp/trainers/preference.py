@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from vbon_exp.errors import check_number
 from vbon_exp.modeling import Samples, response_logits, sequence_log_probs, token_log_probs
 from vbon_exp.pairs import PairSet
 from vbon_exp.preference import dpo_loss, squared_margin_loss
+from vbon_exp.progress import progress
 from vbon_exp.trainers.loop import CheckpointedTrainer, SupervisedLoopConfig
 from vbon_exp.trainers.rl import TrainConfig, derived_seed, replica_checksums
 
@@ -115,7 +115,7 @@ class PreferenceTrainer(CheckpointedTrainer):
         self.maybe_resume(self.total_steps)
         stop = self.total_steps if self.train_cfg.max_updates is None else min(self.total_steps,
                                                                                self.train_cfg.max_updates)
-        bar = tqdm(total=stop, initial=self.step, desc=f"{self.name} steps", unit="step",
+        bar = progress(total=stop, initial=self.step, desc=f"{self.name} steps", unit="step",
                    disable=not self.accelerator.is_main_process)
         while self.step < stop:
             t0 = time.perf_counter()
@@ -129,7 +129,8 @@ class PreferenceTrainer(CheckpointedTrainer):
                 logged.update({"train/lr": self.scheduler.get_last_lr()[0],
                                "train/update_tok_s": tokens / max(time.perf_counter() - t0, 1e-9)})
                 self.tracker.log(logged, step=self.step)
-            bar.set_postfix(loss=f"{float(stats['loss']):.3f}", acc=f"{float(stats['accuracy']):.2f}")
+            bar.set_postfix(loss=f"{float(stats['loss']):.3f}", acc=f"{float(stats['accuracy']):.2f}",
+                            refresh=False)
             bar.update(1)
             self.save_if_due(stop)
         bar.close()

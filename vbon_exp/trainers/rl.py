@@ -19,11 +19,11 @@ from typing import Callable, Optional
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from vbon_exp import kl
 from vbon_exp.errors import ConfigError, check_choice, check_number
 from vbon_exp.modeling import Samples, response_logits
+from vbon_exp.progress import progress
 from vbon_exp.rewards import RewardError, score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
 from vbon_exp.trainers.loop import CheckpointedTrainer, TrainConfig, freeze_lower_layers  # noqa: F401 (re-export)
@@ -415,7 +415,7 @@ class OnPolicyTrainer(CheckpointedTrainer):
         self.maybe_resume(self.num_updates)
         stop = self.num_updates if self.train_cfg.max_updates is None else min(
             self.num_updates, self.train_cfg.max_updates)
-        bar = tqdm(total=stop, initial=self.step, desc=f"{self.cfg.name} updates", unit="update",
+        bar = progress(total=stop, initial=self.step, desc=f"{self.cfg.name} updates", unit="update",
                    disable=not self.accelerator.is_main_process)
         while self.step < stop:
             t0 = time.perf_counter()
@@ -434,7 +434,7 @@ class OnPolicyTrainer(CheckpointedTrainer):
             if self.tracker is not None and self.accelerator.is_main_process and (
                     self.step % self.train_cfg.log_every == 0 or self.step == stop):
                 self.tracker.log({f"train/{k}": v for k, v in stats.items()}, step=self.step)
-            bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
+            bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}", refresh=False)
             bar.update(1)
             self.save_if_due(stop)
         bar.close()

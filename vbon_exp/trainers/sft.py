@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from vbon_exp.errors import check_number
 from vbon_exp.modeling import Samples, response_logits, token_log_probs
+from vbon_exp.progress import progress
 from vbon_exp.trainers.loop import CheckpointedTrainer, SupervisedLoopConfig
 from vbon_exp.trainers.rl import TrainConfig, derived_seed, replica_checksums
 
@@ -54,7 +54,7 @@ class SFTTrainer(CheckpointedTrainer):
         self.maybe_resume(self.total_steps)
         stop = self.total_steps if self.train_cfg.max_updates is None else min(self.total_steps,
                                                                                self.train_cfg.max_updates)
-        bar = tqdm(total=stop, initial=self.step, desc="sft steps", unit="step",
+        bar = progress(total=stop, initial=self.step, desc="sft steps", unit="step",
                    disable=not self.accelerator.is_main_process)
         while self.step < stop:
             t0 = time.perf_counter()
@@ -69,7 +69,7 @@ class SFTTrainer(CheckpointedTrainer):
                 self.tracker.log({"train/sft_loss": float(loss.detach()), "train/lr": self.scheduler.get_last_lr()[0],
                                   "train/update_tok_s": tokens / max(time.perf_counter() - t0, 1e-9)},
                                  step=self.step)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
             bar.update(1)
             self.save_if_due(stop)
         bar.close()
