@@ -37,13 +37,13 @@ test-all: install
 	WANDB_MODE=offline $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The reward–KL Pareto frontier of a sweep: tables and plots in $(RUNS)/pareto/ (scripts/pareto_plot.py --help),
-# and the training curves of its trained runs (training_curves.{png,csv}: vbon_exp/curves.py).
+# and the training curves of its trained runs (training_curves.{png,csv}: vbon_exp/analysis/curves.py).
 # RUNS defaults to the newest outputs/multirun/<date>/<time>; PARETO_ARGS passes options (--out, --wandb-mode,
 # --group-by task to pool a task's comparable sets into one frontier ...).
 RUNS ?=
 pareto-plot: install
 	$(PY) scripts/pareto_plot.py $(RUNS) $(PARETO_ARGS)
-	$(PY) -m vbon_exp.curves $(RUNS)
+	$(PY) -m vbon_exp.analysis.curves $(RUNS)
 
 # Throughput against transformers.generate and TRL (scripts/bench.py --help): a table, and outputs/bench/summary.json.
 # DEVICE=cuda times the sampler, one PPO step, a reference-cache build (and vLLM when installed) on a GPT-2-small-sized

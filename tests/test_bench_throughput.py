@@ -5,7 +5,6 @@ scoring never changes which reward lands on which row."""
 from __future__ import annotations
 
 import json
-import statistics
 
 import pytest
 import torch

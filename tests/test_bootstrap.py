@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import seeded
 
-from vbon_exp import bon, bootstrap
+from vbon_exp import bon, bootstrap, pool_estimators
 
 
 def _rows(lengths, seed, levels=None):
@@ -123,7 +123,7 @@ def test_bon_pool_replicates_recompute_every_estimate_from_the_resampled_data(re
     ns = [1, 2, 5]
     reps = bootstrap.bon_pool_replicates(pools, caches, first, ns, 15, seeded(10))
     assert reps["reward"].shape == (16, 3) and reps["tied_fraction"].shape == (16,)
-    w = bon.bon_order_weights(12, ns)
+    w = pool_estimators.bon_order_weights(12, ns)
     for r in range(16):
         expect = {k: [] for k in ("reward", "win_rate", "win_rate_first", "kl_k1", "kl_tie_aware", "tied_fraction")}
         for p in range(2):
@@ -140,7 +140,7 @@ def test_bon_pool_replicates_recompute_every_estimate_from_the_resampled_data(re
             # the pool's levels and which are atoms are the original pool's; their masses are the resample's
             levels, counts = torch.unique(pools[p], return_counts=True)
             mass = torch.stack([(values == v).double().mean() for v in levels])
-            expect["kl_tie_aware"].append(torch.stack([bon.kl_bon_levels(mass, counts >= 2, n) for n in ns]))
+            expect["kl_tie_aware"].append(torch.stack([pool_estimators.kl_bon_levels(mass, counts >= 2, n) for n in ns]))
             expect["tied_fraction"].append(mass[counts >= 2].sum())
         for name, rows in expect.items():
             assert torch.allclose(reps[name][r], torch.stack(rows).mean(0).double(), atol=1e-12), (name, r)

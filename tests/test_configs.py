@@ -59,6 +59,10 @@ def test_each_transform_option_is_kl_rl_with_that_transform():
         assert (node.name, node.transform) == ("kl_rl", option.removeprefix("kl_rl_"))
 
 
+# keys an objective option needs from the user (no default can stand for them)
+REQUIRED = {"external": ["objective.policy=a/policy/dir"]}
+
+
 def _objective_of(option: str) -> str:
     """The registered objective an option composes to: itself, or the longest registered prefix of a variant
     (vbon_seed -> vbon, kl_rl_exp_cdf -> kl_rl)."""
@@ -83,7 +87,8 @@ def built_tasks(tmp_path_factory, artifacts):  # noqa: F811
 @pytest.mark.parametrize("algo", ALGO_NAMES)
 def test_every_combination_composes_validates_and_instantiates(built_tasks, task, objective, algo):
     built, tmp, overrides = built_tasks[task]
-    cfg = _compose(f"paths.output_root={tmp}", *overrides, f"objective={objective}", f"algo={algo}")
+    cfg = _compose(f"paths.output_root={tmp}", *overrides, f"objective={objective}", *REQUIRED.get(objective, []),
+                   f"algo={algo}")
     OmegaConf.resolve(cfg)  # every interpolation resolves
     nodes = config.validate(cfg)
     obj = build_objective(nodes.objective)
@@ -98,7 +103,7 @@ def test_every_combination_composes_validates_and_instantiates(built_tasks, task
 # node -> the options that give it a schema of its own (one composition per option)
 NODE_OPTIONS = {
     "task": [[f"task={t}"] for t in TASKS],
-    "objective": [[f"objective={o}"] for o in OBJECTIVE_NAMES],
+    "objective": [[f"objective={o}", *REQUIRED.get(o, [])] for o in OBJECTIVE_NAMES],
     "algo": [[f"algo={a}"] for a in ALGO_NAMES],
     "model": [["task=imdb", f"model={m}"] for m in sorted(p.stem for p in (CONF / "model").glob("*.yaml"))],
     "reward": [["task=imdb", f"reward={r}"] for r in sorted(p.stem for p in (CONF / "reward").glob("*.yaml"))],

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
 from conftest import cli_command, cli_env
+from safetensors.torch import load_file
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
 from vbon_exp.reference import read_chunk_rewards

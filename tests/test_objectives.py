@@ -17,9 +17,6 @@ import vbon_exp.config  # noqa: F401  (resolvers)
 from vbon_exp.rewards import RewardError
 
 
-
-
-
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
+from conftest import shifted
 
 import vbon_exp.reference as reference
-from conftest import shifted
-from vbon_exp.evaluate import evaluate
-from vbon_exp.policies import ModelPolicy
+from vbon_exp.evaluation import ModelPolicy, measure
 from vbon_exp.reference import ReferenceCache, build_reference_cache, cache_key
 from vbon_exp.sampling import SamplingConfig
 
@@ -157,7 +156,7 @@ def test_reference_wins_half_the_time_against_its_own_cache(synthetic_task, tmp_
     task = synthetic_task
     cache = build(task, tmp_path, m=2048, chunk_prompts=64)
     policy = ModelPolicy(task.reference, task, SAMPLING)
-    m = evaluate(policy, task, cache, samples_per_prompt=4000, seed=shifted(2))
+    m = measure(policy, task, {"test": cache}, samples_per_prompt=4000, seed=shifted(2), bootstrap=0)[0]
     assert m["win_rate"] == pytest.approx(0.5, abs=0.02), m
     assert m["exact_win_rate"] == pytest.approx(0.5, abs=1e-12)
     # the policy is π_ref itself: every KL is exactly 0 (same model, same inputs, same arithmetic)
@@ -205,7 +204,7 @@ def test_chunks_without_first_rewards_are_read_and_say_so(synthetic_task, tmp_pa
     assert old.first_rewards is None and torch.equal(old.sorted_rewards, cache.sorted_rewards)
     assert "win_rate_first is left out" in caplog.text
     monkeypatch.undo()
-    m = evaluate(ModelPolicy(synthetic_task.reference, synthetic_task, SAMPLING), synthetic_task, old,
-                 samples_per_prompt=8, seed=shifted(0), bootstrap=10)
+    m = measure(ModelPolicy(synthetic_task.reference, synthetic_task, SAMPLING), synthetic_task, {"test": old},
+                samples_per_prompt=8, seed=shifted(0), bootstrap=10)[0]
     assert "win_rate_first" not in m and "win_rate_first_se" not in m["se_covers"]
     assert "win_rate" in m and m["se_covers"]["win_rate_se"] == "policy samples + reference cache (bootstrap B=10)"

@@ -14,10 +14,16 @@ from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
 from vbon_exp.config import validate
 from vbon_exp.errors import ConfigError
+from vbon_exp.evaluation import BON_POOL, ModelPolicy
 from vbon_exp.objectives import build_objective
-from vbon_exp.policies import ModelPolicy
-from vbon_exp.reference import BON_POOL
-from vbon_exp.run import base_point, evaluate_points, reference_caches
+from vbon_exp.reference import task_caches
+from vbon_exp.run import base_point, evaluate_run
+
+
+def reference_caches(cfg, nodes, task, sampling, names) -> dict:
+    """The run's caches of `names` (a split, or an evaluation cache of the test prompts such as the BoN pool)."""
+    requests = {name: (nodes.eval.bon_pool_m if name == BON_POOL else None) for name in names}
+    return task_caches(task, requests, sampling=sampling, seed=cfg.seed, settings=nodes.reference)
 
 
 def test_train_and_test_caches_never_share_samples(make_config):
@@ -78,7 +84,7 @@ def temperature_points(tmp_path_factory):
     objective = build_objective(nodes.objective)
     bon = objective.fit(SimpleNamespace(task=task, sampling=nodes.sampling, cfg=cfg, extras={}))
     model = ModelPolicy(_perturbed(task.reference), task, nodes.sampling)
-    points = {name: list(evaluate_points(cfg, nodes, objective, policy, task, caches, nodes.sampling))
+    points = {name: list(evaluate_run(cfg, nodes, objective, policy, task, caches, nodes.sampling, run_dir=None))
               for name, policy in (("model", model), ("bon", bon))}
     return task, model, points
 
@@ -132,7 +138,7 @@ def test_tldr_at_four_evaluation_temperatures_writes_four_lines_and_the_figure(t
     vs-temperature figure of `make pareto-plot`."""
     from test_tasks import FAST, compose_cfg, task_overrides
 
-    from vbon_exp import pareto
+    from vbon_exp.analysis import cli as pareto
     from vbon_exp.run import run
 
     cfg = compose_cfg(tmp_path, [*task_overrides("tldr", artifacts), "objective=kl_rl", "objective.beta=0.5",
@@ -220,8 +226,8 @@ def test_points_aiming_at_bon_carry_their_distance_to_it(make_config):
     win rate N/(N+1), and the distance to each; KL-RL and DPO aim elsewhere and get none."""
     import math
 
+    from vbon_exp.evaluation import bon_target_distance
     from vbon_exp.objectives import build_objective
-    from vbon_exp.run import bon_target_distance
 
     d = bon_target_distance(4.0, {"kl": 0.5, "win_rate": 0.7})
     assert d["target_kl_bound"] == pytest.approx(math.log(4) - 0.75) and d["target_win_rate"] == 0.8

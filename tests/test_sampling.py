@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import seeded, shifted
 from scipy import stats
 from stats_helpers import binned_chisquare
-from conftest import seeded, shifted
 
 from vbon_exp.modeling import Samples, load_causal_lm, response_logits, token_log_probs
 from vbon_exp.sampling import (

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from analysis_helpers import assert_valid_png, brute_force_frontier
 from conftest import run_cli, shifted
-from test_pareto import assert_valid_png, brute_force_frontier
+from hydra import compose, initialize_config_dir
 
 from vbon_exp.config import ConfigError, validate
 from vbon_exp.threads import usable_cores

@@ -13,11 +13,11 @@ import copy
 
 import pytest
 import torch
-from stats_helpers import binned_chisquare
 from conftest import seeded
+from stats_helpers import binned_chisquare
 
 from vbon_exp import bon
-from vbon_exp.policies import BoNPolicy, ModelPolicy
+from vbon_exp.evaluation import BoNPolicy, ModelPolicy
 from vbon_exp.sampling import SamplingConfig
 
 N_KL = (2, 4, 16, 64)

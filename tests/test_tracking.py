@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 
 import pytest
 
 from vbon_exp import tracking
-from vbon_exp.tracking import Tracker, append_jsonl, resolve_wandb_mode
+from vbon_exp.tracking import Tracker, resolve_wandb_mode
 
 FAKE_KEY = "vbonfakekey0123456789abcdef0123456789abcd"  # 40 characters, like a real wandb key
 
@@ -61,36 +60,6 @@ def test_explicit_mode_wins_and_dryrun_is_offline(clean_env, monkeypatch):
 def test_bad_mode_raises_naming_the_key(clean_env):
     with pytest.raises(ValueError, match="wandb.mode"):
         resolve_wandb_mode("sometimes")
-
-
-def test_append_jsonl_writes_whole_lines(tmp_path):
-    path = tmp_path / "sub" / "results.jsonl"
-    records = [{"i": i, "x": float(i) / 3, "pad": "y" * 2000} for i in range(50)]
-
-    def writer(chunk):
-        for r in chunk:
-            append_jsonl(path, r)
-
-    threads = [threading.Thread(target=writer, args=(records[k::5],)) for k in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    raw = path.read_bytes()
-    assert raw.endswith(b"\n")
-    lines = raw.decode().splitlines()
-    assert sorted(json.loads(line)["i"] for line in lines) == list(range(50))  # every line parses: none interleaved
-
-
-def test_append_jsonl_makes_non_finite_values_json(tmp_path):
-    import torch
-
-    path = tmp_path / "r.jsonl"
-    append_jsonl(path, {"nan": float("nan"), "inf": float("inf"), "ninf": -float("inf"), "t": torch.tensor(2.5),
-                        "nested": {"a": [float("nan"), 1]}})
-    rec = json.loads(path.read_text())  # strict JSON: no NaN / Infinity literals
-    assert rec == {"nan": None, "inf": 1e308, "ninf": -1e308, "t": 2.5, "nested": {"a": [None, 1]}}
-    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
 
 
 def test_disabled_tracker_still_writes_results(tmp_path):

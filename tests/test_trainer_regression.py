@@ -31,7 +31,7 @@ import math
 import pytest
 import torch
 
-from vbon_exp.policies import BoNPolicy, ModelPolicy
+from vbon_exp.evaluation import BoNPolicy, ModelPolicy
 from vbon_exp.sampling import SamplingConfig
 from vbon_exp.trainers import PPOTrainer, RLConfig, RLOOTrainer, TrainConfig
 from vbon_exp.trainers.sft import SFTConfig, SFTTrainer

@@ -7,7 +7,7 @@ from conftest import seeded, shifted
 from vbon_exp.modeling import Samples
 from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vbon_exp.trainers.ppo import gae, token_rewards
-from vbon_exp.trainers.rl import Rollout, masked_whiten
+from vbon_exp.trainers.rollout import Rollout, masked_whiten
 
 
 def _rollout(mask, seq_reward, logp_old=None, logp_ref=None):
@@ -136,7 +136,7 @@ FROZEN_LAYOUT = {  # (prefix of block i, final norm prefix)
 @pytest.mark.parametrize("arch", list(FROZEN_LAYOUT))
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_freeze_lower_layers_trains_exactly_the_top_blocks_and_the_final_norm(arch, k):
-    from vbon_exp.trainers.rl import freeze_lower_layers
+    from vbon_exp.trainers.shared import freeze_lower_layers
 
     model = _tiny_causal_lm(arch)
     block, norm = FROZEN_LAYOUT[arch]
@@ -156,7 +156,7 @@ def test_freeze_lower_layers_trains_exactly_the_top_blocks_and_the_final_norm(ar
 
 @pytest.mark.parametrize("arch", list(FROZEN_LAYOUT))
 def test_freeze_lower_layers_none_leaves_everything_trainable(arch):
-    from vbon_exp.trainers.rl import freeze_lower_layers
+    from vbon_exp.trainers.shared import freeze_lower_layers
 
     model = _tiny_causal_lm(arch)
     freeze_lower_layers(model, None)
@@ -164,7 +164,7 @@ def test_freeze_lower_layers_none_leaves_everything_trainable(arch):
 
 
 def test_freeze_lower_layers_unknown_architecture_names_the_config_key():
-    from vbon_exp.trainers.rl import freeze_lower_layers
+    from vbon_exp.trainers.shared import freeze_lower_layers
 
     class Mystery(torch.nn.Module):
         def __init__(self):
@@ -180,7 +180,7 @@ def test_freeze_lower_layers_unknown_architecture_names_the_config_key():
 @pytest.mark.parametrize("k", [5, 0, -1])
 def test_freeze_lower_layers_outside_one_to_the_block_count_is_an_error(k):
     """A slice with a negative start used to train fewer blocks than asked (k=5 of 3 trained 2) or none."""
-    from vbon_exp.trainers.rl import freeze_lower_layers
+    from vbon_exp.trainers.shared import freeze_lower_layers
 
     model = _tiny_causal_lm("gpt2")  # 3 blocks
     with pytest.raises(ValueError, match=r"algo\.trainable_layers"):

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from vbon_exp import config as _config  # noqa: F401  (registers the schemas and the n_from_beta / beta_from_n resolvers)
 from vbon_exp.errors import USER_ERRORS
 from vbon_exp.launch import run_hydra
-from vbon_exp.tracking import ID_COLUMNS
+from vbon_exp.results import ID_COLUMNS, failed_line, write_result
 
 log = logging.getLogger("vbon_exp")
 
@@ -39,24 +39,17 @@ def _failed_point(cfg: DictConfig, err: Exception, t_start: float) -> dict:
                 point[column] = OmegaConf.select(cfg, key)
             except Exception:
                 point[column] = None
-    run_dir = hydra_run_dir()
-    return {
-        **point, "status": "failed", "error": str(err) or repr(err), "error_type": type(err).__name__,
-        "wall_s": time.perf_counter() - t_start, "run_dir": str(run_dir) if run_dir else None,
-    }
+    return failed_line(point, err, time.perf_counter() - t_start, hydra_run_dir())
 
 
 def _record_failure(cfg: DictConfig, err: Exception, t_start: float) -> None:
     """Log a failed sweep member and append its results line, so the other members go on and the failure shows in
     the sweep's table (`make pareto-plot`)."""
-    from vbon_exp.tracking import append_jsonl
-
     log.error("sweep member failed (%s: %s); the sweep goes on", type(err).__name__, err,
               exc_info=not isinstance(err, USER_ERRORS))
     point = _failed_point(cfg, err, t_start)
     if os.environ.get("RANK", "0") == "0" and point["run_dir"]:  # one line per member, from the main process
-        path = Path(point["run_dir"]) / "results.jsonl"
-        append_jsonl(path, point)
+        path = write_result(Path(point["run_dir"]), point)
         log.error("recorded as failed in %s", path)
 
 

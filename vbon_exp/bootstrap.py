@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from vbon_exp import bon
+from vbon_exp import bon, pool_estimators
 
 
 def resample_indices(size: int, replicates: int, generator: torch.Generator) -> torch.Tensor:
@@ -110,14 +110,14 @@ def bon_pool_replicates(pool_rows: list[torch.Tensor], cache_rows: list[torch.Te
                         first_rewards: torch.Tensor | None, ns: list[int], replicates: int,
                         generator: torch.Generator) -> dict[str, torch.Tensor]:
     """[1 + B, len(ns)] replicates of best-of-N estimated from a pool of π_ref rewards per prompt, for every N at once
-    (bon.bon_order_weights): row 0 the estimates, then each prompt's pool and reference cache resampled jointly.
+    (pool_estimators.bon_order_weights): row 0 the estimates, then each prompt's pool and reference cache resampled jointly.
 
     - `reward`: E[r(best of N)], the U-statistic Σ_k r_(k)·C(k−1, N−1)/C(M, N);
     - `win_rate`: the same U-statistic of P(r_(k) beats a reference cache sample), ties ½: the pool and the cache are
       disjoint, so it is unbiased for BoN's win rate against one π_ref sample;
     - `win_rate_first`: of 1[r_(k) > the cache's first draw] (ties lose; the first draw redrawn per replicate);
     - `kl_k1`: log N + (N−1)·E[log F̂(r(best of N))], F̂ the reference cache's (the sampled path's k1 estimate);
-    - `kl_tie_aware`: bon.kl_bon_levels on the pool's reward levels, a level tied in the pool (≥ 2 samples) taken as
+    - `kl_tie_aware`: pool_estimators.kl_bon_levels on the pool's reward levels, a level tied in the pool (≥ 2 samples) taken as
       an atom of mass count/M, untied samples as continuous (then log N − (N−1)/N exactly); replicates keep the
       pool's atoms and resample their masses;
     - `tied_fraction` [1 + B]: the fraction of pool samples that tie with another (row 0 is the pool's)."""
@@ -129,20 +129,62 @@ def bon_pool_replicates(pool_rows: list[torch.Tensor], cache_rows: list[torch.Te
     n_minus_1 = torch.tensor([n - 1.0 for n in ns], dtype=torch.float64)
     for p, pool in enumerate(pool_rows):
         m = len(pool)
-        w = weights.setdefault(m, bon.bon_order_weights(m, ns))
+        w = weights.setdefault(m, pool_estimators.bon_order_weights(m, ns))
         indices = resample_indices(m, replicates, generator)
         values = pool.to(torch.float64)[indices]  # [R, M], each row sorted
         cache = ResampledCache(cache_rows[p], resample_indices(len(cache_rows[p]), replicates, generator))
-        out["reward"].append(bon.bon_pool_mean(values, w))
-        out["win_rate"].append(bon.bon_pool_mean(cache.win_prob(values), w))
-        out["kl_k1"].append(log_n + n_minus_1 * bon.bon_pool_mean(cache.log_cdf_hat(values), w))
+        out["reward"].append(pool_estimators.bon_pool_mean(values, w))
+        out["win_rate"].append(pool_estimators.bon_pool_mean(cache.win_prob(values), w))
+        out["kl_k1"].append(log_n + n_minus_1 * pool_estimators.bon_pool_mean(cache.log_cdf_hat(values), w))
         if first_rewards is not None:
             reference = cache.redraw_one(replicates, generator, float(first_rewards[p]))
-            out["win_rate_first"].append(bon.bon_pool_mean((values > reference[:, None]).to(torch.float64), w))
-        level, counts = bon.pool_levels(pool)
+            out["win_rate_first"].append(pool_estimators.bon_pool_mean((values > reference[:, None]).to(torch.float64), w))
+        level, counts = pool_estimators.pool_levels(pool)
         atomic = counts >= 2
         mass = torch.zeros(values.shape[0], len(counts), dtype=torch.float64)
         mass.scatter_add_(1, level[indices], torch.full(indices.shape, 1.0 / m, dtype=torch.float64))
-        out["kl_tie_aware"].append(torch.stack([bon.kl_bon_levels(mass, atomic, n) for n in ns], dim=-1))
+        out["kl_tie_aware"].append(torch.stack([pool_estimators.kl_bon_levels(mass, atomic, n) for n in ns], dim=-1))
         out["tied_fraction"].append(mass[:, atomic].sum(-1))
+    return {name: torch.stack(rows).mean(0) for name, rows in out.items() if rows}
+
+
+def rule_pool_replicates(pool_rows: list[torch.Tensor], cache_rows: list[torch.Tensor],
+                         first_rewards: torch.Tensor | None, ns: list[int], replicates: int,
+                         generator: torch.Generator, rule) -> dict[str, torch.Tensor]:
+    """[1 + B, len(ns)] replicates of a rule that keeps one of N π_ref samples by their rewards (BoN's relatives),
+    estimated from a pool of π_ref rewards per prompt for every N at once: row 0 the estimates, then each prompt's
+    pool and reference cache resampled jointly (as `bon_pool_replicates`).
+
+    `rule.weights(values [R, M] sorted, n, prompt)` → [R, M]: the probability that each pool sample is the one the
+    rule keeps from a random N-subset of the pool, so that Σ_k w_k·h(r_(k)) is the U-statistic of h of the kept
+    sample: `reward`, `win_rate` (against the reference cache, ties ½), `win_rate_first` (against its first draw).
+    `rule.plugin_kl(level_values [L], mass [R', L], atomic [L], n, prompt)` → [R']: the rule's KL on the pool's
+    empirical distribution (levels as in `bon_pool_replicates`: a tied level an atom, an untied sample a continuum);
+    R' = 1 + B where `rule.kl_replicates`, else 1 (the estimate alone: its SE is not estimated, NaN)."""
+    ns = [int(n) for n in ns]
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("reward", "win_rate", "win_rate_first", "kl_plugin")}
+    for p, pool in enumerate(pool_rows):
+        m = len(pool)
+        indices = resample_indices(m, replicates, generator)
+        values = pool.to(torch.float64)[indices]  # [R, M], each row sorted
+        cache = ResampledCache(cache_rows[p], resample_indices(len(cache_rows[p]), replicates, generator))
+        win = cache.win_prob(values)
+        first = None
+        if first_rewards is not None:
+            reference = cache.redraw_one(replicates, generator, float(first_rewards[p]))
+            first = (values > reference[:, None]).to(torch.float64)
+        weights = [rule.weights(values, n, p) for n in ns]  # each [R, M]
+        out["reward"].append(torch.stack([(values * w).sum(-1) for w in weights], dim=-1))
+        out["win_rate"].append(torch.stack([(win * w).sum(-1) for w in weights], dim=-1))
+        if first is not None:
+            out["win_rate_first"].append(torch.stack([(first * w).sum(-1) for w in weights], dim=-1))
+        level, counts = pool_estimators.pool_levels(pool)
+        mass = torch.zeros(values.shape[0], len(counts), dtype=torch.float64)
+        mass.scatter_add_(1, level[indices], torch.full(indices.shape, 1.0 / m, dtype=torch.float64))
+        kl_rows = mass if rule.kl_replicates else mass[:1]
+        level_values = pool.to(torch.float64)[torch.cumsum(counts, 0) - 1]
+        kl = torch.stack([rule.plugin_kl(level_values, kl_rows, counts >= 2, n, p) for n in ns], dim=-1)
+        if not rule.kl_replicates:  # no replicates: NaN rows, so point_and_se gives no SE
+            kl = torch.cat([kl, torch.full((values.shape[0] - 1, len(ns)), math.nan, dtype=torch.float64)])
+        out["kl_plugin"].append(kl)
     return {name: torch.stack(rows).mean(0) for name, rows in out.items() if rows}

@@ -12,16 +12,16 @@ own: only the values that make an option what it is (`conf/algo/rloo.yaml`: name
 |-------------|------------------------------------------|-------------------------|
 | task        | TASKS[task.name].config                  | vbon_exp/tasks/*.py     |
 | objective   | OBJECTIVES[objective.name].config        | vbon_exp/objectives/*.py|
-| algo        | RLConfig                                 | vbon_exp/trainers/rl.py |
+| algo        | RLConfig                                 | vbon_exp/trainers/on_policy.py |
 | sft         | SFTConfig                                | vbon_exp/trainers/sft.py |
-| preference  | PreferenceTrainConfig                    | vbon_exp/trainers/preference.py |
+| preference  | PreferenceTrainConfig                    | vbon_exp/trainers/preference_loop.py |
 | model       | ModelConfig (language-model tasks)       | vbon_exp/modeling.py    |
 | reward      | REWARDS[reward.type].config (LM tasks)   | vbon_exp/rewards.py     |
 | sampling    | SamplingConfig (the sampler group too)   | vbon_exp/sampling.py    |
 | reference   | ReferenceConfig                          | vbon_exp/reference.py   |
-| eval        | EvalConfig                               | vbon_exp/evaluate.py    |
+| eval        | EvalConfig                               | vbon_exp/evaluation/runner.py |
 | eval.judges | REWARDS[type].config of conf/reward/<name>.yaml | vbon_exp/rewards.py |
-| train       | TrainConfig                              | vbon_exp/trainers/loop.py |
+| train       | TrainConfig                              | vbon_exp/trainers/shared.py |
 | wandb       | WandbConfig                              | vbon_exp/tracking.py    |
 | paths, seed, device, threads | PathsConfig, RunConfig  | here                    |
 """
@@ -44,18 +44,18 @@ from vbon_exp import (
     vllm_backend,  # noqa: F401  (registers sampler=vllm)
 )
 from vbon_exp.errors import ConfigError, check_number
-from vbon_exp.evaluate import EvalConfig
+from vbon_exp.evaluation import EvalConfig
 from vbon_exp.modeling import ModelConfig
 from vbon_exp.objectives import OBJECTIVES
-from vbon_exp.reference import BON_POOL, ReferenceConfig, cache_memory_bytes
+from vbon_exp.reference import ReferenceConfig, cache_memory_bytes
 from vbon_exp.rewards import REWARDS
 from vbon_exp.sampling import SamplingConfig
 from vbon_exp.tasks import TASKS
 from vbon_exp.tracking import WandbConfig
-from vbon_exp.trainers.loop import TrainConfig
-from vbon_exp.trainers.preference import PreferenceTrainConfig
-from vbon_exp.trainers.rl import RLConfig
+from vbon_exp.trainers.on_policy import RLConfig
+from vbon_exp.trainers.preference_loop import PreferenceTrainConfig
 from vbon_exp.trainers.sft import SFTConfig
+from vbon_exp.trainers.shared import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -338,8 +338,8 @@ def check_memory(nodes: SimpleNamespace, available: int | None = None, vocab_siz
         sizes["vocab_size"] = vocab_size
     sequence = sizes["prompt_tokens"] + nodes.sampling.max_new_tokens
     splits = [("test", sizes["num_test_prompts"])] * evaluation_test_caches(nodes)
-    extra = OBJECTIVES[nodes.objective.name](nodes.objective).cache_splits
-    if "train" in extra:  # its own cache (split in the key)
+    objective = OBJECTIVES[nodes.objective.name](nodes.objective)
+    if "train" in objective.cache_splits:  # its own cache (split in the key)
         splits.append(("train", sizes["num_train_prompts"]))
     ref = nodes.reference
     cache = sum(cache_memory_bytes(p, ref.m_for(split), ref.chunk_prompts, sequence) for split, p in splits)
@@ -347,12 +347,12 @@ def check_memory(nodes: SimpleNamespace, available: int | None = None, vocab_siz
     _fits(key, max(ref.m, ref.test_m or 0), cache, available,
           f"reference caches of {sum(p for _, p in splits)} prompts × M={ref.m}"
           + (f" (test: {ref.test_m})" if ref.test_m is not None else ""))
-    if BON_POOL in extra:  # objective=bon estimate=cache: pools of the test prompts, as many as test caches at once
-        pools = (1 + int(_evaluates_elsewhere(nodes))) * cache_memory_bytes(
-            sizes["num_test_prompts"], nodes.eval.bon_pool_m, ref.chunk_prompts, sequence)
-        _fits("eval.bon_pool_m", nodes.eval.bon_pool_m, cache + pools, available,
-              f"the BoN pool of {sizes['num_test_prompts']} prompts × M={nodes.eval.bon_pool_m} and the reference "
-              "caches")
+    for name, m in objective.evaluation_caches(nodes.eval).items():  # e.g. the BoN pool: as many as test caches
+        held = (1 + int(_evaluates_elsewhere(nodes))) * cache_memory_bytes(
+            sizes["num_test_prompts"], m, ref.chunk_prompts, sequence)
+        key, what = ("eval.bon_pool_m", "BoN pool") if name == "bon_pool" else (f"the {name} cache", name)
+        _fits(key, m, cache + held, available,
+              f"the {what} of {sizes['num_test_prompts']} prompts × M={m} and the reference caches")
     evaluation = nodes.eval.memory_bytes(sizes["num_test_prompts"], sequence, nodes.sampling.max_new_tokens,
                                          sizes["vocab_size"] or 0)
     _fits("eval.samples_per_prompt", nodes.eval.samples_per_prompt, evaluation, available,

@@ -47,9 +47,9 @@ from vbon_exp.storage import atomic_write_bytes, build_lock, read_checked_npz, w
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-# The name of the BoN pool among a run's caches (objective=bon objective.estimate=cache): a second cache of the test
-# prompts, of eval.bon_pool_m samples each, keyed apart from the test cache (key part purpose=bon_pool).
-BON_POOL = "bon_pool"
+# The caches of a run's splits; any other name is an evaluation cache of the test prompts with its own M, keyed
+# apart from the test cache by its name (key part `purpose`: the BoN pool of objective=bon is "bon_pool").
+SPLITS = ("train", "test")
 
 
 @dataclass
@@ -77,6 +77,31 @@ class ReferenceConfig:
         check_number(f"{prefix}.test_m", self.test_m, integer=True, minimum=2, allow_none=True)
         check_number(f"{prefix}.chunk_prompts", self.chunk_prompts, integer=True, minimum=1)
         check_number(f"{prefix}.keep_texts", self.keep_texts, integer=True, minimum=0)
+
+
+def task_caches(task, requests: dict, *, sampling: SamplingConfig, seed: int, settings: "ReferenceConfig",
+                score_batch_size: int = 256, reward=None) -> dict[str, "ReferenceCache"]:
+    """The reference caches a run asks for, name -> M: a split's cache ("train", "test"; M None: `reference.m` or
+    `reference.test_m`) or an evaluation cache of the test prompts of that M (keyed by its name as `purpose`), scored
+    by the task's reward, or by `reward` (an evaluation judge). The split is part of every key, so train and test
+    caches never share samples (even on the synthetic task, whose train and test prompts are the same), and each
+    chunk's seed hashes the key, so distinct keys draw from distinct seeds."""
+    caches = {}
+    for name, m in requests.items():
+        split = name if name in SPLITS else "test"
+        purpose = {} if name in SPLITS else {"purpose": name}
+        caches[name] = build_reference_cache(
+            reference=task.reference, reward=reward or task.reward, tokenizer=task.tokenizer,
+            prompts=task.prompts(split), m=m if m is not None else settings.m_for(split), sampling=sampling,
+            seed=seed, cache_dir=settings.cache_dir,
+            key_parts={"reference": task.fingerprint["reference"],
+                       "reward": task.fingerprint["reward"] if reward is None else reward.fingerprint,
+                       "prompts": task.fingerprint[f"{split}_prompts"], "split": split, **purpose},
+            eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=settings.chunk_prompts,
+            keep_texts=settings.keep_texts, score_batch_size=score_batch_size,
+            desc=f"reference cache ({name}{'' if reward is None else ', judge ' + reward.name})",
+        )
+    return caches
 
 
 def cache_memory_bytes(num_prompts: int, m: int, chunk_prompts: int, sequence_tokens: int) -> int:

@@ -13,21 +13,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vbon_exp import bon
 from vbon_exp.config import check_memory, validate
 from vbon_exp.errors import ConfigError, SamplerBackendError
-from vbon_exp.evaluate import evaluate, evaluate_bon_pool
-from vbon_exp.meters import GENERATION, SCORING
+from vbon_exp.evaluation import StageMeter, Target, build_judges, evaluate_policy
 from vbon_exp.modeling import resolve_device
 from vbon_exp.objectives import OBJECTIVES, RunContext, build_objective
-from vbon_exp.policies import PooledBoN
-from vbon_exp.reference import BON_POOL, build_reference_cache
-from vbon_exp.rewards import build_reward
+from vbon_exp.reference import task_caches
+from vbon_exp.results import ID_COLUMNS
 from vbon_exp.sampling import SamplingConfig, check_backend
 from vbon_exp.tasks import build_task
-from vbon_exp.tasks.lm import require_artifact
 from vbon_exp.threads import apply_threads, launcher_jobs
-from vbon_exp.tracking import ID_COLUMNS, Tracker
+from vbon_exp.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -56,29 +52,6 @@ def parallel_jobs() -> int:
     return members * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
-def reference_caches(cfg: DictConfig, nodes, task, sampling: SamplingConfig, splits, reward=None) -> dict:
-    """The reference cache of each split, scored by the task's reward, or by `reward` (an evaluation judge)."""
-    caches = {}
-    for name in splits:
-        # the BoN pool is a second cache of the test prompts, of its own size; `purpose` in its key keeps it apart
-        split, m, purpose = ("test", nodes.eval.bon_pool_m, {"purpose": BON_POOL}) if name == BON_POOL else (
-            name, nodes.reference.m_for(name), {})
-        caches[name] = build_reference_cache(
-            reference=task.reference, reward=reward or task.reward, tokenizer=task.tokenizer,
-            prompts=task.prompts(split), m=m, sampling=sampling, seed=cfg.seed, cache_dir=cfg.reference.cache_dir,
-            # the split is part of the key: train and test caches never share samples (even on the synthetic task,
-            # whose train and test prompts are the same); each chunk's seed hashes the key, so distinct keys draw
-            # from distinct seeds
-            key_parts={"reference": task.fingerprint["reference"],
-                       "reward": task.fingerprint["reward"] if reward is None else reward.fingerprint,
-                       "prompts": task.fingerprint[f"{split}_prompts"], "split": split, **purpose},
-            eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=cfg.reference.chunk_prompts,
-            keep_texts=cfg.reference.keep_texts, score_batch_size=cfg.eval.score_batch_size,
-            desc=f"reference cache ({name}{'' if reward is None else ', judge ' + reward.name})",
-        )
-    return caches
-
-
 def sampling_config(nodes) -> SamplingConfig:
     """The validated `sampling:` node (the `sampler` group sets its backend). A backend that cannot run here (vLLM
     not installed) stops the run now, before anything is built or sampled."""
@@ -87,25 +60,6 @@ def sampling_config(nodes) -> SamplingConfig:
     except SamplerBackendError as err:
         raise ConfigError(str(err)) from err
     return nodes.sampling
-
-
-class StageMeter:
-    """Throughput of one pipeline stage for the results line and wandb: `<stage>_s` (wall seconds),
-    `<stage>_gen_tok_s` (tokens sampled per second of sampling) and `<stage>_score_samples_s` (pairs scored per
-    second of scoring), from the process-wide sampling and scoring meters."""
-
-    def __init__(self, stage: str):
-        self.stage, self.t0 = stage, time.perf_counter()
-        self.gen, self.score = GENERATION.snapshot(), SCORING.snapshot()
-
-    def stop(self) -> dict:
-        gen, score = GENERATION.since(self.gen), SCORING.since(self.score)
-        out = {f"{self.stage}_s": time.perf_counter() - self.t0}
-        if gen["rate"] is not None:
-            out[f"{self.stage}_gen_tok_s"] = gen["rate"]
-        if score["rate"] is not None:
-            out[f"{self.stage}_score_samples_s"] = score["rate"]
-        return out
 
 
 class _TrainLogMeans:
@@ -133,15 +87,15 @@ class _TrainLogMeans:
         return {f"train_{key}": self.sums[key] / self.counts[key] for key in self.sums}
 
 
-def base_point(cfg: DictConfig) -> dict:
-    """The identifying columns of a results line (vbon_exp.tracking.ID_COLUMNS), plus the objective's legend label.
-    `algo` is None for objectives that do not train with conf/algo."""
+def base_point(cfg: DictConfig, objective=None) -> dict:
+    """The identifying columns of a results line (vbon_exp.results.ID_COLUMNS), plus the objective's legend label
+    (the built `objective`'s own where given). `algo` is None for objectives that do not train with conf/algo."""
     point = {column: OmegaConf.select(cfg, key) for column, key in ID_COLUMNS.items()}
-    objective = OBJECTIVES.get(point["objective"])
-    if objective is None or objective.trains_with != "algo":
+    kind = OBJECTIVES.get(point["objective"])
+    if kind is None or kind.trains_with != "algo":
         point["algo"] = None
-    if objective is not None:
-        point["objective_label"] = objective.label
+    if kind is not None:
+        point["objective_label"] = objective.legend() if objective is not None else kind.label
     return point
 
 
@@ -166,7 +120,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     objective = build_objective(nodes.objective)
-    ids = base_point(cfg)
+    ids = base_point(cfg, objective)
     tracker = Tracker(
         run_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.wandb.mode if main else "disabled",
         project=cfg.wandb.project, write_results=main, results_id=ids,
@@ -182,11 +136,14 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
                               model=nodes.model, reward=nodes.reward)
             # the models' vocabulary is known now: the memory pre-flight again, with its logits, before any sampling
             check_memory(nodes, vocab_size=getattr(task.reference.config, "vocab_size", None))
+            objective.check_task(task)
             cache_meter = StageMeter("cache_build")
-            # the evaluator's test cache at the sampling temperature, unless no evaluation happens there
-            test = ("test",) if sampling.temperature in evaluation_temperatures(nodes) else ()
-            splits = [s for s in objective.cache_splits if test or s != BON_POOL]  # the pool: an evaluation cache
-            caches = reference_caches(cfg, nodes, task, sampling, dict.fromkeys((*test, *splits)))
+            # the training caches, and the evaluation's at the sampling temperature unless no evaluation happens there
+            requests = dict.fromkeys(objective.cache_splits)
+            if sampling.temperature in evaluation_temperatures(nodes):
+                requests.update({"test": None, **objective.evaluation_caches(nodes.eval)})
+            caches = task_caches(task, requests, sampling=sampling, seed=cfg.seed, settings=nodes.reference,
+                                 score_batch_size=nodes.eval.score_batch_size)
             timings = cache_meter.stop()
         timings["setup_s"] = time.perf_counter() - stage
 
@@ -199,7 +156,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
         point = {**ids, "status": "ok", "num_processes": accelerator.num_processes, "threads": threads, **ctx.extras}
         if main:  # one results line per evaluation temperature (and per N for BoN from the pool); returns the first
             lines = []
-            for metrics in evaluate_points(cfg, nodes, objective, policy, task, caches, sampling):
+            for metrics in evaluate_run(cfg, nodes, objective, policy, task, caches, sampling, run_dir, tracker):
                 line = {**point, **metrics, **timings, "wall_s": time.perf_counter() - t_start,
                         "run_dir": str(run_dir)}
                 tracker.write_point(line)
@@ -218,93 +175,30 @@ def evaluation_temperatures(nodes) -> list[float]:
     return list(nodes.eval.temperatures or [nodes.sampling.temperature])
 
 
-def build_judges(nodes, task) -> dict:
-    """The `eval.judges` reward models by name (vbon_exp.rewards.REWARDS), reading the policy tokenizer's text."""
-    device = next(task.reference.parameters()).device
-    judges = {}
-    for name, judge in nodes.judges.items():
-        if getattr(judge, "name_or_path", None):
-            require_artifact(judge.name_or_path, judge.made_by, f"eval.judges: {name}.name_or_path")
-        judges[name] = build_reward(judge, device=device, policy_tokenizer=task.tokenizer, eos_id=task.eos_id)
-    return judges
+def run_caches(cfg: DictConfig, nodes, task, built: dict, sampling: SamplingConfig):
+    """`caches_at(T, {name: M or None}, judge)`: the reference caches of a run at an evaluation temperature T,
+    those built at set-up reused (vbon_exp.reference.task_caches)."""
+
+    def caches_at(temperature: float, requests: dict, judge=None) -> dict:
+        if judge is None and temperature == sampling.temperature and set(requests) <= set(built):
+            return {name: built[name] for name in requests}
+        return task_caches(task, requests, sampling=replace(sampling, temperature=temperature), seed=cfg.seed,
+                           settings=nodes.reference, score_batch_size=nodes.eval.score_batch_size, reward=judge)
+
+    return caches_at
 
 
-def evaluate_points(cfg: DictConfig, nodes, objective, policy, task, caches: dict, sampling: SamplingConfig):
-    """The metrics of `policy` at each evaluation temperature T, one after another, each with `eval_temperature`:
-    the policy samples at T, its KL is to π_ref at T (both models' token distributions at T), its win rates are
-    against π_ref samples at T (the test cache at T: the cache key holds the temperature), BoN draws its N
-    candidates from π_ref at T (BoN from the pool reads the pool drawn at T, one dict per N), and the synthetic
-    oracle's exact values describe π_ref at T."""
-    judges = build_judges(nodes, task)
-    for temperature in evaluation_temperatures(nodes):
-        at_t = replace(sampling, temperature=temperature)
-        meter = StageMeter("eval_cache")  # the reference caches at T (reused when a sweep has built them)
-        needed = ["test", *([BON_POOL] if isinstance(policy, PooledBoN) else [])]
-        at_caches = caches if temperature == sampling.temperature else reference_caches(
-            cfg, nodes, task, at_t, needed)
-        scored = {name: (judge, reference_caches(cfg, nodes, task, at_t, ["test"], reward=judge)["test"])
-                  for name, judge in judges.items()}
-        cache_timing = meter.stop()
-        with_target = temperature == sampling.temperature
-        if isinstance(policy, PooledBoN):  # BoN from the pool at T: every N, no sampling (no judges: check_run)
-            for metrics in evaluate_pool_points(cfg, nodes, PooledBoN(at_caches[BON_POOL], policy.ns),
-                                                task.at_temperature(temperature), at_caches["test"], with_target):
-                yield {"eval_temperature": temperature, **metrics, **cache_timing}
-            continue
-        metrics = evaluate_point(cfg, nodes, objective, policy.at_temperature(temperature),
-                                 task.at_temperature(temperature), at_caches["test"], judges=scored,
-                                 with_target=with_target)
-        yield {"eval_temperature": temperature, **metrics, **cache_timing}
-
-
-def evaluate_pool_points(cfg: DictConfig, nodes, policy: PooledBoN, task, test_cache, with_target: bool) -> list:
-    """BoN from the pool: one metrics dict per N (vbon_exp.evaluate.evaluate_bon_pool), each with its distance to
-    π_BoN at its own N where the target is defined."""
-    meter = StageMeter("eval")
-    points = evaluate_bon_pool(policy, task, test_cache, seed=cfg.seed + 1, bootstrap=nodes.eval.bootstrap,
-                               kl_estimator=nodes.eval.kl_estimator, with_target=with_target)
-    timings = meter.stop()  # eval_s (no sampling: no rates)
-    return [{**p, **(bon_target_distance(p["n"], p) if with_target else {}), **frontier_regret(task, p), **timings}
-            for p in points]
-
-
-def evaluate_point(cfg: DictConfig, nodes, objective, policy, task, test_cache, judges=None,
-                   with_target: bool = True) -> dict:
-    """The evaluator's metrics; on a task with an oracle also KL(π_ref ‖ target), so convergence reads off one line.
-    `with_target` false (an evaluation temperature other than the one trained at): no target metrics, since the
-    objective's target is defined by π_ref at the temperature it trained at."""
-    meter = StageMeter("eval")
-    target = objective.target_log_probs(task.oracle) if task.oracle is not None and with_target else None
-    metrics = evaluate(
-        policy, task, test_cache, samples_per_prompt=nodes.eval.samples_per_prompt, seed=cfg.seed + 1,
-        batch_size=nodes.eval.batch_size, target_log_probs=target, kl_estimator=nodes.eval.kl_estimator,
-        judges=judges, score_batch_size=nodes.eval.score_batch_size, bootstrap=nodes.eval.bootstrap,
-    )
-    if target is not None:
-        metrics["exact_kl_to_target_init"] = task.oracle.metrics(task.oracle.ref_log_probs, target)[
-            "exact_kl_to_target"]
-    if with_target:
-        metrics.update(bon_target_distance(objective.bon_target_n(), metrics))
-    metrics.update(frontier_regret(task, metrics))
-    metrics.update(meter.stop())  # eval_s, eval_gen_tok_s, eval_score_samples_s
-    return metrics
-
-
-def frontier_regret(task, metrics: dict) -> dict:
-    """On a task with an oracle: how far below the exact reward–KL and win-rate–KL frontiers the point's exact
-    values are (`exact_regret`, `exact_win_rate_regret`; vbon_exp.tasks.synthetic.SyntheticOracle.frontier_at_kl)."""
-    return task.oracle.frontier_regret(metrics) if task.oracle is not None else {}
-
-
-def bon_target_distance(n: float | None, metrics: dict) -> dict:
-    """Where an objective aims at π_BoN(N) (vBoN, BoN-SFT, BoNBoN, BOND; BoN itself): π_BoN's KL upper bound
-    log N − (N − 1)/N and its win rate N/(N + 1) against one reference sample (continuous rewards), and this point's
-    distance to them, on any task."""
-    if n is None or n < 1:
-        return {}
-    bound, win = bon.kl_bon_analytic(n), n / (n + 1.0)
-    return {"target_n": n, "target_kl_bound": bound, "target_win_rate": win,
-            "kl_minus_target_bound": metrics["kl"] - bound, "win_rate_minus_target": metrics["win_rate"] - win}
+def evaluate_run(cfg: DictConfig, nodes, objective, policy, task, caches: dict, sampling: SamplingConfig, run_dir,
+                 tracker=None):
+    """The results lines of the run's policy at each evaluation temperature (vbon_exp/evaluation/runner.py)."""
+    target = Target(log_probs=objective.target_log_probs if task.oracle is not None else None,
+                    bon_n=objective.bon_target_n())
+    spec = {"task": OmegaConf.to_container(cfg.task, resolve=True), "max_new_tokens": sampling.max_new_tokens}
+    return evaluate_policy(
+        policy, task=task, settings=nodes.eval, seed=cfg.seed + 1, temperatures=evaluation_temperatures(nodes),
+        train_temperature=sampling.temperature, caches_at=run_caches(cfg, nodes, task, caches, sampling),
+        judges=build_judges(nodes.judges, task), target=target, run_dir=run_dir, exact_spec=spec,
+        tracker=tracker, columns={"seed": cfg.seed, "objective": cfg.objective.name})
 
 
 def _throughput_line(p: dict) -> str:

@@ -1,38 +1,24 @@
-"""Experiment tracking: wandb (online, offline or disabled) and the local results table.
+"""Experiment tracking: wandb (online, offline or disabled) beside the local files of vbon_exp/results.py.
 
-Every run appends one line per evaluation temperature to `<run_dir>/results.jsonl` (its reward-vs-KL points),
-whatever wandb's mode, so a sweep can be aggregated without any server; its training logs go to
-`<run_dir>/train_log.jsonl` too (one line per logged step: the training curves, vbon_exp/curves.py). Secrets never
-reach a log, a config or a results line."""
+Every run appends its reward-vs-KL points to `<run_dir>/results.jsonl` whatever wandb's mode, so a sweep can be
+aggregated without any server; its training logs go to `<run_dir>/train_log.jsonl` too (one line per logged step:
+the training curves, vbon_exp/analysis/curves.py). Secrets never reach a log, a config or a results line."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 from vbon_exp.errors import ConfigError
+from vbon_exp.results import RESULTS_FILE, TRAIN_LOG_FILE, append_line, jsonable, write_result
 
 log = logging.getLogger(__name__)
 
 WANDB_MODES = ("online", "offline", "disabled")
-
-# The identifying columns of a results line and the config key each comes from: the one definition that run.py
-# writes, __main__ uses for failed sweep members and pareto reads back from wandb run configs. (`algo` is None for
-# objectives that train without conf/algo. `eval_temperature` is the temperature a line's policy was evaluated at:
-# the sampling temperature unless `eval.temperatures` lists others, then each line sets its own.)
-ID_COLUMNS = {
-    "task": "task.name", "objective": "objective.name", "algo": "algo.name", "bound": "objective.bound",
-    "beta": "objective.beta", "n": "objective.n", "temperature": "sampling.temperature", "m": "reference.m",
-    "test_m": "reference.test_m", "seed": "seed", "reward_output": "reward.output",
-    "eval_temperature": "sampling.temperature",
-}
-
 
 @dataclass
 class WandbConfig:
@@ -77,31 +63,6 @@ def resolve_wandb_mode(mode: str | None) -> str:
     return mode
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return _jsonable(value.item())
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append one whole line: a single write on an O_APPEND descriptor, fsynced, so a crash never leaves half a
-    line and concurrent writers never interleave within a line."""
-    line = (json.dumps(_jsonable(record), sort_keys=True) + "\n").encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Tracker:
     """wandb run + local results file for one vbon_exp run."""
 
@@ -121,8 +82,8 @@ class Tracker:
         results_id: dict | None = None,
     ):
         self.run_dir = Path(run_dir)
-        self.results_path = self.run_dir / "results.jsonl"
-        self.train_log_path = self.run_dir / "train_log.jsonl"
+        self.results_path = self.run_dir / RESULTS_FILE
+        self.train_log_path = self.run_dir / TRAIN_LOG_FILE
         self.write_results = write_results  # false on non-main processes of a multi-process run
         self.mode = resolve_wandb_mode(mode)
         self.t0 = time.perf_counter()
@@ -144,7 +105,7 @@ class Tracker:
     def log(self, metrics: dict, step: int | None = None) -> None:
         numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if self.write_results:
-            append_jsonl(self.train_log_path, {"step": step, **numeric})
+            append_line(self.train_log_path, {"step": step, **numeric})
         if self.run is not None:
             self.run.log(numeric, step=step)
 
@@ -152,11 +113,23 @@ class Tracker:
         """One reward-vs-KL point of the run: to results.jsonl (always) and wandb's summary and `final/*` history (a
         run with several evaluation temperatures writes several points; its wandb summary keeps the last)."""
         if self.write_results:
-            append_jsonl(self.results_path, point)
+            write_result(self.run_dir, point)
         if self.run is not None:
             numeric = {k: v for k, v in point.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self.run.summary.update(_jsonable(numeric))
+            self.run.summary.update(jsonable(numeric))
             self.run.log({f"final/{k}": v for k, v in numeric.items()})
+
+    def log_table(self, name: str, frame) -> None:
+        """A pandas DataFrame as the wandb Table `name` (a column of None only becomes NaN: one type per column)."""
+        if self.run is None:
+            return
+        import wandb
+
+        frame = frame.copy()
+        for column in frame:
+            if frame[column].dtype == object and frame[column].isna().all():
+                frame[column] = frame[column].astype(float)
+        self.run.log({name: wandb.Table(dataframe=frame)})
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:

@@ -6,7 +6,9 @@ what the rest of the run needs to know about it, so run.py, validation and the r
 rather than name lists:
 - `config`: its config dataclass;
 - `label`: the legend name (results column `objective_label`, read by `make pareto-plot`);
-- `cache_splits`: reference reward caches it reads besides the evaluator's "test" cache;
+- `cache_splits`: reference reward caches its training reads ("train": the train prompts' F̂);
+- `evaluation_caches(eval settings)`: the extra evaluation caches of the test prompts its policy reads, name -> M
+  (BoN from the pool: "bon_pool"), built with the test cache and counted by the memory pre-flight;
 - `trains_with`: the trainer node it reads: `algo` (conf/algo, the RL trainers; then `algo` is a results column),
   `sft` (the supervised loop), or None (nothing trained); that node's values are checked only then;
 - `fit(ctx)`: the policy; `target_log_probs(oracle)`: its exact target on a task with an oracle;
@@ -74,13 +76,25 @@ class Objective:
         self.cfg = cfg
         self.beta, self.n = cfg.beta, cfg.n
 
+    def legend(self) -> str:
+        """The legend label of this run's points (results column `objective_label`): the objective's by default."""
+        return self.label
+
+    def check_task(self, task) -> None:
+        """Checks that need the built task (its tokenizer, its models), run before any cache is built: one
+        ConfigError naming the key (none by default)."""
+
     def fit(self, ctx: RunContext):
-        """Return a policy (vbon_exp.policies) trained or assembled for this objective."""
+        """Return a policy (vbon_exp.evaluation.EvaluatedPolicy) trained or assembled for this objective."""
         raise NotImplementedError
 
     def target_log_probs(self, oracle) -> torch.Tensor:
         """Exact log-probs of the distribution this objective aims at, on a task with an oracle."""
         raise NotImplementedError
+
+    def evaluation_caches(self, eval_settings) -> dict[str, int]:
+        """The extra evaluation caches of the test prompts its policy reads, name -> M (none by default)."""
+        return {}
 
     def bon_target_n(self) -> Optional[float]:
         """N when this objective's target is π_BoN at N (so its results line carries π_BoN's KL bound and win rate

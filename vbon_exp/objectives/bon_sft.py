@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
+from vbon_exp.evaluation import BoNPolicy, ModelPolicy
 from vbon_exp.modeling import load_causal_lm
 from vbon_exp.objectives.base import Objective, RunContext, register_objective
-from vbon_exp.objectives.bon import NFirstConfig
-from vbon_exp.objectives.rl import save_policy, train_config
-from vbon_exp.policies import BoNPolicy, ModelPolicy
-from vbon_exp.trainers.rl import derived_seed
+from vbon_exp.objectives.bon_sampling import NFirstConfig
+from vbon_exp.objectives.rl_objective import save_policy, train_config
 from vbon_exp.trainers.sft import SFTTrainer
+from vbon_exp.trainers.shared import derived_seed
 
 
 @dataclass

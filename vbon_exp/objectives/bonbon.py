@@ -3,7 +3,7 @@ samples: minimise α·(−log π_θ(y_w|x)) + (1 − α)·(h(y_w) − h(y_l) −
 h = log π_θ/π_ref. n = 1/β + 1, so one β axis covers BoN, vBoN, BoN-SFT and BoNBoN.
 
 Exact target: not π_BoN. The population loss's minimiser over all distributions on a finite support is the fixed
-point 2(1 − α)(L h − τ(p_w − p_l)) = α(p_w − π_h) of vbon_exp/preference.py (L the Laplacian of the (best, worst)
+point 2(1 − α)(L h − τ(p_w − p_l)) = α(p_w − π_h) of vbon_exp/preference_losses.py (L the Laplacian of the (best, worst)
 pair law, p_w and p_l the laws of y_w and y_l, τ = 1/(2β*_n)); `target_log_probs` is that minimiser, and the
 results line also carries exact_kl_to_bon."""
 
@@ -14,9 +14,9 @@ from typing import Optional, Union
 
 from vbon_exp.errors import ConfigError
 from vbon_exp.objectives.base import register_objective
-from vbon_exp.objectives.preference import PreferenceConfig, PreferenceObjective, _is_number
-from vbon_exp.preference import bonbon_beta_star, squared_loss_minimiser
-from vbon_exp.trainers.preference import PairLoss
+from vbon_exp.objectives.preference_pairs import PreferenceConfig, PreferenceObjective, _is_number
+from vbon_exp.preference_losses import bonbon_beta_star, squared_loss_minimiser
+from vbon_exp.trainers.preference_loop import PairLoss
 
 
 @dataclass

@@ -25,12 +25,13 @@ from typing import Callable
 import torch
 
 from vbon_exp.errors import check_number
+from vbon_exp.evaluation import BoNPolicy, ModelPolicy
 from vbon_exp.modeling import Samples
 from vbon_exp.objectives.base import RunContext, register_objective
-from vbon_exp.objectives.bon import NFirstConfig
-from vbon_exp.objectives.rl import RLObjective
-from vbon_exp.policies import BoNPolicy, ModelPolicy
-from vbon_exp.trainers.rl import derived_seed, gather_tokens, masked_mean
+from vbon_exp.objectives.bon_sampling import NFirstConfig
+from vbon_exp.objectives.rl_objective import RLObjective
+from vbon_exp.trainers.rollout import gather_tokens, masked_mean
+from vbon_exp.trainers.shared import derived_seed
 
 
 @dataclass

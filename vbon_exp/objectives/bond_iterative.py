@@ -36,13 +36,13 @@ import torch
 
 from vbon_exp import bon, kl
 from vbon_exp.errors import ConfigError, check_choice, check_number
+from vbon_exp.evaluation import ModelPolicy
 from vbon_exp.modeling import load_causal_lm, response_logits
 from vbon_exp.objectives.base import RunContext, register_objective
-from vbon_exp.objectives.bon import NFirstConfig
+from vbon_exp.objectives.bon_sampling import NFirstConfig
 from vbon_exp.objectives.bond import ForwardKLTerm, PromptSampleSets
-from vbon_exp.objectives.rl import RLObjective
-from vbon_exp.policies import ModelPolicy
-from vbon_exp.trainers.rl import masked_mean
+from vbon_exp.objectives.rl_objective import RLObjective
+from vbon_exp.trainers.rollout import masked_mean
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Optional, Union
 
 from vbon_exp.errors import ConfigError, check_number
 from vbon_exp.objectives.base import register_objective
-from vbon_exp.objectives.preference import PreferenceConfig, PreferenceObjective, whole
-from vbon_exp.trainers.preference import PairLoss
+from vbon_exp.objectives.preference_pairs import PreferenceConfig, PreferenceObjective, whole
+from vbon_exp.trainers.preference_loop import PairLoss
 
 
 @dataclass

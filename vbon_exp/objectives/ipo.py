@@ -3,7 +3,7 @@ reference samples: minimise (h(y_w) − h(y_l) − 1/(2β))², h = log π_θ/π_
 squared loss with α = 0 and its own margin; TRL averages h over tokens instead, see tests/test_preference.py).
 
 Exact target: the population loss is the quadratic form hᵀLh − 2τ·hᵀ(p_w − p_l) + τ² (L the Laplacian of the
-pair law), minimised by L h = τ(p_w − p_l), τ = 1/(2β) (vbon_exp/preference.py); π* = π_ref·e^h / Z."""
+pair law), minimised by L h = τ(p_w − p_l), τ = 1/(2β) (vbon_exp/preference_losses.py); π* = π_ref·e^h / Z."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from vbon_exp.objectives.base import register_objective
 from vbon_exp.objectives.dpo import DPOConfig
-from vbon_exp.objectives.preference import PreferenceObjective
-from vbon_exp.preference import squared_loss_minimiser
-from vbon_exp.trainers.preference import PairLoss
+from vbon_exp.objectives.preference_pairs import PreferenceObjective
+from vbon_exp.preference_losses import squared_loss_minimiser
+from vbon_exp.trainers.preference_loop import PairLoss
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from vbon_exp import bon
 from vbon_exp.errors import check_choice, check_number
 from vbon_exp.objectives.base import register_objective
-from vbon_exp.objectives.rl import BetaFirstConfig, RLObjective
+from vbon_exp.objectives.rl_objective import BetaFirstConfig, RLObjective
 
 
 @dataclass

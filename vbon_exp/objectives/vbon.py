@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from vbon_exp.errors import check_choice
 from vbon_exp.objectives.base import register_objective
-from vbon_exp.objectives.rl import BetaFirstConfig, RLObjective
+from vbon_exp.objectives.rl_objective import BetaFirstConfig, RLObjective
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Optimisation loops: on-policy RL (PPO, RLOO) and supervised fine-tuning (for BoN-SFT)."""
 
+from vbon_exp.trainers.on_policy import ALGOS, OnPolicyTrainer, RLConfig
 from vbon_exp.trainers.ppo import PPOTrainer
-from vbon_exp.trainers.rl import ALGOS, OnPolicyTrainer, RLConfig, TrainConfig
 from vbon_exp.trainers.rloo import RLOOTrainer
+from vbon_exp.trainers.shared import TrainConfig
 
 __all__ = ["ALGOS", "OnPolicyTrainer", "PPOTrainer", "RLConfig", "RLOOTrainer", "TrainConfig"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from vbon_exp.trainers.rl import OnPolicyTrainer, Rollout, masked_whiten, register_algo
+from vbon_exp.trainers.on_policy import OnPolicyTrainer, register_algo
+from vbon_exp.trainers.rollout import Rollout, masked_whiten
 
 
 def token_rewards(ro: Rollout, kl_coef: float) -> torch.Tensor:

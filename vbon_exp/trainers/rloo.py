@@ -4,7 +4,8 @@ head. The update reuses the clipped policy-gradient loss (ratio = 1 on the first
 
 from __future__ import annotations
 
-from vbon_exp.trainers.rl import OnPolicyTrainer, Rollout, masked_whiten, register_algo
+from vbon_exp.trainers.on_policy import OnPolicyTrainer, register_algo
+from vbon_exp.trainers.rollout import Rollout, masked_whiten
 
 
 @register_algo("rloo")

@@ -15,8 +15,13 @@ import torch
 from vbon_exp.errors import check_number
 from vbon_exp.modeling import Samples, response_logits, token_log_probs
 from vbon_exp.progress import progress
-from vbon_exp.trainers.loop import CheckpointedTrainer, SupervisedLoopConfig
-from vbon_exp.trainers.rl import TrainConfig, derived_seed, replica_checksums
+from vbon_exp.trainers.shared import (
+    CheckpointedTrainer,
+    SupervisedLoopConfig,
+    TrainConfig,
+    derived_seed,
+    replica_checksums,
+)
 
 log = logging.getLogger(__name__)
 

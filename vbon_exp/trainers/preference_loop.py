@@ -2,7 +2,7 @@
 
 h(y) = log π_θ(y|x) − log π_ref(y|x), summed over response tokens at the sampling temperature with the RL
 trainers' log-prob code (`modeling.response_logits`); π_ref's side is computed once, before the first step. The loss
-of a pair (vbon_exp/preference.py) is DPO's −log σ(β·(h_w − h_l)), or α·(−log π_θ(y_w|x)) + (1 − α)·(h_w − h_l − τ)²
+of a pair (vbon_exp/preference_losses.py) is DPO's −log σ(β·(h_w − h_l)), or α·(−log π_θ(y_w|x)) + (1 − α)·(h_w − h_l − τ)²
 (IPO: α = 0, τ = 1/(2β); BoNBoN: τ = 1/(2β*_n)), averaged over a batch of pairs.
 
 Epochs over the pairs in seeded permutations (seed, epoch), so a resumed run repeats an uninterrupted one exactly;
@@ -20,10 +20,15 @@ import torch
 from vbon_exp.errors import check_number
 from vbon_exp.modeling import Samples, response_logits, sequence_log_probs, token_log_probs
 from vbon_exp.pairs import PairSet
-from vbon_exp.preference import dpo_loss, squared_margin_loss
+from vbon_exp.preference_losses import dpo_loss, squared_margin_loss
 from vbon_exp.progress import progress
-from vbon_exp.trainers.loop import CheckpointedTrainer, SupervisedLoopConfig
-from vbon_exp.trainers.rl import TrainConfig, derived_seed, replica_checksums
+from vbon_exp.trainers.shared import (
+    CheckpointedTrainer,
+    SupervisedLoopConfig,
+    TrainConfig,
+    derived_seed,
+    replica_checksums,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Training curves of a sweep: each run's `train_log.jsonl` (written by vbon_exp.tracking) as reward-per-update
 lines, one panel per objective, and a table saying whether each run's reward had flattened by the end.
 
-    python -m vbon_exp.curves RUNS [--out DIR]       (make pareto-plot draws them too)
+    python -m vbon_exp.analysis.curves RUNS [--out DIR]       (make pareto-plot draws them too)
 
 "Flattened" is measured, not eyeballed: the mean training reward over the last quarter of the logged updates
 against the quarter before it, in units of the run's own update-to-update noise (the standard error of the last
@@ -10,34 +10,23 @@ quarter's mean). |Δ| ≤ 2 SE is flat: the reward moved no more than its noise 
 from __future__ import annotations
 
 import argparse
-import json
+import csv
 import logging
 import math
 from pathlib import Path
 
+from vbon_exp.analysis.load import AnalysisError, newest_sweep
+from vbon_exp.results import RESULTS_FILE, TRAIN_LOG_FILE, find_files, read_lines
+
 log = logging.getLogger(__name__)
 
-TRAIN_LOG = "train_log.jsonl"
-RESULTS = "results.jsonl"
 FLAT_SE = 2.0  # |last quarter − previous quarter| ≤ 2 SE of the last quarter's mean counts as flat
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("skipping a malformed line of %s", path)
-    return rows
 
 
 def run_curve(run_dir: Path, metric: str = "train/reward") -> list[tuple[int, float]]:
     """(step, value) of one run, the last value logged for each step (a resumed run logs re-done steps again)."""
     by_step = {}
-    for row in read_jsonl(run_dir / TRAIN_LOG):
+    for row in read_lines(Path(run_dir) / TRAIN_LOG_FILE):
         if row.get("step") is not None and isinstance(row.get(metric), (int, float)):
             by_step[int(row["step"])] = float(row[metric])
     return sorted(by_step.items())
@@ -60,9 +49,9 @@ def flatness(values: list[float]) -> dict:
 def sweep_curves(runs_dir: Path) -> list[dict]:
     """One record per trained run under `runs_dir`: its identity (from results.jsonl), its curve and flatness."""
     out = []
-    for log_path in sorted(Path(runs_dir).rglob(TRAIN_LOG)):
+    for log_path in find_files(Path(runs_dir), TRAIN_LOG_FILE):
         run_dir = log_path.parent
-        results = read_jsonl(run_dir / RESULTS) if (run_dir / RESULTS).exists() else []
+        results = read_lines(run_dir / RESULTS_FILE) if (run_dir / RESULTS_FILE).exists() else []
         ident = results[0] if results else {}
         curve = run_curve(run_dir)
         if not curve:
@@ -74,8 +63,6 @@ def sweep_curves(runs_dir: Path) -> list[dict]:
 
 
 def write_table(records: list[dict], path: Path) -> Path:
-    import csv
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -120,14 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="where to write training_curves.{png,csv} (default RUNS/pareto)")
     args = p.parse_args(argv)
     if args.runs is None:
-        sweeps = sorted(Path("outputs/multirun").glob("*/*"))
-        if not sweeps:
+        try:
+            args.runs = str(newest_sweep(Path("outputs")))
+        except AnalysisError:
             print("no sweep under outputs/multirun: pass a runs directory")
             return 2
-        args.runs = str(sweeps[-1])
     records = sweep_curves(Path(args.runs))
     if not records:
-        print(f"no {TRAIN_LOG} under {args.runs}: no trained run to draw")
+        print(f"no {TRAIN_LOG_FILE} under {args.runs}: no trained run to draw")
         return 0
     out = Path(args.out or Path(args.runs) / "pareto")
     table, figure = write_table(records, out / "training_curves.csv"), plot(records, out / "training_curves.png")

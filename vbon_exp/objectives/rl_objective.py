@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 
 from vbon_exp import bon
 from vbon_exp.errors import ConfigError
+from vbon_exp.evaluation import ModelPolicy
 from vbon_exp.modeling import load_causal_lm
 from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext
-from vbon_exp.objectives.bon import check_n_beta_agree
-from vbon_exp.policies import ModelPolicy
+from vbon_exp.objectives.bon_sampling import check_n_beta_agree
 from vbon_exp.trainers import ALGOS
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def save_policy(ctx: RunContext, lm) -> None:
 
 
 def train_config(ctx: RunContext):
-    """The run's `train:` node as its dataclass (vbon_exp.trainers.loop.TrainConfig)."""
+    """The run's `train:` node as its dataclass (vbon_exp.trainers.shared.TrainConfig)."""
     return OmegaConf.to_object(ctx.cfg.train)
 
 
@@ -99,7 +99,7 @@ class RLObjective(Objective):
         return []
 
     def trainer_options(self, ctx: RunContext) -> dict:
-        """More keyword arguments of the RL trainer (vbon_exp.trainers.rl.OnPolicyTrainer): `pg_coef`, `reference`,
+        """More keyword arguments of the RL trainer (vbon_exp.trainers.on_policy.OnPolicyTrainer): `pg_coef`, `reference`,
         `update_callbacks`, `state_modules` (none by default: the trainer's own defaults)."""
         return {}
 

@@ -3,7 +3,7 @@
 For each train prompt, `pairs_per_prompt` groups of n samples from π_ref (the task's sampling settings), scored by
 the task's reward, each giving the pair (best, worst) (ties broken by the seed); the samples come from the
 content-keyed pair sample cache (vbon_exp/pairs.py), shared by every run with the same key, so a β sweep samples
-once. The objective's loss (vbon_exp/preference.py) is then minimised by vbon_exp/trainers/preference.py. Each
+once. The objective's loss (vbon_exp/preference_losses.py) is then minimised by vbon_exp/trainers/preference_loop.py. Each
 objective module holds its config dataclass (every key of its YAML, typed, with the default) and its `check()`."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from omegaconf import OmegaConf
 
 from vbon_exp import bon
 from vbon_exp.errors import ConfigError
+from vbon_exp.evaluation import ModelPolicy
 from vbon_exp.modeling import load_causal_lm
 from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext
-from vbon_exp.objectives.rl import save_policy, train_config
+from vbon_exp.objectives.rl_objective import save_policy, train_config
 from vbon_exp.pairs import build_sample_table, make_pairs
-from vbon_exp.policies import ModelPolicy
-from vbon_exp.trainers.preference import PairLoss, PreferenceTrainer
+from vbon_exp.trainers.preference_loop import PairLoss, PreferenceTrainer
 
 
 def _is_number(value) -> bool:
@@ -65,7 +65,7 @@ class PreferenceConfig(ObjectiveConfig):
 class PreferenceObjective(Objective):
     """Subclasses set `config`, `name`, `label` and `pair_loss()`, and register themselves."""
 
-    trains_with = "preference"  # the `preference:` node (vbon_exp/trainers/preference.py)
+    trains_with = "preference"  # the `preference:` node (vbon_exp/trainers/preference_loop.py)
     # the pair samples come from their own cache (vbon_exp/pairs.py); the evaluator's test cache is always built
     cache_splits: tuple[str, ...] = ()
 

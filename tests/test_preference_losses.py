@@ -1,7 +1,7 @@
 """DPO, IPO and BoNBoN on (best, worst)-of-n pairs of reference samples.
 
 - Parity: the DPO and IPO losses of one fixed batch of log-probs agree with TRL 1.16's DPOTrainer loss code.
-- Exact math (vbon_exp/preference.py): the pair law against brute-force enumeration, β*_n against BoN's expected
+- Exact math (vbon_exp/preference_losses.py): the pair law against brute-force enumeration, β*_n against BoN's expected
   margin, and the squared loss's exact minimiser (stationary, better than π_BoN, so not π_BoN).
 - Training on the synthetic task, through `run` with the composed config: BoNBoN and IPO end within 25% of the
   initial exact KL to their exact minimisers; DPO, which has no finite minimiser on such pairs, keeps moving its
@@ -29,13 +29,13 @@ from hydra import compose, initialize_config_dir
 
 import vbon_exp.config  # noqa: F401  (resolvers)
 from vbon_exp import bon
-from vbon_exp import preference as pm
+from vbon_exp import preference_losses as pm
 from vbon_exp.config import validate
 from vbon_exp.errors import ConfigError
 from vbon_exp.modeling import load_causal_lm
 from vbon_exp.pairs import NoPairError
 from vbon_exp.run import run
-from vbon_exp.trainers.preference import PairLoss
+from vbon_exp.trainers.preference_loop import PairLoss
 
 CONF = str(REPO_ROOT / "conf")
 # the exact tests' task: responses of 3 tokens (216 per prompt), 2,048 pairs per prompt, few evaluation samples

@@ -1,4 +1,4 @@
-"""vbon_exp/evaluate.py: sampled estimates (reward, KL estimators, win rate) against the oracle's exact values.
+"""vbon_exp/evaluation/ (sampled.py, bon_pool.py): sampled estimates (reward, KL estimators, win rate) against the oracle's exact values.
 
 "Within 3 SE" uses the standard error the evaluator itself reports (stratified over prompts). With the fixed
 seeds below each comparison is a deterministic number; for a correct estimator a given seed fails one 3-SE check
@@ -17,8 +17,7 @@ import torch
 from conftest import seeded, shifted
 
 from vbon_exp import bon
-from vbon_exp.evaluate import evaluate, evaluate_bon_pool
-from vbon_exp.policies import BoNPolicy, ModelPolicy, PooledBoN, stratified_mean_se
+from vbon_exp.evaluation import BoNPolicy, ModelPolicy, PooledBoN, measure, stratified_mean_se
 from vbon_exp.reference import build_reference_cache
 from vbon_exp.sampling import SamplingConfig
 
@@ -51,8 +50,8 @@ def perturbed_policy(flat_synthetic_task):
 
 @pytest.fixture(scope="module")
 def perturbed_metrics(perturbed_policy, flat_synthetic_task, flat_cache):
-    return evaluate(perturbed_policy, flat_synthetic_task, flat_cache, samples_per_prompt=SAMPLES_PER_PROMPT,
-                    seed=shifted(0))
+    return measure(perturbed_policy, flat_synthetic_task, {"test": flat_cache}, samples_per_prompt=SAMPLES_PER_PROMPT,
+                   seed=shifted(0), bootstrap=0)[0]
 
 
 def test_exact_metrics_are_the_oracles(perturbed_metrics, perturbed_policy, flat_synthetic_task):
@@ -104,7 +103,8 @@ def test_bon_k1_estimate_matches_exact_bon_kl(flat_synthetic_task, flat_cache):
     task, oracle = flat_synthetic_task, flat_synthetic_task.oracle
     n = 4
     policy = BoNPolicy(ModelPolicy(task.reference, task, SAMPLING), n)
-    m = evaluate(policy, task, flat_cache, samples_per_prompt=SAMPLES_PER_PROMPT, seed=shifted(0))
+    m = measure(policy, task, {"test": flat_cache}, samples_per_prompt=SAMPLES_PER_PROMPT, seed=shifted(0),
+                bootstrap=0)[0]
     assert m["kl_estimator"] == "k1" and m["kl_analytic"] == pytest.approx(bon.kl_bon_analytic(n))
     lp_bon = oracle.bon_log_probs(n)
     k = oracle.num_responses
@@ -166,8 +166,8 @@ def _pool(task, cache_dir, m=POOL_M):
 def pool_points(flat_synthetic_task, flat_cache, tmp_path_factory):
     pool = _pool(flat_synthetic_task, tmp_path_factory.mktemp("pool"))
     assert not torch.equal(pool.sorted_rewards[:, :64], flat_cache.sorted_rewards[:, :64])  # not the test cache
-    return evaluate_bon_pool(PooledBoN(pool, BON_NS), flat_synthetic_task, flat_cache, seed=shifted(0),
-                             bootstrap=BOOTSTRAP)
+    return measure(PooledBoN(BON_NS), flat_synthetic_task, {"test": flat_cache, "bon_pool": pool}, seed=shifted(0),
+                   bootstrap=BOOTSTRAP)
 
 
 def test_bon_from_the_pool_matches_exact_bon(pool_points, flat_synthetic_task):
@@ -200,9 +200,8 @@ def test_bon_from_the_pool_matches_exact_bon(pool_points, flat_synthetic_task):
 @pytest.fixture(scope="module")
 def sampled_points(flat_synthetic_task, flat_cache):
     reference = ModelPolicy(flat_synthetic_task.reference, flat_synthetic_task, SAMPLING)
-    return {n: evaluate(BoNPolicy(reference, n), flat_synthetic_task, flat_cache, samples_per_prompt=256,
-                        seed=shifted(n),
-                        bootstrap=BOOTSTRAP) for n in BON_NS}
+    return {n: measure(BoNPolicy(reference, n), flat_synthetic_task, {"test": flat_cache}, samples_per_prompt=256,
+                       seed=shifted(n), bootstrap=BOOTSTRAP)[0] for n in BON_NS}
 
 
 def test_sampled_bon_matches_exact_bon(sampled_points, flat_synthetic_task):
@@ -245,7 +244,8 @@ def test_tie_aware_kl_is_the_exact_kl_with_tied_rewards(tied_synthetic_task, tmp
         key_parts={"reference": task.fingerprint["reference"], "reward": task.fingerprint["reward"]},
         eos_id=task.eos_id, pad_id=task.pad_id, chunk_prompts=64, keep_texts=0,
     )
-    points = evaluate_bon_pool(PooledBoN(pool, BON_NS), task, test_cache, seed=shifted(0), bootstrap=BOOTSTRAP)
+    points = measure(PooledBoN(BON_NS), task, {"test": test_cache, "bon_pool": pool}, seed=shifted(0),
+                     bootstrap=BOOTSTRAP)
     assert len(torch.unique(oracle.rewards)) <= 5  # precondition: the levels
     for p in points:
         n = p["n"]

@@ -2,20 +2,19 @@
 
 Two estimates of BoN's point (`objective.estimate`): `cache` (default) reads a pool of M_eval cached π_ref samples per
 test prompt (`eval.bon_pool_m`, its own cache) and gives every N ≤ M_eval at once, unbiased U-statistics for reward
-and win rate and the tie-aware KL (vbon_exp.evaluate.evaluate_bon_pool), with no sampling; `objective.n=all` writes
+and win rate and the tie-aware KL (vbon_exp/evaluation/bon_pool.py), with no sampling; `objective.n=all` writes
 one results line per N = 1, 2, 4, … ≤ M_eval/4. `sample` draws N·eval.samples_per_prompt fresh π_ref samples per
-prompt and keeps the best of each N (policies.BoNPolicy): a check of the cache estimate, one N per run."""
+prompt and keeps the best of each N (vbon_exp.evaluation.BoNPolicy): a check of the cache estimate, one N per run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from vbon_exp import bon
 from vbon_exp.errors import ConfigError, check_choice
+from vbon_exp.evaluation import BoNPolicy, ModelPolicy, PooledBoN
 from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, register_objective
-from vbon_exp.policies import BoNPolicy, ModelPolicy, PooledBoN
-from vbon_exp.reference import BON_POOL
+from vbon_exp.pool_estimators import bon_pool_ns
 
 
 @dataclass
@@ -55,48 +54,60 @@ def check_n_beta_agree(cfg: ObjectiveConfig, prefix: str, primary: str) -> None:
 
 
 @dataclass
-class BoNConfig(NFirstConfig):
-    """conf/objective/bon.yaml."""
+class PoolNConfig(NFirstConfig):
+    """Objectives estimated from the BoN pool for every N at once (bon with estimate=cache, and BoN's pooled
+    relatives): N, or `all`."""
 
-    # Objective name (results column).
-    name: str = "bon"
-    # Samples N (integer ≥ 1; default 4), or 1/β + 1 when objective.beta is set, or `all` (estimate=cache only):
+    # Samples N (integer ≥ 1; default 4), or 1/β + 1 when objective.beta is set, or `all` (from the BoN pool):
     # N = 1, 2, 4, … ≤ eval.bon_pool_m/4, one results line each, β = 1/(N − 1) per line (null for N = 1).
     n: int | float | str | None = "${n_from_beta_if_set:4}"  # type: ignore[assignment]
-    # How BoN's point is estimated (results column `estimate`): cache = from a pool of eval.bon_pool_m cached π_ref
-    # samples per test prompt, every N at once, no sampling | sample = fresh BoN samples (eval.samples_per_prompt per
-    # prompt, N π_ref draws each): the check.
-    estimate: str = "cache"
 
     def needs_whole_n(self) -> bool:
         return self.n != "all"
 
     def check(self, prefix: str = "objective") -> None:
-        check_choice(f"{prefix}.estimate", self.estimate, ("cache", "sample"))
         if self.n == "all":
-            if self.estimate != "cache":
-                raise ConfigError(f"{prefix}.n=all needs {prefix}.estimate=cache (one pool gives every N); "
-                                  f"{prefix}.estimate={self.estimate} samples one N per run")
             return
         if isinstance(self.n, str):
             raise ConfigError(f"{prefix}.n must be a whole number ≥ 1 or 'all', got {self.n!r}")
         super().check(prefix)
 
-    def check_run(self, cfg) -> None:
-        """N cannot exceed the pool it is estimated from; judges need sampled BoN."""
-        if self.estimate != "cache":
-            return
+    def check_pool(self, cfg, what: str = "") -> None:
+        """N cannot exceed the pool it is estimated from; judges score samples, and the pool holds rewards only."""
         pool = cfg.eval.bon_pool_m
         if self.n != "all" and self.n is not None and self.n > pool:
-            raise ConfigError(f"objective.n={self.n} exceeds eval.bon_pool_m={pool}, the pool BoN is estimated from "
-                              "(objective.estimate=cache): raise eval.bon_pool_m or set objective.estimate=sample")
+            raise ConfigError(f"objective.n={self.n} exceeds eval.bon_pool_m={pool}, the pool objective={self.name} is "
+                              f"estimated from: raise eval.bon_pool_m{what}")
         if cfg.eval.judges:
-            raise ConfigError(f"eval.judges={list(cfg.eval.judges)} needs objective.estimate=sample for objective=bon: "
-                              "the BoN pool holds one reward per sample, so a judge cannot score its best of N")
+            raise ConfigError(f"eval.judges={list(cfg.eval.judges)} needs sampled outputs, and objective={self.name} "
+                              f"is estimated from the BoN pool, which holds one reward per sample{what}")
 
     def ns(self, pool_m: int) -> list[int]:
         """The N of each results line."""
-        return bon.bon_pool_ns(pool_m) if self.n == "all" else [int(self.n)]
+        return bon_pool_ns(pool_m) if self.n == "all" else [int(self.n)]
+
+
+@dataclass
+class BoNConfig(PoolNConfig):
+    """conf/objective/bon.yaml."""
+
+    # Objective name (results column).
+    name: str = "bon"
+    # How BoN's point is estimated (results column `estimate`): cache = from a pool of eval.bon_pool_m cached π_ref
+    # samples per test prompt, every N at once, no sampling | sample = fresh BoN samples (eval.samples_per_prompt per
+    # prompt, N π_ref draws each): the check.
+    estimate: str = "cache"
+
+    def check(self, prefix: str = "objective") -> None:
+        check_choice(f"{prefix}.estimate", self.estimate, ("cache", "sample"))
+        if self.n == "all" and self.estimate != "cache":
+            raise ConfigError(f"{prefix}.n=all needs {prefix}.estimate=cache (one pool gives every N); "
+                              f"{prefix}.estimate={self.estimate} samples one N per run")
+        super().check(prefix)
+
+    def check_run(self, cfg) -> None:
+        if self.estimate == "cache":
+            self.check_pool(cfg, " (or set objective.estimate=sample)")
 
 
 @register_objective
@@ -105,15 +116,13 @@ class BoNObjective(Objective):
     label = "BoN (sampling)"
     config = BoNConfig
 
-    @property
-    def cache_splits(self) -> tuple[str, ...]:
-        return (BON_POOL,) if self.cfg.estimate == "cache" else ()
+    def evaluation_caches(self, eval_settings) -> dict[str, int]:
+        return PooledBoN.eval_caches(eval_settings) if self.cfg.estimate == "cache" else {}
 
     def fit(self, ctx: RunContext) -> BoNPolicy | PooledBoN:
         ctx.extras["estimate"] = self.cfg.estimate
         if self.cfg.estimate == "cache":
-            pool = ctx.caches[BON_POOL]
-            return PooledBoN(pool, self.cfg.ns(pool.m))
+            return PooledBoN(self.cfg.ns(ctx.cfg.eval.bon_pool_m))
         reference = ModelPolicy(ctx.task.reference, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
         return BoNPolicy(reference, int(self.n))
 

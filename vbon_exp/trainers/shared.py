@@ -5,6 +5,7 @@ Subclasses set `model` (possibly DDP-wrapped), `unwrapped`, `optimizer`, `schedu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,23 @@ class SupervisedLoopConfig:
         check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
         check_number(f"{prefix}.max_grad_norm", self.max_grad_norm, exclusive_min=0, allow_none=True)
         check_number(f"{prefix}.trainable_layers", self.trainable_layers, integer=True, minimum=1, allow_none=True)
+
+
+def derived_seed(*parts) -> int:
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
+
+
+@torch.no_grad()
+def replica_checksums(module: torch.nn.Module, accelerator) -> list[float]:
+    """A float64 checksum of the parameters on every process. DDP keeps replicas identical; if they ever diverge
+    (a desync), training must not silently continue, so a mismatch raises."""
+    total = sum((p.double() * (1 + torch.arange(p.numel(), device=p.device).view_as(p) % 7)).sum()
+                for p in module.parameters())
+    sums = accelerator.gather(torch.tensor([float(total)], dtype=torch.float64, device=accelerator.device))
+    sums = [float(x) for x in sums.cpu()]
+    if max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
+        raise RuntimeError(f"parameters differ across processes after training: checksums {sums}")
+    return sums
 
 
 class CheckpointedTrainer:

@@ -1,4 +1,4 @@
-"""vbon_exp/policies.py: ModelPolicy.kl_terms against a brute-force per-sequence computation, BoNPolicy's choice of
+"""vbon_exp/evaluation/{model,bon_sampled,statistics}.py: ModelPolicy.kl_terms against a brute-force per-sequence computation, BoNPolicy's choice of
 the best sample of each group, and the stratified mean / standard error. All checks are deterministic."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import seeded
 
+from vbon_exp.evaluation import BoNPolicy, ModelPolicy, stratified_mean_se
 from vbon_exp.modeling import Samples
-from vbon_exp.policies import BoNPolicy, ModelPolicy, stratified_mean_se
 from vbon_exp.sampling import SamplingConfig
 
 PAD_GARBAGE = 5  # a real token id in the padding slots: anything that ignores the masks picks it up

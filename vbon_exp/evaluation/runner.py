@@ -1,0 +1,187 @@
+"""Evaluation of a run's policy, at each evaluation temperature in turn: the caches at that temperature, the policy's
+own evaluation (vbon_exp/evaluation/policy.py), then what every results line gets whatever the policy — its distance
+to π_BoN where the objective aims at it, its regret below the exact frontier on a task with an oracle, the stage's
+timings — and the samples of every temperature in samples.parquet (and a wandb Table)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from vbon_exp import bon
+from vbon_exp.errors import ConfigError, check_choice, check_number
+from vbon_exp.evaluation.policy import EvalContext, EvaluatedPolicy
+from vbon_exp.evaluation.samples_table import write_samples
+from vbon_exp.kl import KL_ESTIMATORS
+from vbon_exp.meters import GENERATION, SCORING
+from vbon_exp.results import write_exact_frontier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    """conf `eval:`: evaluation on the task's test prompts."""
+
+    # Policy samples per test prompt for reward, KL and win rate (≥ 1).
+    samples_per_prompt: int = 256
+    # Sequences per forward pass when computing log-probs for KL estimates (≥ 1).
+    batch_size: int = 64
+    # Pairs per reward-model call (≥ 1).
+    score_batch_size: int = 256
+    # Which KL estimate is the `kl` column (the Pareto x-axis; vbon_exp/kl.py): auto (full where the policy has
+    # token distributions, else k1) | full | k1 | k3. Every estimate the policy offers is reported as kl_<name>.
+    kl_estimator: str = "auto"
+    # Temperatures (each > 0) at which the trained policy is evaluated, one results line each (`eval_temperature`),
+    # each against π_ref at that temperature (its own reference cache; BoN draws its N from it); null = the
+    # sampling temperature alone.
+    temperatures: Optional[list[float]] = None
+    # Extra reward models that judge the same evaluation samples: names of conf/reward/<name>.yaml (e.g. [vader]);
+    # each adds judge/<name>/reward and judge/<name>/win_rate (against π_ref samples scored by that judge).
+    judges: list[str] = field(default_factory=list)
+    # Bootstrap replicates (seeded) for the SEs into which cached reference samples enter: win rates (judges' too),
+    # BoN's k1 KL, everything estimated from the BoN pool. Policy samples and caches are resampled jointly, per
+    # prompt. 0 = off: those SEs then cover the policy samples only (the BoN-pool SEs are not estimated: NaN).
+    bootstrap: int = 200
+    # π_ref samples per test prompt in the BoN pool (M_eval ≥ 2) of `objective=bon objective.estimate=cache` and the
+    # pooled relatives of BoN: its own cache (key part purpose=bon_pool), disjoint from the test cache that the win
+    # rates compare with; N ≤ M_eval.
+    bon_pool_m: int = 256
+    # Test prompts whose evaluation samples are saved in samples.parquet (and the wandb Table `samples`), all of
+    # each prompt's samples: the first `samples` prompts (≥ 0; 512 = every test prompt of the paper's IMDB and
+    # TL;DR tasks). About 0.2–0.4 kB a sample on disk.
+    samples: int = 512
+
+    def check(self, prefix: str = "eval") -> None:
+        check_number(f"{prefix}.samples_per_prompt", self.samples_per_prompt, integer=True, minimum=1)
+        check_number(f"{prefix}.bootstrap", self.bootstrap, integer=True, minimum=0)
+        check_number(f"{prefix}.bon_pool_m", self.bon_pool_m, integer=True, minimum=2)
+        check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
+        check_number(f"{prefix}.score_batch_size", self.score_batch_size, integer=True, minimum=1)
+        check_number(f"{prefix}.samples", self.samples, integer=True, minimum=0)
+        check_choice(f"{prefix}.kl_estimator", self.kl_estimator, ("auto", *KL_ESTIMATORS))
+        if self.temperatures is not None:
+            if not self.temperatures:
+                raise ConfigError(f"{prefix}.temperatures is empty: list one temperature or more, or null (the "
+                                  "sampling temperature)")
+            for i, t in enumerate(self.temperatures):
+                check_number(f"{prefix}.temperatures[{i}]", t, exclusive_min=0)
+            _no_repeats(f"{prefix}.temperatures", self.temperatures)
+        _no_repeats(f"{prefix}.judges", self.judges)
+
+    def memory_bytes(self, num_prompts: int, sequence_tokens: int, response_tokens: int, vocab_size: int) -> int:
+        """At least what evaluation holds: every sample's ids and masks (int64), and one KL batch's two float32
+        log-distributions [batch, response length, vocabulary]."""
+        samples = num_prompts * self.samples_per_prompt * sequence_tokens * 2 * 8
+        logits = 2 * self.batch_size * response_tokens * vocab_size * 4
+        return samples + logits
+
+
+def _no_repeats(key: str, values) -> None:
+    repeated = sorted({v for v in values if list(values).count(v) > 1}, key=str)
+    if repeated:
+        raise ConfigError(f"{key} lists {repeated} more than once")
+
+
+class StageMeter:
+    """Throughput of one pipeline stage for the results line and wandb: `<stage>_s` (wall seconds),
+    `<stage>_gen_tok_s` (tokens sampled per second of sampling) and `<stage>_score_samples_s` (pairs scored per
+    second of scoring), from the process-wide sampling and scoring meters."""
+
+    def __init__(self, stage: str):
+        self.stage, self.t0 = stage, time.perf_counter()
+        self.gen, self.score = GENERATION.snapshot(), SCORING.snapshot()
+
+    def stop(self) -> dict:
+        gen, score = GENERATION.since(self.gen), SCORING.since(self.score)
+        out = {f"{self.stage}_s": time.perf_counter() - self.t0}
+        if gen["rate"] is not None:
+            out[f"{self.stage}_gen_tok_s"] = gen["rate"]
+        if score["rate"] is not None:
+            out[f"{self.stage}_score_samples_s"] = score["rate"]
+        return out
+
+
+@dataclass
+class Target:
+    """What the objective aims at, for the results line: its exact target's log-probs on a task with an oracle
+    (oracle -> log-probs, or None without one) and π_BoN's N where it aims at π_BoN (None elsewhere)."""
+
+    log_probs: Optional[Callable] = None
+    bon_n: Optional[float] = None
+
+
+def evaluate_policy(policy: EvaluatedPolicy, *, task, settings: EvalConfig, seed: int, temperatures: list[float],
+                    train_temperature: float, caches_at: Callable, judges: dict, target: Target,
+                    run_dir: Optional[Path] = None, exact_spec: Optional[dict] = None, tracker=None,
+                    columns: Optional[dict] = None):
+    """The results lines of `policy`, temperature by temperature (a generator: each line is ready to write as soon
+    as its temperature is measured). At each evaluation temperature T the policy samples at T, its KL is to π_ref at
+    T, its win rates are against π_ref samples at T (the caches at T, from `caches_at(T, {name: M or None}, judge)`),
+    and the oracle's exact values describe π_ref at T; the objective's target applies at `train_temperature` only.
+    `columns` go on every sample row (the run's seed, the objective); the rows of all temperatures go to
+    samples.parquet."""
+    frames = []
+    for temperature in temperatures:
+        meter = StageMeter("eval_cache")  # the reference caches at T (reused when a sweep has built them)
+        at_t = policy.at_temperature(temperature)
+        caches = caches_at(temperature, {"test": None, **at_t.eval_caches(settings)}, None)
+        scored = {name: (judge, caches_at(temperature, {"test": None}, judge)["test"])
+                  for name, judge in judges.items()}
+        cache_timing = meter.stop()
+        task_t = task.at_temperature(temperature)
+        with_target = temperature == train_temperature
+        if run_dir is not None and task_t.oracle is not None:  # the exact curves the analysis draws
+            write_exact_frontier(run_dir, temperature, task_t.oracle.frontier_curves(),
+                                 {**(exact_spec or {}), "temperature": float(temperature)})
+        ctx = EvalContext(task=task_t, caches=caches, settings=settings, seed=seed, eval_temperature=temperature,
+                          judges=scored, with_target=with_target,
+                          target_log_probs=target.log_probs if with_target else None)
+        meter = StageMeter("eval")
+        points = at_t.evaluate(ctx)
+        timings = meter.stop()
+        ref_reward = float(caches["test"].mean_reward().mean())  # π_ref's point (KL 0) at T, from the test cache
+        for point in points:
+            metrics = {"eval_temperature": temperature, "ref_reward": ref_reward, **point.metrics}
+            target_n = metrics.pop("target_n", target.bon_n)
+            if with_target:
+                metrics.update(bon_target_distance(target_n, metrics))
+            metrics.update(frontier_regret(task_t, metrics), **timings, **cache_timing)
+            if point.samples is not None:
+                frames.append(point.samples.assign(eval_temperature=temperature, **(columns or {})))
+            yield metrics
+    if run_dir is not None:
+        write_samples(run_dir, frames, tracker)
+
+
+def measure(policy: EvaluatedPolicy, task, caches: dict, *, seed: int = 0, target_log_probs=None,
+            judges: dict | None = None, with_target: bool = True, **settings) -> list[dict]:
+    """The metrics of `policy` on `task`'s test prompts, one dict per point: the evaluation a run does at one
+    temperature (the task's), for notebooks and tests. `caches`: name -> reference cache of the test prompts ("test",
+    and the policy's eval_caches); `settings`: EvalConfig keys (samples_per_prompt, bootstrap, ...); `judges`: name
+    -> (reward, its scored test cache); `target_log_probs`: oracle -> the exact target's log-probs."""
+    config = EvalConfig(**settings)
+    temperature = task.oracle.temperature if task.oracle is not None else float("nan")
+    ctx = EvalContext(task=task, caches=caches, settings=config, seed=seed, eval_temperature=temperature,
+                      judges=judges or {}, with_target=with_target, target_log_probs=target_log_probs)
+    return [point.metrics for point in policy.evaluate(ctx)]
+
+
+def frontier_regret(task, metrics: dict) -> dict:
+    """On a task with an oracle: how far below the exact reward–KL and win-rate–KL frontiers the point's exact
+    values are (`exact_regret`, `exact_win_rate_regret`; vbon_exp.tasks.synthetic_oracle.SyntheticOracle.frontier_at_kl)."""
+    return task.oracle.frontier_regret(metrics) if task.oracle is not None and "exact_kl" in metrics else {}
+
+
+def bon_target_distance(n: float | None, metrics: dict) -> dict:
+    """Where an objective aims at π_BoN(N) (vBoN, BoN-SFT, BoNBoN, BOND; BoN itself): π_BoN's KL upper bound
+    log N − (N − 1)/N and its win rate N/(N + 1) against one reference sample (continuous rewards), and this point's
+    distance to them, on any task."""
+    if n is None or n < 1:
+        return {}
+    bound, win = bon.kl_bon_analytic(n), n / (n + 1.0)
+    return {"target_n": n, "target_kl_bound": bound, "target_win_rate": win,
+            "kl_minus_target_bound": metrics["kl"] - bound, "win_rate_minus_target": metrics["win_rate"] - win}

@@ -1,0 +1,102 @@
+"""`objective=external`: a policy trained anywhere — with TRL, OpenRLHF, by hand, or found on the hub — put on the same
+frontier as the objectives trained here: the same test prompts, reference caches, evaluation, results columns and
+samples file. Nothing is trained. `objective.policy` is a directory in save_pretrained layout (config, weights,
+tokenizer) or a hub id; the policy must use the task's tokenizer (a policy whose tokens mean other things would be
+measured against the wrong π_ref): one whose tokenizer differs is refused, with one line, before any cache is
+built. Its results line carries `policy` (where it came from) and its legend label (`objective.label`, by default
+the policy's name)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import MISSING
+
+from vbon_exp.errors import ConfigError, check_choice
+from vbon_exp.evaluation import ModelPolicy
+from vbon_exp.modeling import load_causal_lm, load_tokenizer
+from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, register_objective
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExternalConfig(ObjectiveConfig):
+    """conf/objective/external.yaml."""
+
+    # Objective name (results column).
+    name: str = "external"
+    # The policy: a directory in save_pretrained layout (config, safetensors weights, tokenizer) or a hub id.
+    policy: str = MISSING
+    # Its legend label in the Pareto plot (results column objective_label); null = the policy's name.
+    label: Optional[str] = None
+    # Weights dtype: null (as saved) | float32 | bfloat16 | float16.
+    dtype: Optional[str] = None
+    # Run code shipped with the policy's repository (off unless you trust it).
+    trust_remote_code: bool = False
+
+    def check(self, prefix: str = "objective") -> None:
+        super().check(prefix)
+        if not isinstance(self.policy, str) or not self.policy.strip():
+            raise ConfigError(f"{prefix}.policy must be a directory or a hub id of the policy to evaluate")
+        check_choice(f"{prefix}.dtype", self.dtype, (None, "float32", "bfloat16", "float16"))
+
+    @property
+    def legend(self) -> str:
+        return self.label or Path(self.policy.rstrip("/")).name or self.policy
+
+
+def tokenizers_differ(policy_tokenizer, task_tokenizer) -> str | None:
+    """Why two tokenizers differ (vocabulary or EOS), or None when they are the same."""
+    ours, theirs = task_tokenizer.get_vocab(), policy_tokenizer.get_vocab()
+    if ours != theirs:
+        extra = sorted(set(theirs) - set(ours), key=str)[:3]
+        return (f"its vocabulary has {len(theirs)} tokens against the task's {len(ours)}"
+                + (f" (e.g. {extra} are not the task's)" if extra else " (the same tokens, other ids)"))
+    if policy_tokenizer.eos_token_id != task_tokenizer.eos_token_id:
+        return f"its EOS is token {policy_tokenizer.eos_token_id}, the task's {task_tokenizer.eos_token_id}"
+    return None
+
+
+@register_objective
+class ExternalObjective(Objective):
+    name = "external"
+    label = "external policy"
+    config = ExternalConfig
+
+    def legend(self) -> str:
+        return self.cfg.legend
+
+    def check_task(self, task) -> None:
+        """The policy's tokenizer must be the task's: refused, naming the key, before any cache is built."""
+        cfg = self.cfg
+        try:
+            tokenizer = load_tokenizer(cfg.policy, cfg.trust_remote_code, key="objective.policy")
+        except Exception as err:  # no tokenizer files: the vocabulary size is all there is to compare
+            log.warning("objective.policy=%s has no loadable tokenizer (%s): checking its vocabulary size only",
+                        cfg.policy, type(err).__name__)
+            return
+        why = tokenizers_differ(tokenizer, task.tokenizer)
+        if why:
+            raise ConfigError(f"objective.policy={cfg.policy} does not use the task's tokenizer: {why}; evaluate it on "
+                              "a task whose model has its tokenizer")
+
+    def fit(self, ctx: RunContext) -> ModelPolicy:
+        import torch
+
+        cfg = self.cfg
+        model = load_causal_lm(cfg.policy, ctx.device, cfg.trust_remote_code,
+                               dtype=getattr(torch, cfg.dtype) if cfg.dtype else None, key="objective.policy")
+        reference_vocab = getattr(ctx.task.reference.config, "vocab_size", None)
+        if reference_vocab is not None and model.config.vocab_size != reference_vocab:
+            raise ConfigError(f"objective.policy={cfg.policy} has a vocabulary of {model.config.vocab_size} tokens, "
+                              f"the task's model {reference_vocab}: it does not use the task's tokenizer")
+        ctx.extras["policy"] = cfg.policy
+        log.info("evaluating the external policy %s (%s)", cfg.policy, cfg.legend)
+        return ModelPolicy(model.eval().requires_grad_(False), ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
+
+    def target_log_probs(self, oracle):
+        return None  # trained elsewhere, towards whatever it was trained for
