@@ -2,8 +2,9 @@
 
     python scripts/train_tiny_reference.py [--data-dir ../shared/data/imdb] [--out outputs/tiny/imdb_reference]
 
-Trains a byte-level BPE tokenizer and a GPT-2 (4 layers, width 256 by default) on CPU within --time-budget seconds,
-reports held-out perplexity on test reviews, and saves both with save_pretrained (plus metrics.json)."""
+Trains a byte-level BPE tokenizer and a GPT-2 (4 layers, width 256 by default) on CPU for --steps steps (the same
+model on any machine: ~17 min on 2 cores), reports held-out perplexity on test reviews, and saves both with
+save_pretrained (plus metrics.json)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ def main(argv=None) -> dict:
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=1000, help="AdamW steps (the cosine schedule spans them)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--time-budget", type=float, default=18 * 60, help="seconds of training at most")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="stop after this many seconds (then the model depends on the machine's speed; default: none)")
     p.add_argument("--max-train-texts", type=int, default=None)
     p.add_argument("--held-out-texts", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)

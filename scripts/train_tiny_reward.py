@@ -3,7 +3,8 @@
 
     python scripts/train_tiny_reward.py [--data-dir ../shared/data/imdb] [--out outputs/tiny/imdb_reward]
 
-Reports accuracy on held-out test reviews and saves the model with save_pretrained (plus metrics.json)."""
+Trains for --steps steps (the same model on any machine: ~10 min on 2 cores), reports accuracy on held-out test reviews
+and saves the model with save_pretrained (plus metrics.json)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ def main(argv=None) -> dict:
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=1500, help="AdamW steps (the cosine schedule spans them)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--time-budget", type=float, default=10 * 60, help="seconds of training at most")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="stop after this many seconds (then the model depends on the machine's speed; default: none)")
     p.add_argument("--max-train-texts", type=int, default=None)
     p.add_argument("--held-out-texts", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)

@@ -37,8 +37,8 @@ def restore_threads():
 def test_a_toy_bench_writes_min_median_load_and_the_busy_core_table(tmp_path, capsys, restore_threads):
     """Both samplers against generate, our RLOO step (TRL is an optional extra), the busy-core section; the summary
     carries each repetition, min- and median-based values, loads per section and every target with its verdict."""
-    assert cli.main(["--toy", "--out", str(tmp_path), "--reps", "2", "--rl-steps", "2", "--skip-trl",
-                     "--skip-cache", "--skip-ppo", "--threads", "1"]) == 0
+    assert cli.main(["--toy", "--skip-precision", "--out", str(tmp_path), "--reps", "2", "--rl-steps", "2",
+                     "--skip-trl", "--skip-cache", "--skip-ppo", "--threads", "1"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     printed = capsys.readouterr().out
     tokens = TOY.batch * TOY.new_tokens
@@ -71,8 +71,8 @@ def test_a_toy_bench_writes_min_median_load_and_the_busy_core_table(tmp_path, ca
 
 
 def test_quick_skips_the_gpt2_small_sampler(tmp_path, restore_threads):
-    assert cli.main(["--toy", "--quick", "--out", str(tmp_path), "--reps", "1", "--skip-rl", "--skip-cache",
-                     "--skip-ppo", "--skip-busy", "--threads", "1"]) == 0
+    assert cli.main(["--toy", "--skip-precision", "--quick", "--out", str(tmp_path), "--reps", "1", "--skip-rl",
+                     "--skip-cache", "--skip-ppo", "--skip-busy", "--threads", "1"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "sampler_tok_s_small" not in summary and summary["skipped"]["sampler small"] == "--quick / --skip-small"
     assert summary["targets"]["sampler_speedup_small"]["met"] is None
@@ -112,7 +112,8 @@ def test_ppo_step_and_cache_build_in_bfloat16_write_the_summary(tmp_path, capsys
     """The sections a GPU runs (PPO update, reference cache) in bfloat16, here on the CPU: the summary names the
     device and dtype, carries positive rates that follow from the times and settings, and the vLLM section is
     skipped with its reason (it needs CUDA)."""
-    code = cli.main(["--toy", "--out", str(tmp_path), "--size", "tiny", "--dtype", "bfloat16", "--reps", "1",
+    code = cli.main(["--toy", "--skip-precision", "--out", str(tmp_path), "--size", "tiny", "--dtype", "bfloat16",
+                     "--reps", "1",
                      "--rl-steps", "2", "--ppo-batch", "8", "--ppo-epochs", "2", "--num-minibatches", "2",
                      "--micro-batch-size", "2", "--cache-prompts", "3", "--cache-m", "5", "--cache-new-tokens", "2",
                      "--skip-rl", "--quick", "--skip-busy", "--threads", "1"])
@@ -160,7 +161,8 @@ def test_a_failing_section_is_reported_and_the_others_still_run(tmp_path, monkey
         raise RuntimeError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(rl, "bench_ppo", broken)
-    assert cli.main(["--toy", "--out", str(tmp_path), "--size", "tiny", "--reps", "1", "--skip-rl", "--skip-cache",
+    assert cli.main(["--toy", "--skip-precision", "--out", str(tmp_path), "--size", "tiny", "--reps", "1",
+                     "--skip-rl", "--skip-cache",
                      "--quick", "--skip-busy", "--threads", "1"]) == 1
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["failed"] == {"PPO step": "RuntimeError: CUDA out of memory (simulated)"}
@@ -237,3 +239,24 @@ def test_the_table_of_a_gpu_summary(tmp_path, capsys):
                  "hours of a run here ≈ (episodes / 16 + (cache + eval samples) / 900) / 3600"):
         assert line in out, line
     assert "7.5" in out and "target >=" not in out  # the CPU targets are not judged on a GPU
+
+
+def test_the_precision_and_kl_memory_sections_measure_each_setting_in_its_own_process(tmp_path, capsys,
+                                                                                     restore_threads):
+    """Section 7: a PPO update in float32, bf16 autocast, + checkpointing, + LoRA — seconds and peak memory each,
+    LoRA training far fewer parameters; section 8: the KL evaluation's peak memory unchunked and chunked (toy sizes:
+    the numbers mean nothing, the shape of the summary and the table does)."""
+    assert cli.main(["--toy", "--out", str(tmp_path), "--reps", "1", "--skip-rl", "--skip-cache", "--skip-ppo",
+                     "--quick", "--skip-busy", "--threads", "1"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    table = summary["ppo_precision"]
+    assert list(table) == ["fp32", "bf16 autocast", "+ checkpointing", "+ LoRA r16"]
+    for row in table.values():
+        assert row["step_s"] > 0 and row["peak_bytes"] > 0
+    assert table["+ LoRA r16"]["trainable_params"] < table["fp32"]["trainable_params"] / 2
+    kl = summary["kl_eval_memory"]
+    assert list(kl) == ["0", "1024", "256"] and all(r["peak_bytes"] > 0 for r in kl.values())
+    assert len({round(r["kl_mean"], 6) for r in kl.values()}) == 1  # the same KL, however it is chunked
+    printed = capsys.readouterr().out
+    for line in ("PPO update, GPT-2-small-sized", "+ LoRA r16", "KL evaluation", "chunk 256"):
+        assert line in printed, line

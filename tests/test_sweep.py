@@ -149,7 +149,8 @@ def test_synthetic_pareto_preset_grid_is_valid_for_every_objective(tmp_path):
     objectives = params["objective"].split(",")
     betas = [float(b) for b in params["objective.beta"].split(",")]
     assert objectives == ["bon", "bon_sft", "vbon", "kl_rl", "dpo", "bonbon", "bond", "bond_iterative",
-                          "kl_rl_cdf", "kl_rl_exp_cdf", "kl_rl_log_cdf"] and len(betas) == 5
+                          "kl_rl_cdf", "kl_rl_exp_cdf", "kl_rl_log_cdf", "soft_bon", "rejection_bon",
+                          "regularised_bon"] and len(betas) == 5
     for objective in objectives:
         for beta in betas:  # each member's config, as the sweep composes it
             member = compose_config("+experiment=synthetic_pareto", f"objective={objective}",

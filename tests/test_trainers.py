@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import seeded, shifted
 
+from vbon_exp.logprobs import TokenStats
 from vbon_exp.modeling import Samples
 from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vbon_exp.trainers.ppo import gae, token_rewards
@@ -228,9 +229,10 @@ class _FixedPolicy(torch.nn.Module):
         self.logp = torch.nn.Parameter(logp)
         self.values = None if values is None else torch.nn.Parameter(values)
 
-    def forward(self, samples, temperature):
+    def forward(self, samples, temperature, *, chunk=None, entropy=False, other=None, kl=False):
         others = torch.full((*self.logp.shape, 2), -4.0, dtype=self.logp.dtype)
-        return torch.cat([self.logp[..., None], others], dim=-1), self.values
+        log_dist = torch.cat([self.logp[..., None], others], dim=-1)
+        return TokenStats(self.logp, -(log_dist.exp() * log_dist).sum(-1).detach()), self.values
 
 
 def _loss_setup(logp_old, ratio, advantages, mask, values_old=None, values=None, returns=None, **cfg):
@@ -248,6 +250,7 @@ def _loss_setup(logp_old, ratio, advantages, mask, values_old=None, values=None,
                  None if returns is None else torch.tensor([returns], **d))
     trainer = PPOTrainer.__new__(PPOTrainer)  # only loss() is exercised
     trainer.cfg, trainer.sampling, trainer.loss_terms = RLConfig(**cfg), SamplingConfig(), []
+    trainer.chunk = 0
     trainer.model = _FixedPolicy(logp.clone(), None if values is None else torch.tensor([values], **d))
     return trainer, ro, logp
 

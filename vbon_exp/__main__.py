@@ -59,6 +59,15 @@ def main(cfg: DictConfig) -> float | None:
     from vbon_exp.run import run
 
     t_start = time.perf_counter()
+    if cfg.get("plan"):  # what the run (or each member of its preset) will hold and take; nothing is loaded
+        from vbon_exp.plan import plan_from_hydra
+
+        try:
+            print(plan_from_hydra(cfg))
+        except USER_ERRORS as err:
+            print(f"vbon_exp: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        return None
     try:
         point = run(cfg)
     except Exception as err:

@@ -98,8 +98,8 @@ FIXED_NODES = {
     "wandb": WandbConfig, "paths": PathsConfig, "algo": RLConfig, "sft": SFTConfig,
     "preference": PreferenceTrainConfig,
 }
-TOP_LEVEL = {"task", "objective", "algo", "sft", "preference", "seed", "device", "threads", "sampling", "reference",
-             "eval", "train", "wandb", "paths", "model", "reward",
+TOP_LEVEL = {"task", "objective", "algo", "sft", "preference", "seed", "device", "threads", "plan", "sampling",
+             "reference", "eval", "train", "wandb", "paths", "model", "reward",
              "hydra"}  # hydra: present when composed with return_hydra_config
 
 
@@ -238,6 +238,9 @@ def validate(cfg: DictConfig) -> SimpleNamespace:
         judge.check(f"eval.judges.{name}")
     if objective_cls.trains_with is not None:  # the trainer node the objective reads (algo | sft | preference)
         getattr(out, objective_cls.trains_with).check(objective_cls.trains_with)
+    if objective_cls.trains_with == "algo" and out.train.lora.enabled and out.train.lora.dropout > 0:
+        raise ConfigError(f"train.lora.dropout={out.train.lora.dropout} with objective={cfg.objective.name}: the RL "
+                          "trainers need dropout 0 (the rollout's and the update's log-probs must be one function)")
     for key in ("task", "objective"):  # rules that tie a node to the rest of the run
         if hasattr(getattr(out, key), "check_run"):
             getattr(out, key).check_run(cfg)

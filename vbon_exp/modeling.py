@@ -125,14 +125,39 @@ def pad_token_id(tokenizer) -> int:
 
 # --------------------------------------------------------------------------- forward passes
 
+def signature_model(model):
+    """The model whose forward says which keywords the model takes: itself, or the transformers model inside a
+    wrapper (a peft model, the reference's adapter view), whose own forward passes every keyword through."""
+    if hasattr(model, "signature_model"):
+        return model.signature_model()
+    if hasattr(model, "get_base_model"):  # peft
+        return model.get_base_model()
+    return model
+
+
+def backbone_and_head(model):
+    """(the transformer body, whose `last_hidden_state` feeds the LM head; the head as a function hidden -> logits,
+    with a final logit soft-capping where the model has one), for a transformers causal LM, a peft model (the body
+    and head carry its adapters) or a wrapper that gives its own (`backbone_and_head()`)."""
+    if hasattr(model, "backbone_and_head"):
+        return model.backbone_and_head()
+    inner = signature_model(model)
+    body, head = getattr(inner, inner.base_model_prefix), inner.get_output_embeddings()
+    cap = getattr(inner.config, "final_logit_softcapping", None)
+    if not cap:
+        return body, head
+    return body, (lambda hidden: torch.tanh(head(hidden) / cap) * cap)
+
+
 _CACHE_KWARG: dict[type, str] = {}
 
 
 def _cache_kwarg(model) -> str:
     """transformers ≥ 5.2x calls the KV cache `cache`; older versions `past_key_values`."""
-    cls = type(model)
+    inner = signature_model(model)
+    cls = type(inner)
     if cls not in _CACHE_KWARG:
-        params = inspect.signature(model.forward).parameters
+        params = inspect.signature(inner.forward).parameters
         _CACHE_KWARG[cls] = "cache" if "cache" in params else "past_key_values"
     return _CACHE_KWARG[cls]
 
@@ -143,9 +168,10 @@ _KEEP_KWARG: dict[type, str | None] = {}
 def _logits_to_keep_kwarg(model) -> str | None:
     """The keyword that restricts the LM head to the last positions (`logits_to_keep`, `num_logits_to_keep` in older
     transformers), or None where the model has neither."""
-    cls = type(model)
+    inner = signature_model(model)
+    cls = type(inner)
     if cls not in _KEEP_KWARG:
-        params = inspect.signature(model.forward).parameters
+        params = inspect.signature(inner.forward).parameters
         _KEEP_KWARG[cls] = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
     return _KEEP_KWARG[cls]
 
@@ -234,8 +260,8 @@ class Samples:
 
 def response_logits(model, samples: Samples, temperature: float, *, with_hidden: bool = False):
     """Temperature-scaled log-softmax over the vocabulary at every response position: [B, Lr, V], computed in
-    float32 (float64 models stay float64). The one log-prob function of the package: trainers, the evaluator,
-    policies and the preference losses all call it, so their log-probs agree bit for bit.
+    float32 (float64 models stay float64), all at once: the plain computation that vbon_exp/logprobs.py does in
+    chunks of positions (the pipeline reads log-probabilities there; this is the yardstick its tests compare with).
 
     The logits that predict response token t sit at input position Lp − 1 + t. With `with_hidden`, also the last
     hidden state at those positions [B, Lr, H] (the PPO value head reads it)."""
@@ -257,13 +283,3 @@ def token_log_probs(log_dist: torch.Tensor, samples: Samples) -> torch.Tensor:
     """log π(y_t | x, y_<t) of the sampled tokens, zero on padding: [B, Lr]."""
     lp = log_dist.gather(-1, samples.response_ids.unsqueeze(-1)).squeeze(-1)
     return lp * samples.response_mask
-
-
-@torch.no_grad()
-def sequence_log_probs(model, samples: Samples, temperature: float, batch_size: int = 64) -> torch.Tensor:
-    """log π(y|x) summed over response tokens, in batches, without gradients: [B] float64."""
-    out = []
-    for start in range(0, len(samples), batch_size):
-        part = samples.select(slice(start, start + batch_size))
-        out.append(token_log_probs(response_logits(model, part, temperature), part).sum(-1).double())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)

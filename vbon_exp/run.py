@@ -24,6 +24,7 @@ from vbon_exp.sampling import SamplingConfig, check_backend
 from vbon_exp.tasks import build_task
 from vbon_exp.threads import apply_threads, launcher_jobs
 from vbon_exp.tracking import Tracker
+from vbon_exp.trainers.trainable import apply_tf32
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +100,29 @@ def base_point(cfg: DictConfig, objective=None) -> dict:
     return point
 
 
+def make_accelerator(device: torch.device, mixed_precision: str):
+    """One process unless started with `accelerate launch` (then every process runs `run`), with the run's autocast
+    precision. accelerate keeps one process-wide state that refuses a second precision; runs in one process (the
+    Python API, tests) may each ask their own, so a single-process state is reset first."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision and state.get("num_processes") == 1:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=device.type == "cpu", mixed_precision=mixed_precision)
+
+
 def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     """Run one experiment and return its reward-vs-KL point (also written to results.jsonl and wandb)."""
     t_start = time.perf_counter()
     nodes = validate(cfg)  # every node as its dataclass; nothing is built before this passes
     threads = apply_threads(nodes.run.threads, parallel_jobs())  # before any tensor work
     sampling = sampling_config(nodes)
-    from accelerate import Accelerator
-
-    # one process unless started with `accelerate launch`; then every process runs this function
-    accelerator = Accelerator(cpu=resolve_device(cfg.device).type == "cpu")
+    device = resolve_device(cfg.device)
+    nodes.train.check_device(device)
+    apply_tf32(nodes.train.tf32, device)
+    accelerator = make_accelerator(device, nodes.train.mixed_precision)
     main = accelerator.is_main_process
     device = accelerator.device
     run_dir = Path(run_dir or hydra_run_dir() or cfg.paths.output_root)

@@ -20,6 +20,7 @@ import logging
 
 import torch
 
+from vbon_exp.adapters import served_weights
 from vbon_exp.errors import SamplerBackendError
 from vbon_exp.modeling import Samples
 from vbon_exp.sampling import SamplerBackend, left_pad, register_sampler
@@ -71,7 +72,7 @@ class _Engine:
             target = engine.model_executor.driver_worker.model_runner.model
         except AttributeError:
             target = engine.model_executor.driver_worker.worker.model_runner.model
-        target.load_weights([(name, p.data) for name, p in model.named_parameters()])
+        target.load_weights(list(served_weights(model)))
         if hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()
         self.version = version

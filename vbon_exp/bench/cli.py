@@ -10,7 +10,11 @@ Sections (one module each in vbon_exp/bench/):
 3. PPO step on the `--size` model (tiny on CPU, small on CUDA by default): seconds, episodes/s;
 4. reference cache on the `--size` model, in a subprocess: bytes per reward, peak RSS, samples/s;
 5. vLLM (CUDA, when installed): the sampler=vllm backend against ours;
-6. busy core (CPU): the sampler and the RLOO step beside a spinning process, at `threads: auto` and at 2 threads.
+6. busy core (CPU): the sampler and the RLOO step beside a spinning process, at `threads: auto` and at 2 threads;
+7. precision: a PPO update of the GPT-2-small-sized model in float32, bf16 autocast, + checkpointing, + LoRA —
+   seconds and peak memory each, each in its own subprocess (`--skip-precision` skips 7 and 8);
+8. KL memory: peak memory of the log-probs + full KL evaluation at a 128,256-token vocabulary, unchunked against
+   train.logits_chunk's chunks.
 
 Every section reports the minimum and the median of its timed repetitions and the other processes' load while it
 ran; a section run while other processes kept more than 0.2 of a core busy is timed again (`--retimes`), keeping the
@@ -29,7 +33,7 @@ import platform
 import sys
 from pathlib import Path
 
-from vbon_exp.bench import busy, cache, report, rl, sampler, vllm
+from vbon_exp.bench import busy, cache, memory, report, rl, sampler, vllm
 from vbon_exp.bench.scale import REAL, TOY, BenchSetupError, check_device
 from vbon_exp.bench.timing import run_section
 
@@ -82,6 +86,9 @@ def parse_args(argv):
                     help="print the hours of a run from --out's summary.json (no benchmark)")
     ap.add_argument("--cache-child", help=argparse.SUPPRESS)
     ap.add_argument("--vllm-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    ap.add_argument("--skip-precision", action="store_true",
+                    help="skip the PPO step's precision / checkpointing / LoRA table and the 128k-vocabulary KL memory")
     args = ap.parse_args(argv)
     for key, value in DEVICE_DEFAULTS[args.device].items():
         if getattr(args, key) is None:
@@ -95,6 +102,16 @@ def parse_args(argv):
             setattr(args, key, getattr(defaults, field))
     args.skip_small = args.skip_small or args.quick
     return args
+
+
+def model_params(scale, size: str) -> int:
+    """Parameters of the `size` model the PPO and cache sections use (built on the meta device: no memory)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=scale.vocab, **scale.sizes[size]))
+    return sum(p.numel() for p in model.parameters())
 
 
 def machine_info(device: str) -> dict:
@@ -160,6 +177,11 @@ def stages(args, scale, summary: dict) -> tuple[list, dict[str, str]]:
             skipped["vLLM sampler"] = why
         else:
             todo.append(("vLLM sampler", lambda: vllm.bench_vllm(child, size, dtype, args.reps), args.retimes))
+    if args.skip_precision:
+        skipped["precision"] = skipped["KL memory"] = "--skip-precision"
+    else:  # the GPT-2-small-sized model whatever --size: the table is about a real model's memory
+        todo.append(("precision", lambda: memory.bench_precision("small", dev, args.toy), 0))
+        todo.append(("KL memory", lambda: memory.bench_kl_memory(dev, args.toy), 0))
     if args.skip_busy:
         skipped["busy core"] = "--skip-busy"
     elif dev != "cpu":
@@ -178,6 +200,8 @@ def run_child_mode(args, scale) -> int | None:
     if args.vllm_child:
         vllm.vllm_child(scale, args.size, args.dtype, args.reps)
         return 0
+    if args.memory_child:
+        return memory.child_main(args.memory_child, scale)
     return None
 
 
@@ -209,6 +233,7 @@ def main(argv=None) -> int:
     summary: dict = {"device": args.device, "dtype": args.dtype, "machine": machine_info(args.device),
                      "settings": settings(args, scale)}
     summary["gpu"] = summary["machine"].get("gpu")
+    summary["bench_model_params"] = model_params(scale, args.size)  # what plan=true scales the rates by
     summary["machine"]["threads_reason"] = threads_reason
     todo, skipped = stages(args, scale, summary)
     if skipped:

@@ -98,6 +98,26 @@ def print_rows(summary: dict, rows) -> None:
               f"{'' if load is None else f'{load:.2f}':>5}  {verdict(key, value) if cpu else ''}")
 
 
+def print_memory(summary: dict) -> None:
+    """Sections 7 and 8: the PPO update's seconds and peak memory per setting; the KL evaluation's peak memory."""
+    table = summary.get("ppo_precision")
+    if table:
+        first = next(iter(table.values()))
+        print(f"\nPPO update, GPT-2-small-sized (batch {first['batch']} × {first['new_tokens']} new tokens, "
+              f"{first['epochs']} epoch(s)), each setting in its own process:")
+        print(f"  {'setting':<18} {'step s':>8} {'peak GiB':>9} {'trainable':>12}")
+        for name, row in table.items():
+            print(f"  {name:<18} {row['step_s']:>8.2f} {row['peak_gb']:>9.3f} {row['trainable_params']:>12,}")
+    kl = summary.get("kl_eval_memory")
+    if kl:
+        first = next(iter(kl.values()))
+        print(f"\nKL evaluation (log-probs + full KL to π_ref, {first['positions']} positions, vocabulary "
+              f"{first['vocab']:,}), peak memory above the weights:")
+        for chunk, row in kl.items():
+            label = "unchunked" if chunk == "0" else f"chunk {chunk}"
+            print(f"  {label:<18} {row['peak_gb']:>8.3f} GiB   {row['seconds']:.2f} s")
+
+
 def print_busy(summary: dict) -> None:
     """The busy-core table: quiet (the bench's own threads) against one busy core at auto and at 2 threads."""
     if "busy_auto_threads" not in summary:
@@ -124,6 +144,7 @@ def print_table(summary: dict, out: Path) -> None:
     rows = [(key, label.replace("{batch}", str(batch)), fmt, section) for key, label, fmt, section in ROWS]
     print_rows(summary, rows + size_rows(summary["settings"]))
     print_busy(summary)
+    print_memory(summary)
     for name, why in summary.get("skipped", {}).items():
         print(f"{name}: skipped ({why})")
     for name, err in summary.get("failed", {}).items():

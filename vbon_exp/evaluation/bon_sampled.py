@@ -10,7 +10,8 @@ from vbon_exp import bon
 from vbon_exp.evaluation.model import ModelPolicy
 from vbon_exp.evaluation.policy import EvalContext
 from vbon_exp.evaluation.sampled import SampledPolicy
-from vbon_exp.modeling import Samples, sequence_log_probs
+from vbon_exp.logprobs import sequence_log_probs
+from vbon_exp.modeling import Samples
 
 
 class BoNPolicy(SampledPolicy):

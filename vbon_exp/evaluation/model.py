@@ -10,7 +10,8 @@ import torch
 from vbon_exp import kl
 from vbon_exp.evaluation.policy import EvalContext
 from vbon_exp.evaluation.sampled import SampledPolicy
-from vbon_exp.modeling import Samples, response_logits, token_log_probs
+from vbon_exp.logprobs import LOGITS_CHUNK, response_token_stats
+from vbon_exp.modeling import Samples
 from vbon_exp.rewards import score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
 
@@ -18,8 +19,10 @@ from vbon_exp.sampling import SamplingConfig, sample_responses
 class ModelPolicy(SampledPolicy):
     """An autoregressive LM sampled with the task's sampling settings."""
 
-    def __init__(self, model, task, sampling: SamplingConfig, score_batch_size: int = 256):
+    def __init__(self, model, task, sampling: SamplingConfig, score_batch_size: int = 256,
+                 logits_chunk: int = LOGITS_CHUNK):
         self.model, self.task, self.sampling, self.score_batch_size = model, task, sampling, score_batch_size
+        self.logits_chunk = logits_chunk  # positions whose vocabulary-sized log-probs are held at once
 
     def sample(self, prompts: list[list[int]], n: int, generator, desc: str | None = None) -> Samples:
         samples = sample_responses(
@@ -33,7 +36,7 @@ class ModelPolicy(SampledPolicy):
         if temperature == self.sampling.temperature:
             return self
         return ModelPolicy(self.model, self.task, replace(self.sampling, temperature=temperature),
-                           self.score_batch_size)
+                           self.score_batch_size, self.logits_chunk)
 
     @torch.no_grad()
     def log_probs(self, samples: Samples, batch_size: int = 64) -> dict[str, torch.Tensor]:
@@ -43,12 +46,11 @@ class ModelPolicy(SampledPolicy):
         full, logp_seq, logq_seq = [], [], []
         for start in range(0, len(samples), batch_size):
             part = samples.select(slice(start, start + batch_size)).to(device)
-            mask = part.response_mask.float()
-            logp = response_logits(self.model, part, self.sampling.temperature)
-            logq = response_logits(self.task.reference, part, self.sampling.temperature)
-            full.append((kl.full(logp, logq) * mask).sum(-1).double().cpu())
-            logp_seq.append(token_log_probs(logp, part).sum(-1).double().cpu())
-            logq_seq.append(token_log_probs(logq, part).sum(-1).double().cpu())
+            stats = response_token_stats(self.model, part, self.sampling.temperature, chunk=self.logits_chunk,
+                                         other=self.task.reference, kl=True)
+            full.append(stats.kl.sum(-1).double().cpu())
+            logp_seq.append(stats.logp.sum(-1).double().cpu())
+            logq_seq.append(stats.other_logp.sum(-1).double().cpu())
         empty = torch.zeros(0, dtype=torch.float64)
         cat = (lambda parts: torch.cat(parts) if parts else empty)  # noqa: E731
         return {"full": cat(full), "logp_policy": cat(logp_seq), "logp_ref": cat(logq_seq)}

@@ -24,6 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from vbon_exp.errors import ConfigError, check_number
+from vbon_exp.evaluation import ModelPolicy
 from vbon_exp.sampling import SamplingConfig
 
 
@@ -40,6 +41,11 @@ class RunContext:
     accelerator: Any = None  # accelerate.Accelerator (one process unless started with `accelerate launch`)
     caches: dict[str, Any] = field(default_factory=dict)  # split -> ReferenceCache
     extras: dict[str, Any] = field(default_factory=dict)  # objective facts for the results line
+
+
+def model_policy(ctx: RunContext, model) -> ModelPolicy:
+    """`model` as a policy of the run: sampled with its sampling settings, scored and measured in its batch sizes."""
+    return ModelPolicy(model, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size, ctx.cfg.train.logits_chunk)
 
 
 @dataclass

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from vbon_exp.errors import ConfigError, check_choice
-from vbon_exp.evaluation import BoNPolicy, ModelPolicy, PooledBoN
-from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, register_objective
+from vbon_exp.evaluation import BoNPolicy, PooledBoN
+from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, model_policy, register_objective
 from vbon_exp.pool_estimators import bon_pool_ns
 
 
@@ -123,7 +123,7 @@ class BoNObjective(Objective):
         ctx.extras["estimate"] = self.cfg.estimate
         if self.cfg.estimate == "cache":
             return PooledBoN(self.cfg.ns(ctx.cfg.eval.bon_pool_m))
-        reference = ModelPolicy(ctx.task.reference, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
+        reference = model_policy(ctx, ctx.task.reference)
         return BoNPolicy(reference, int(self.n))
 
     def bon_target_n(self) -> float | None:

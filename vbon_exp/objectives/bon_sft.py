@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from omegaconf import OmegaConf
 
 from vbon_exp.evaluation import BoNPolicy, ModelPolicy
-from vbon_exp.modeling import load_causal_lm
-from vbon_exp.objectives.base import Objective, RunContext, register_objective
+from vbon_exp.objectives.base import Objective, RunContext, model_policy, register_objective
 from vbon_exp.objectives.bon_sampling import NFirstConfig
-from vbon_exp.objectives.rl_objective import save_policy, train_config
+from vbon_exp.objectives.training import record_training, save_policy, train_config, trainable_policy
 from vbon_exp.trainers.sft import SFTTrainer
 from vbon_exp.trainers.shared import derived_seed
 
@@ -37,7 +36,7 @@ class BoNSFTObjective(Objective):
         import torch
 
         per_prompt = int(ctx.cfg.sft.samples_per_prompt)
-        reference = ModelPolicy(ctx.task.reference, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
+        reference = model_policy(ctx, ctx.task.reference)
         bon_policy = BoNPolicy(reference, int(round(float(self.n))))
         rank, world = ctx.accelerator.process_index, ctx.accelerator.num_processes
         prompts = ctx.task.train_prompts
@@ -51,13 +50,13 @@ class BoNSFTObjective(Objective):
 
     def fit(self, ctx: RunContext) -> ModelPolicy:
         sft, train = OmegaConf.to_object(ctx.cfg.sft), train_config(ctx)
-        policy = load_causal_lm(ctx.task.policy_init, ctx.device)
+        policy = trainable_policy(ctx, sft.trainable_layers)
         trainer = SFTTrainer(sft, train, policy=policy, data=self.bon_data(ctx), temperature=ctx.sampling.temperature,
                              accelerator=ctx.accelerator, run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.cfg.seed)
         lm = trainer.train()
-        ctx.extras["param_checksums"] = trainer.checksums
+        record_training(ctx, trainer)
         save_policy(ctx, lm)
-        return ModelPolicy(lm, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
+        return model_policy(ctx, lm)
 
     def bon_target_n(self) -> float:
         return float(self.n)

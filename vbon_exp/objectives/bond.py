@@ -25,12 +25,12 @@ from typing import Callable
 import torch
 
 from vbon_exp.errors import check_number
-from vbon_exp.evaluation import BoNPolicy, ModelPolicy
+from vbon_exp.evaluation import BoNPolicy
 from vbon_exp.modeling import Samples
-from vbon_exp.objectives.base import RunContext, register_objective
+from vbon_exp.objectives.base import RunContext, model_policy, register_objective
 from vbon_exp.objectives.bon_sampling import NFirstConfig
 from vbon_exp.objectives.rl_objective import RLObjective
-from vbon_exp.trainers.rollout import gather_tokens, masked_mean
+from vbon_exp.trainers.rollout import masked_mean
 from vbon_exp.trainers.shared import derived_seed
 
 
@@ -85,7 +85,7 @@ class ForwardKLTerm:
         self.coef, self.sets = float(coef), sets
         self._update, self._calls = None, 0
 
-    def __call__(self, trainer, mb, log_dist) -> tuple[torch.Tensor, dict]:
+    def __call__(self, trainer, mb, stats) -> tuple[torch.Tensor, dict]:
         if trainer.step != self._update:
             self._update, self._calls = trainer.step, 0
         g = torch.Generator().manual_seed(derived_seed(trainer.seed, "forward-kl-pick", trainer.step, self._calls,
@@ -98,14 +98,14 @@ class ForwardKLTerm:
             picks = torch.randint(len(pool), (count,), generator=g)
             parts.append(pool.select(picks.to(pool.prompt_index.device)))
         batch = Samples.cat(parts, trainer.task.pad_id).to(trainer.accelerator.device)
-        fw_dist, _ = trainer.model(batch, trainer.sampling.temperature)
-        nll = -masked_mean(gather_tokens(fw_dist, batch.response_ids), batch.response_mask.float())
+        stats, _ = trainer.model(batch, trainer.sampling.temperature, chunk=trainer.chunk)
+        nll = -masked_mean(stats.logp, batch.response_mask.float())
         return self.coef * nll, {"forward_nll": nll.detach()}
 
 
 def reference_bon_sets(ctx: RunContext, n: int, per_prompt: int, purpose: str) -> PromptSampleSets:
     """`per_prompt` BoN(n) samples of π_ref for each train prompt, drawn when the prompt is first met."""
-    reference = ModelPolicy(ctx.task.reference, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
+    reference = model_policy(ctx, ctx.task.reference)
     bon_policy = BoNPolicy(reference, n)
     return PromptSampleSets(ctx, lambda prompts, g: bon_policy.sample(prompts, per_prompt, g), purpose)
 

@@ -34,15 +34,16 @@ from typing import Optional
 
 import torch
 
-from vbon_exp import bon, kl
+from vbon_exp import bon
+from vbon_exp.adapters import policy_weights
 from vbon_exp.errors import ConfigError, check_choice, check_number
-from vbon_exp.evaluation import ModelPolicy
-from vbon_exp.modeling import load_causal_lm, response_logits
-from vbon_exp.objectives.base import RunContext, register_objective
+from vbon_exp.objectives.base import RunContext, model_policy, register_objective
 from vbon_exp.objectives.bon_sampling import NFirstConfig
 from vbon_exp.objectives.bond import ForwardKLTerm, PromptSampleSets
 from vbon_exp.objectives.rl_objective import RLObjective
+from vbon_exp.objectives.training import policy_half, trust_remote_code
 from vbon_exp.trainers.rollout import masked_mean
+from vbon_exp.trainers.trainable import load_trainable_weights
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +92,16 @@ def rounds_for(n, round_n: int, prefix: str = "objective") -> int:
 
 
 class RefKLTerm:
-    """coef·KL(π_θ ‖ π_ref) per response token over the whole vocabulary (J-BOND's regulariser)."""
+    """coef·KL(π_θ ‖ π_ref) per response token over the whole vocabulary (J-BOND's regulariser), from the KL the
+    trainer's chunked log-prob pass computes when a term asks for it (`needs_reference_kl`)."""
+
+    needs_reference_kl = True
 
     def __init__(self, coef: float):
         self.coef = float(coef)
 
-    def __call__(self, trainer, mb, log_dist):
-        with torch.no_grad():
-            ref_dist = response_logits(trainer.task.reference, mb.samples, trainer.sampling.temperature)
-        value = masked_mean(kl.full(log_dist, ref_dist), mb.mask)
+    def __call__(self, trainer, mb, stats):
+        value = masked_mean(stats.kl, mb.mask)
         return self.coef * value, {"ref_kl": value.detach()}
 
 
@@ -111,8 +113,11 @@ class MovingAnchor:
         cfg = objective.cfg
         self.objective, self.ctx, self.cfg = objective, ctx, cfg
         self.n, self.rounds = int(cfg.round_n), rounds_for(cfg.n, cfg.round_n)
-        self.model = load_causal_lm(ctx.task.policy_init, ctx.device).eval().requires_grad_(False)
-        self.policy = ModelPolicy(self.model, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
+        # the policy's starting weights, as the trainer holds them (float32 unless pure half precision; with LoRA the
+        # base the adapter starts from); refreshed from the policy's (merged) weights
+        self.model = load_trainable_weights(ctx.task.policy_init, ctx.device, half=policy_half(ctx),
+                                            trust_remote_code=trust_remote_code(ctx)).eval().requires_grad_(False)
+        self.policy = model_policy(ctx, self.model)
         m = int(cfg.anchor_samples)
         self.samples = PromptSampleSets(ctx, lambda prompts, g: self.policy.sample(prompts, m, g), "anchor-samples")
         self.bon_sets = _BestOfGroups(self)
@@ -186,10 +191,11 @@ class MovingAnchor:
         if round_end or done == self.stop:
             stats.update(self.exact_round_metrics(trainer))
         if round_end:
-            self.model.load_state_dict(trainer.unwrapped.lm.state_dict())
+            self.model.load_state_dict(policy_weights(trainer.unwrapped.lm))
         elif self.cfg.anchor == "ema":
-            for a, p in zip(self.model.parameters(), trainer.unwrapped.lm.parameters()):
-                a.mul_(self.gamma).add_(p.detach(), alpha=1.0 - self.gamma)
+            weights = policy_weights(trainer.unwrapped.lm)
+            for name, a in self.model.named_parameters():
+                a.mul_(self.gamma).add_(weights[name].detach().to(a.dtype), alpha=1.0 - self.gamma)
         return stats
 
     def exact_round_metrics(self, trainer) -> dict:

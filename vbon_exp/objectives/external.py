@@ -18,7 +18,7 @@ from omegaconf import MISSING
 from vbon_exp.errors import ConfigError, check_choice
 from vbon_exp.evaluation import ModelPolicy
 from vbon_exp.modeling import load_causal_lm, load_tokenizer
-from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, register_objective
+from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, model_policy, register_objective
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ExternalObjective(Objective):
                               f"the task's model {reference_vocab}: it does not use the task's tokenizer")
         ctx.extras["policy"] = cfg.policy
         log.info("evaluating the external policy %s (%s)", cfg.policy, cfg.legend)
-        return ModelPolicy(model.eval().requires_grad_(False), ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
+        return model_policy(ctx, model.eval().requires_grad_(False))
 
     def target_log_probs(self, oracle):
         return None  # trained elsewhere, towards whatever it was trained for

@@ -16,9 +16,8 @@ from omegaconf import OmegaConf
 from vbon_exp import bon
 from vbon_exp.errors import ConfigError
 from vbon_exp.evaluation import ModelPolicy
-from vbon_exp.modeling import load_causal_lm
-from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext
-from vbon_exp.objectives.rl_objective import save_policy, train_config
+from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, model_policy
+from vbon_exp.objectives.training import record_training, save_policy, train_config, trainable_policy
 from vbon_exp.pairs import build_sample_table, make_pairs
 from vbon_exp.trainers.preference_loop import PairLoss, PreferenceTrainer
 
@@ -97,20 +96,20 @@ class PreferenceObjective(Objective):
 
     def fit(self, ctx: RunContext) -> ModelPolicy:
         pairs = self.pairs(ctx)
-        train = train_config(ctx)
-        policy = load_causal_lm(ctx.task.policy_init, ctx.device)
+        train, settings = train_config(ctx), OmegaConf.to_object(ctx.cfg.preference)
+        policy = trainable_policy(ctx, settings.trainable_layers)
         trainer = PreferenceTrainer(
-            OmegaConf.to_object(ctx.cfg.preference), train, policy=policy, reference=ctx.task.reference, pairs=pairs,
+            settings, train, policy=policy, reference=ctx.task.reference, pairs=pairs,
             loss=self.pair_loss(), temperature=ctx.sampling.temperature, accelerator=ctx.accelerator,
             run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.cfg.seed, logp_batch_size=ctx.cfg.eval.batch_size,
             name=self.name,
         )
         lm = trainer.train()
-        ctx.extras["param_checksums"] = trainer.checksums
+        record_training(ctx, trainer)
         oracle = ctx.task.oracle
         if oracle is not None:  # beside exact_kl_to_target: how far the policy is from π_BoN at the pair size
             target = oracle.bon_log_probs(self.cfg.pair_size)
             ctx.extras["exact_kl_to_bon"] = float(bon.kl(oracle.model_log_probs(lm), target).mean())
             ctx.extras["exact_kl_to_bon_init"] = float(bon.kl(oracle.ref_log_probs, target).mean())
         save_policy(ctx, lm)
-        return ModelPolicy(lm, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
+        return model_policy(ctx, lm)

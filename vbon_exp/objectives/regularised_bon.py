@@ -22,8 +22,9 @@ import torch
 from vbon_exp import bon
 from vbon_exp.errors import check_number
 from vbon_exp.evaluation import ModelPolicy, SampledPolicy
-from vbon_exp.modeling import Samples, sequence_log_probs
-from vbon_exp.objectives.base import Objective, RunContext, register_objective
+from vbon_exp.logprobs import sequence_log_probs
+from vbon_exp.modeling import Samples
+from vbon_exp.objectives.base import Objective, RunContext, model_policy, register_objective
 from vbon_exp.objectives.bon_sampling import NFirstConfig
 
 
@@ -95,7 +96,7 @@ class RegularisedBoNObjective(Objective):
     config = RegularisedBoNConfig
 
     def fit(self, ctx: RunContext) -> RegularisedBoN:
-        reference = ModelPolicy(ctx.task.reference, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
+        reference = model_policy(ctx, ctx.task.reference)
         return RegularisedBoN(reference, int(self.n), self.cfg.lam, ctx.cfg.eval.batch_size)
 
     def target_log_probs(self, oracle):

@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from vbon_exp import bon
 from vbon_exp.errors import ConfigError
 from vbon_exp.evaluation import ModelPolicy
-from vbon_exp.modeling import load_causal_lm
-from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext
+from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, model_policy
 from vbon_exp.objectives.bon_sampling import check_n_beta_agree
+from vbon_exp.objectives.training import record_training, save_policy, train_config, trainable_policy
 from vbon_exp.trainers import ALGOS
 
 log = logging.getLogger(__name__)
@@ -36,21 +36,6 @@ class BetaFirstConfig(ObjectiveConfig):
         if self.beta is None:
             raise ConfigError(f"{prefix}.beta must be set (> 0) for objective={self.name}")
         check_n_beta_agree(self, prefix, primary=f"{prefix}.beta")
-
-
-def save_policy(ctx: RunContext, lm) -> None:
-    """The trained policy, loadable with from_pretrained (safetensors)."""
-    if ctx.accelerator.is_main_process:
-        out = ctx.run_dir / "policy"
-        lm.save_pretrained(out)
-        ctx.task.tokenizer.save_pretrained(out)
-        log.info("saved the trained policy to %s", out)
-    ctx.accelerator.wait_for_everyone()
-
-
-def train_config(ctx: RunContext):
-    """The run's `train:` node as its dataclass (vbon_exp.trainers.shared.TrainConfig)."""
-    return OmegaConf.to_object(ctx.cfg.train)
 
 
 class RLObjective(Objective):
@@ -108,7 +93,7 @@ class RLObjective(Objective):
 
     def fit(self, ctx: RunContext) -> ModelPolicy:
         algo = OmegaConf.to_object(ctx.cfg.algo)
-        policy = load_causal_lm(ctx.task.policy_init, ctx.device)
+        policy = trainable_policy(ctx, algo.trainable_layers)
         trainer = ALGOS[algo.name](
             algo, train_config(ctx), policy=policy, task=ctx.task, sampling=ctx.sampling,
             sequence_reward=self.sequence_reward(ctx), kl_coef=self.kl_coef(), accelerator=ctx.accelerator,
@@ -117,6 +102,6 @@ class RLObjective(Objective):
         )
         self.prepare(ctx, trainer)
         lm = trainer.train()
-        ctx.extras["param_checksums"] = trainer.checksums
+        record_training(ctx, trainer)
         save_policy(ctx, lm)
-        return ModelPolicy(lm, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size)
+        return model_policy(ctx, lm)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from vbon_exp.adapters import is_adapter_dir, load_adapted
 from vbon_exp.errors import ModelLoadError
 from vbon_exp.modeling import load_causal_lm, load_tokenizer, pad_token_id
 from vbon_exp.rewards import build_reward
@@ -41,10 +42,13 @@ def load_policy(model_cfg, device):
     tokenizer = load_tokenizer(name, model_cfg.trust_remote_code, key="model.name_or_path")
     if tokenizer.pad_token is None:
         log.info("tokenizer of %s has no pad token: padding with EOS id %s", name, tokenizer.eos_token_id)
-    dtype = model_cfg.dtype
-    reference = load_causal_lm(name, device, model_cfg.trust_remote_code,
-                               dtype=getattr(torch, dtype) if dtype else None, key="model.name_or_path",
-                               load_in_4bit=model_cfg.load_in_4bit)
+    dtype = getattr(torch, model_cfg.dtype) if model_cfg.dtype else None
+    if is_adapter_dir(name):  # a trained LoRA adapter (e.g. an SFT run's policy/adapter): π_ref is base + adapter
+        reference = load_adapted(name, device, dtype, model_cfg.trust_remote_code)
+        log.info("model.name_or_path=%s is a LoRA adapter: the reference is its base with it", name)
+    else:
+        reference = load_causal_lm(name, device, model_cfg.trust_remote_code, dtype=dtype, key="model.name_or_path",
+                                   load_in_4bit=model_cfg.load_in_4bit)
     return tokenizer, reference.eval().requires_grad_(False), pad_token_id(tokenizer)
 
 

@@ -127,10 +127,11 @@ def _make_tokenizer(spec: SyntheticSpec):
     return PreTrainedTokenizerFast(tokenizer_object=tok)
 
 
-def _make_model(spec: SyntheticSpec):
-    from transformers import GPT2Config, GPT2LMHeadModel
+def model_config(spec):
+    """The synthetic π_ref's GPT2Config, from a SyntheticSpec or the task's config node (the same fields)."""
+    from transformers import GPT2Config
 
-    config = GPT2Config(
+    return GPT2Config(
         vocab_size=spec.vocab_size,
         n_positions=spec.prompt_length + spec.response_length,
         n_embd=spec.n_embd,
@@ -142,6 +143,12 @@ def _make_model(spec: SyntheticSpec):
         pad_token_id=None,
         tie_word_embeddings=False,
     )
+
+
+def _make_model(spec: SyntheticSpec):
+    from transformers import GPT2LMHeadModel
+
+    config = model_config(spec)
     torch.manual_seed(spec.model_seed)
     return GPT2LMHeadModel(config)
 

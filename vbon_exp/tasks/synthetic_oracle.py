@@ -11,7 +11,8 @@ import math
 import torch
 
 from vbon_exp import bon
-from vbon_exp.modeling import Samples, sequence_log_probs
+from vbon_exp.logprobs import sequence_log_probs
+from vbon_exp.modeling import Samples
 
 
 class SyntheticOracle:

@@ -16,21 +16,28 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors import safe_open
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from vbon_exp.storage import atomic_write_text, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 
 
-def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], state: dict, keep: int = 2) -> Path:
-    """Write modules (safetensors; tied weights handled) and `state` (tensors and plain Python only)."""
+def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], state: dict, keep: int = 2,
+                    trainable_only: bool = False) -> Path:
+    """Write modules (safetensors; tied weights handled) and `state` (tensors and plain Python only). With
+    `trainable_only` (LoRA: the frozen base is the model the run loaded, not state), only the policy's parameters
+    that train."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-step-"))
     try:
         for name, module in modules.items():
-            save_model(module, str(tmp / f"{name}.safetensors"))
+            if trainable_only and name == "policy":
+                save_file(trainable_state(module), str(tmp / f"{name}.safetensors"), metadata={"trainable_only": "1"})
+            else:
+                save_model(module, str(tmp / f"{name}.safetensors"))
         torch.save(state, tmp / "trainer_state.pt")
         sums = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
         (tmp / "checksums.json").write_text(json.dumps(sums, indent=1))
@@ -101,9 +108,23 @@ def latest_checkpoint(root: Path) -> Path | None:
     return None
 
 
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters of `module` that require grad, contiguous CPU copies (what a LoRA checkpoint holds)."""
+    return {name: p.detach().cpu().contiguous() for name, p in module.named_parameters() if p.requires_grad}
+
+
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module]) -> dict:
     for name, module in modules.items():
-        missing, unexpected = load_model(module, str(path / f"{name}.safetensors"), strict=False)
+        file = path / f"{name}.safetensors"
+        with safe_open(str(file), "pt") as handle:
+            partial = (handle.metadata() or {}).get("trainable_only") == "1"
+        if partial:
+            tensors = load_file(str(file), device=str(next(module.parameters()).device))
+            unexpected = sorted(set(tensors) - {n for n, _ in module.named_parameters()})
+            if not unexpected:
+                module.load_state_dict(tensors, strict=False)
+        else:
+            missing, unexpected = load_model(module, str(file), strict=False)
         if unexpected:
             raise RuntimeError(f"checkpoint {path}/{name}.safetensors has unexpected tensors {unexpected[:5]}")
     # weights_only: a checkpoint is data, never code

@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from vbon_exp.errors import ConfigError, check_choice, check_number
-from vbon_exp.modeling import Samples, response_logits
+from vbon_exp.logprobs import TokenStats
+from vbon_exp.modeling import Samples
 from vbon_exp.progress import progress
 from vbon_exp.rewards import RewardError, score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
-from vbon_exp.trainers.rollout import PolicyWithValue, Rollout, gather_tokens, masked_mean
+from vbon_exp.trainers.rollout import PolicyWithValue, Rollout, masked_mean
 from vbon_exp.trainers.shared import (
     CheckpointedTrainer,
     TrainConfig,
@@ -32,6 +33,7 @@ from vbon_exp.trainers.shared import (
     freeze_lower_layers,
     replica_checksums,
 )
+from vbon_exp.trainers.trainable import enable_activation_checkpointing, freezes_base
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +122,12 @@ class RLConfig:
 SequenceReward = Callable[[Samples, torch.Tensor], torch.Tensor]  # (scored samples, log π_ref(y|x)) -> [B]
 # Called after every update (trainer.step already counts it) before that update is logged and checkpointed; may
 # return stats to log (e.g. iterative BOND refreshes its anchor and logs the round).
-UpdateCallback = Callable[["OnPolicyTrainer"], Optional[dict]]
-# An objective's extra loss term: (trainer, minibatch, log-distributions [B, Lr, V] with grad) -> (loss, stats). The
-# trainer adds it to the clipped policy-gradient (+ value) loss of every minibatch (e.g. BOND's forward-KL term).
-LossTerm = Callable[["OnPolicyTrainer", "Rollout", torch.Tensor], tuple[torch.Tensor, dict]]
+UpdateCallback = Callable[["OnPolicyTrainer"], dict | None]
+# An objective's extra loss term: (trainer, minibatch, the minibatch's TokenStats with grad) -> (loss, stats). The
+# trainer adds it to the clipped policy-gradient (+ value) loss of every minibatch (e.g. BOND's forward-KL term). A
+# term with `needs_reference_kl = True` gets the stats' full-vocabulary KL to π_ref (`stats.kl`), computed in the
+# policy's chunked pass.
+LossTerm = Callable[["OnPolicyTrainer", "Rollout", TokenStats], tuple[torch.Tensor, dict]]
 
 
 # RL algorithms by `algo.name`: each trainer module registers its class (vbon_exp.trainers imports them all).
@@ -184,8 +188,12 @@ class OnPolicyTrainer(CheckpointedTrainer):
         self.num_updates = max(1, cfg.total_episodes // cfg.batch_size)
         self.steps_per_update = cfg.ppo_epochs * cfg.num_minibatches
 
-        freeze_lower_layers(policy, cfg.trainable_layers)
+        if not freezes_base(policy):  # LoRA placed its adapters on the top blocks already
+            freeze_lower_layers(policy, cfg.trainable_layers)
         policy.eval()  # no dropout: rollout and training log-probs must come from the same function
+        if train_cfg.gradient_checkpointing:
+            enable_activation_checkpointing(policy)
+        self.chunk = train_cfg.logits_chunk
         self.model = PolicyWithValue(policy, self.uses_value_head)
         groups = [{"params": [p for p in self.model.lm.parameters() if p.requires_grad], "lr": cfg.lr}]
         if self.model.value_head is not None:
@@ -246,20 +254,21 @@ class OnPolicyTrainer(CheckpointedTrainer):
     def rollout(self, update: int) -> Rollout:
         idx = self.prompt_indices(update)
         prompts = [self.task.train_prompts[i] for i in idx]
-        samples = sample_responses(
-            self.unwrapped.lm, prompts, self.k, self.sampling, eos_id=self.task.eos_id, pad_id=self.task.pad_id,
-            generator=self.generator(update, "rollout"), prompt_index=idx,
-        )
+        with self.accelerator.autocast():
+            samples = sample_responses(
+                self.unwrapped.lm, prompts, self.k, self.sampling, eos_id=self.task.eos_id, pad_id=self.task.pad_id,
+                generator=self.generator(update, "rollout"), prompt_index=idx,
+            )
         score_samples(self.task.reward, samples, what=f"training update {update}")
         samples = samples.to(self.accelerator.device)
         mask = samples.response_mask.float()
         logp_old, logp_ref, values = [], [], []
         for start in range(0, len(samples), self.micro_size):
             part = samples.select(slice(start, start + self.micro_size))
-            log_dist, v = self.unwrapped(part, self.sampling.temperature)
-            logp_old.append(gather_tokens(log_dist, part.response_ids))
-            ref_dist = response_logits(self.reference, part, self.sampling.temperature)
-            logp_ref.append(gather_tokens(ref_dist, part.response_ids))
+            with self.accelerator.autocast():
+                stats, v = self.unwrapped(part, self.sampling.temperature, chunk=self.chunk, other=self.reference)
+            logp_old.append(stats.logp)
+            logp_ref.append(stats.other_logp)
             if v is not None:
                 values.append(v)
         logp_old = torch.cat(logp_old) * mask
@@ -276,8 +285,10 @@ class OnPolicyTrainer(CheckpointedTrainer):
 
     def loss(self, mb: Rollout) -> tuple[torch.Tensor, dict]:
         c = self.cfg
-        log_dist, values = self.model(mb.samples, self.sampling.temperature)
-        logp = gather_tokens(log_dist, mb.samples.response_ids)
+        needs_kl = any(getattr(term, "needs_reference_kl", False) for term in self.loss_terms)
+        stats_t, values = self.model(mb.samples, self.sampling.temperature, chunk=self.chunk, entropy=True,
+                                     other=self.task.reference if needs_kl else None, kl=needs_kl)
+        logp = stats_t.logp
         ratio = torch.exp(logp - mb.logp_old)
         pg = torch.maximum(-mb.advantages * ratio, -mb.advantages * ratio.clamp(1 - c.clip, 1 + c.clip))
         pg_loss = masked_mean(pg, mb.mask)
@@ -285,7 +296,7 @@ class OnPolicyTrainer(CheckpointedTrainer):
             "pg_loss": pg_loss.detach(),
             "clipfrac": masked_mean(((ratio - 1).abs() > c.clip).float(), mb.mask).detach(),
             "approx_kl": masked_mean(0.5 * (logp - mb.logp_old) ** 2, mb.mask).detach(),
-            "entropy": masked_mean(-(log_dist.exp() * log_dist).sum(-1), mb.mask).detach(),
+            "entropy": masked_mean(stats_t.entropy, mb.mask).detach(),
         }
         loss = pg_loss if self.pg_coef == 1.0 else self.pg_coef * pg_loss
         if values is not None:
@@ -295,7 +306,7 @@ class OnPolicyTrainer(CheckpointedTrainer):
             loss = loss + c.vf_coef * vf_loss
             stats["vf_loss"] = vf_loss.detach()
         for term in self.loss_terms:
-            extra, extra_stats = term(self, mb, log_dist)
+            extra, extra_stats = term(self, mb, stats_t)
             loss = loss + extra
             stats.update({k: v.detach() if torch.is_tensor(v) else v for k, v in extra_stats.items()})
         return loss, stats

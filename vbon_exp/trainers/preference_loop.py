@@ -1,7 +1,7 @@
 """Offline preference optimisation on fixed (chosen, rejected) pairs: DPO, IPO and BoNBoN share this loop.
 
 h(y) = log π_θ(y|x) − log π_ref(y|x), summed over response tokens at the sampling temperature with the RL
-trainers' log-prob code (`modeling.response_logits`); π_ref's side is computed once, before the first step. The loss
+trainers' log-prob code (vbon_exp/logprobs.py); π_ref's side is computed once, before the first step. The loss
 of a pair (vbon_exp/preference_losses.py) is DPO's −log σ(β·(h_w − h_l)), or α·(−log π_θ(y_w|x)) + (1 − α)·(h_w − h_l − τ)²
 (IPO: α = 0, τ = 1/(2β); BoNBoN: τ = 1/(2β*_n)), averaged over a batch of pairs.
 
@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from vbon_exp.errors import check_number
-from vbon_exp.modeling import Samples, response_logits, sequence_log_probs, token_log_probs
+from vbon_exp.logprobs import sequence_log_probs
+from vbon_exp.modeling import Samples
 from vbon_exp.pairs import PairSet
 from vbon_exp.preference_losses import dpo_loss, squared_margin_loss
 from vbon_exp.progress import progress
@@ -90,8 +91,11 @@ class PreferenceTrainer(CheckpointedTrainer):
         self.chosen = pairs.chosen.select(mine).to(device)
         self.rejected = pairs.rejected.select(mine).to(device)
         # π_ref's log-probs of every pair, once: the reference is frozen
-        self.ref_chosen = sequence_log_probs(reference, self.chosen, temperature, logp_batch_size).float()
-        self.ref_rejected = sequence_log_probs(reference, self.rejected, temperature, logp_batch_size).float()
+        with accelerator.autocast():  # π_ref's log-probs as the policy's are computed
+            self.ref_chosen = sequence_log_probs(reference, self.chosen, temperature, logp_batch_size,
+                                                 train_cfg.logits_chunk).float()
+            self.ref_rejected = sequence_log_probs(reference, self.rejected, temperature, logp_batch_size,
+                                                   train_cfg.logits_chunk).float()
         self.setup_supervised(policy, cfg, share)
 
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -103,7 +107,7 @@ class PreferenceTrainer(CheckpointedTrainer):
     def loss(self, idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
         chosen, rejected = self.chosen.select(idx), self.rejected.select(idx)
         both = Samples.cat([chosen, rejected], pad_id=0)  # one forward pass for the two sides (masks mark padding)
-        logp = token_log_probs(response_logits(self.model, both, self.temperature), both).sum(-1)
+        logp = self.response_log_probs(both).sum(-1)
         logp_w, logp_l = logp[: len(idx)], logp[len(idx):]
         h_w, h_l = logp_w - self.ref_chosen[idx], logp_l - self.ref_rejected[idx]
         loss, stats = self.loss_fn(h_w, h_l, logp_w)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from vbon_exp import kl
-from vbon_exp.modeling import Samples, response_logits
+from vbon_exp.logprobs import LOGITS_CHUNK, TokenStats, response_token_stats
+from vbon_exp.modeling import Samples
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -25,25 +26,27 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
 
 class PolicyWithValue(nn.Module):
     """The trainable LM and (for PPO) a scalar value head on its last hidden state; one module so that DDP wraps and
-    synchronises both."""
+    synchronises both (and accelerate's autocast covers both). Every trainer's forward pass goes through it."""
 
     def __init__(self, lm: nn.Module, with_value: bool):
         super().__init__()
         self.lm = lm
         hidden = lm.config.hidden_size
-        self.value_head = nn.Linear(hidden, 1) if with_value else None
+        self.value_head = nn.Linear(hidden, 1) if with_value else None  # float32 whatever the LM's dtype
         if self.value_head is not None:
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
             self.value_head.to(next(lm.parameters()).device)
 
-    def forward(self, samples: Samples, temperature: float):
-        """(log-softmax over the vocabulary at each response position [B, Lr, V], values [B, Lr] or None), from
-        the package's one log-prob function."""
+    def forward(self, samples: Samples, temperature: float, *, chunk: int = LOGITS_CHUNK, entropy: bool = False,
+                other: nn.Module | None = None, kl: bool = False) -> tuple[TokenStats, torch.Tensor | None]:
+        """(the responses' TokenStats under the LM — log-probs, and where asked the entropy, `other`'s log-probs and
+        the full KL to it — computed `chunk` positions at a time (vbon_exp/logprobs.py), values [B, Lr] or None)."""
+        stats = response_token_stats(self.lm, samples, temperature, chunk=chunk, entropy=entropy, other=other,
+                                      kl=kl, hidden=self.value_head is not None)
         if self.value_head is None:
-            return response_logits(self.lm, samples, temperature), None
-        log_dist, hidden = response_logits(self.lm, samples, temperature, with_hidden=True)
-        return log_dist, self.value_head(hidden.float()).squeeze(-1)
+            return stats, None
+        return stats, self.value_head(stats.hidden.float()).squeeze(-1)
 
 
 def gather_tokens(log_dist: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

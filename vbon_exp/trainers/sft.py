@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from vbon_exp.errors import check_number
-from vbon_exp.modeling import Samples, response_logits, token_log_probs
+from vbon_exp.modeling import Samples
 from vbon_exp.progress import progress
 from vbon_exp.trainers.shared import (
     CheckpointedTrainer,
@@ -64,7 +64,7 @@ class SFTTrainer(CheckpointedTrainer):
         while self.step < stop:
             t0 = time.perf_counter()
             mb = self.batch(self.step)
-            logp = token_log_probs(response_logits(self.model, mb, self.temperature), mb)
+            logp = self.response_log_probs(mb)
             mask = mb.response_mask.float()
             loss = -(logp * mask).sum() / mask.sum().clamp(min=1)
             self.optimizer_step(loss, self.cfg.max_grad_norm)

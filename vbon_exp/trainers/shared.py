@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 
+from vbon_exp.adapters import LoraSettings
 from vbon_exp.errors import ConfigError, check_choice, check_number
 from vbon_exp.trainers.checkpoint import latest_checkpoint, load_checkpoint, remove_partial_checkpoints, save_checkpoint
+from vbon_exp.trainers.rollout import PolicyWithValue
+from vbon_exp.trainers.trainable import RoundingMeter, enable_activation_checkpointing, freezes_base
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,25 @@ class TrainConfig:
     # Updates between wandb training logs (≥ 1).
     log_every: int = 1
     # Stop after this many updates (null = the full run; the learning-rate schedule always spans the full run).
-    max_updates: Optional[int] = None
+    max_updates: int | None = None
+    # Autocast precision of the trained policy's forward passes (and the reference's, the sampler's), through
+    # accelerate: no | bf16 | fp16 (CUDA only; with a loss scaler). The optimiser always holds float32 weights
+    # (TRL/transformers: bf16=True / fp16=True).
+    mixed_precision: str = "no"
+    # TF32 matmuls on CUDA (10-bit mantissa inputs, float32 accumulation; torch's fp32_precision="tf32").
+    tf32: bool = True
+    # Train the policy in the dtype of `model.dtype` (or as saved) without float32 master weights. Off: the policy
+    # is loaded in float32 whatever its checkpoint's dtype (a bf16 weight of size ~0.02 cannot move by lr 3e-6: most
+    # updates round away). On: logs the fraction of the first update's weight changes that rounded to nothing.
+    pure_half_precision: bool = False
+    # Recompute each transformer block's activations in the backward pass instead of keeping them (transformers'
+    # activation checkpointing; TRL's gradient_checkpointing), in every training loop.
+    gradient_checkpointing: bool = False
+    # LoRA adapters on the policy instead of training its weights (TRL's peft_config): vbon_exp/adapters.py.
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    # Response positions (over the batch) whose vocabulary-sized log-probabilities are held at once when computing
+    # log-probs, entropies and KLs (vbon_exp/logprobs.py); 0 = all at once.
+    logits_chunk: int = 1024
 
     def check(self, prefix: str = "train") -> None:
         if self.resume not in ("auto", True, False):
@@ -38,6 +59,14 @@ class TrainConfig:
         check_number(f"{prefix}.checkpoint_every", self.checkpoint_every, integer=True, minimum=0)
         check_number(f"{prefix}.log_every", self.log_every, integer=True, minimum=1)
         check_number(f"{prefix}.max_updates", self.max_updates, integer=True, minimum=0, allow_none=True)
+        check_choice(f"{prefix}.mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        check_number(f"{prefix}.logits_chunk", self.logits_chunk, integer=True, minimum=0)
+        self.lora.check(f"{prefix}.lora")
+
+    def check_device(self, device, prefix: str = "train") -> None:
+        """Settings the device must support, checked once it is known (before any model loads)."""
+        if self.mixed_precision == "fp16" and device.type != "cuda":
+            raise ConfigError(f"{prefix}.mixed_precision=fp16 needs a CUDA device (device={device}); use bf16 on CPU")
 
 
 def freeze_lower_layers(model: torch.nn.Module, trainable_layers: int | None) -> None:
@@ -128,28 +157,41 @@ class CheckpointedTrainer:
     step = 0
     # modules saved with every checkpoint and restored on resume besides the policy (name -> module)
     state_modules: dict = {}
+    # with train.pure_half_precision: the share of the first update's weight changes that rounded away
+    first_update_rounding: float | None = None
 
     def checkpoint_modules(self) -> dict:
-        return {"policy": self.unwrapped, **self.state_modules}
+        return {"policy": self.accelerator.unwrap_model(self.model), **self.state_modules}
 
     def setup_supervised(self, policy, cfg: SupervisedLoopConfig, examples: int) -> None:
-        """The offline loops' set-up (sft, preference): the top `trainable_layers` blocks trainable, eval mode (no
-        dropout: the loss must be the same function of θ as the evaluator's log-probs), AdamW over the trainable
-        parameters, the learning-rate schedule over epochs × ⌈examples / batch_size⌉ steps, accelerate.prepare."""
-        freeze_lower_layers(policy, cfg.trainable_layers)
+        """The offline loops' set-up (sft, preference): the top `trainable_layers` blocks trainable (unless LoRA
+        placed its adapters there), eval mode (no dropout: the loss must be the same function of θ as the evaluator's
+        log-probs), activation checkpointing when asked, AdamW over the trainable parameters, the learning-rate
+        schedule over epochs × ⌈examples / batch_size⌉ steps, accelerate.prepare of the policy wrapped as
+        PolicyWithValue (without value head): its forward is the chunked log-prob pass, under DDP and autocast."""
+        if not freezes_base(policy):
+            freeze_lower_layers(policy, cfg.trainable_layers)
         policy.eval()
+        if self.train_cfg.gradient_checkpointing:
+            enable_activation_checkpointing(policy)
+        self.chunk = self.train_cfg.logits_chunk
         self.steps_per_epoch = max(1, -(-examples // cfg.batch_size))
         self.total_steps = cfg.epochs * self.steps_per_epoch
         params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
         decay = (lambda s: max(0.0, 1.0 - s / self.total_steps)) if cfg.schedule == "linear" else (lambda s: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
-        self.model, self.optimizer = self.accelerator.prepare(policy, self.optimizer)
+        self.model, self.optimizer = self.accelerator.prepare(PolicyWithValue(policy, False), self.optimizer)
         self.step = 0
+
+    def response_log_probs(self, samples) -> torch.Tensor:
+        """log π_θ(y_t | x, y_<t) of `samples`' response tokens through the prepared policy (grad, DDP, autocast)."""
+        return self.model(samples, self.temperature, chunk=self.chunk)[0].logp
 
     @property
     def unwrapped(self):
-        return self.accelerator.unwrap_model(self.model)
+        """The trained LM (the offline loops; the RL trainer's is the LM with its value head)."""
+        return self.accelerator.unwrap_model(self.model).lm
 
     def optimizer_step(self, loss, max_grad_norm: float | None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -160,8 +202,15 @@ class CheckpointedTrainer:
         """Clip the accumulated gradient's norm, then one optimizer and one scheduler step."""
         if max_grad_norm:
             self.accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+        meter = None
+        if self.train_cfg.pure_half_precision and self.first_update_rounding is None:
+            meter = RoundingMeter(list(self.model.parameters()))
         self.optimizer.step()
         self.scheduler.step()  # by hand, once per optimizer step (accelerate would step it once per process)
+        if meter is not None and meter.params:
+            self.first_update_rounding = meter.rounded_away()
+            log.warning("train.pure_half_precision: %.1f%% of the first update's weight changes rounded away (entries "
+                        "with a nonzero gradient left unchanged)", 100 * self.first_update_rounding)
 
     @property
     def checkpoint_root(self) -> Path:
@@ -171,7 +220,8 @@ class CheckpointedTrainer:
         if self.accelerator.is_main_process:
             state = {"update": self.step, "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict()}
-            path = save_checkpoint(self.checkpoint_root, self.step, self.checkpoint_modules(), state)
+            path = save_checkpoint(self.checkpoint_root, self.step, self.checkpoint_modules(), state,
+                                   trainable_only=self.train_cfg.lora.enabled)
             log.info("checkpoint at %s %d: %s", self.unit, self.step, path)
         self.accelerator.wait_for_everyone()
 

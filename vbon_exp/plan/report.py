@@ -1,0 +1,199 @@
+"""`python -m vbon_exp [+experiment=<preset>] plan=true`: the plan of a run and of every objective its preset sweeps
+over, from the composed config (vbon_exp/plan/estimate.py has the estimates and their assumptions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from vbon_exp.plan.estimate import GB, Shape, Step, bench_rates, hours, memory, read_config, shape_of
+
+
+def member_step(nodes, objective_cls) -> Step:
+    """The training step of the run's objective, per process (`WORLD_SIZE` processes share the RL batch)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    sizes = nodes.task.sizes()
+    prompt, new = int(sizes["prompt_tokens"]), int(nodes.sampling.max_new_tokens)
+    kind = objective_cls.trains_with
+    if kind == "algo":
+        algo = nodes.algo
+        local = algo.batch_size // world
+        micro = min(algo.micro_batch_size or local // algo.num_minibatches, local // algo.num_minibatches)
+        return Step("rl", local, micro, prompt, new, algo.trainable_layers, value_head=algo.name == "ppo",
+                    anchor=objective_cls.name == "bond_iterative")
+    if kind in ("sft", "preference"):
+        loop = getattr(nodes, kind)
+        return Step(kind, nodes.eval.batch_size, loop.batch_size, prompt, new, loop.trainable_layers)
+    return Step("inference", nodes.eval.batch_size, nodes.eval.batch_size, prompt, new)
+
+
+def run_shapes(cfg, nodes) -> tuple[Shape, Optional[Shape]]:
+    """(policy/reference shape, reward model shape or None) of the run's task, from config files only."""
+    if nodes.model is None:  # the synthetic task: its model is defined by the task's own keys
+        from vbon_exp.tasks.synthetic import model_config
+
+        return shape_of(model_config(nodes.task), "synthetic GPT-2"), None
+    model = nodes.model
+    policy = cached_shape(model.name_or_path, "model.name_or_path", model.trust_remote_code, model.made_by)
+    reward = None
+    if getattr(nodes.reward, "name_or_path", None):
+        r = nodes.reward
+        reward = cached_shape(r.name_or_path, "reward.name_or_path", r.trust_remote_code, r.made_by, classifier=True)
+    return policy, reward
+
+
+_SHAPES: dict[tuple, Shape] = {}
+
+
+def cached_shape(name_or_path: str, key: str, trust_remote_code: bool, made_by: Optional[str],
+                 classifier: bool = False) -> Shape:
+    """shape_of(read_config(...)), once per model and process (a preset's members share their models)."""
+    ident = (name_or_path, classifier, Path(str(name_or_path)).expanduser().exists())
+    if ident not in _SHAPES:
+        config = read_config(name_or_path, key, trust_remote_code, made_by)
+        source = name_or_path if ident[2] or not made_by else f"{name_or_path} (not built yet: as `{made_by}` makes it)"
+        _SHAPES[ident] = shape_of(config, source, classifier)
+    return _SHAPES[ident]
+
+
+def work(nodes, objective_cls, step: Step) -> tuple[float, float]:
+    """(training episodes or examples, sampled responses) of one run: training length, reference caches,
+    evaluation samples (per evaluation temperature), BoN-SFT's and the pairs' samples."""
+    sizes = nodes.task.sizes()
+    train_p, test_p = sizes["num_train_prompts"] or 0, sizes["num_test_prompts"] or 0
+    ref, ev = nodes.reference, nodes.eval
+    temps = len(ev.temperatures or [None])
+    samples = test_p * ref.m_for("test") * temps + test_p * ev.samples_per_prompt * temps
+    if "train" in objective_cls(nodes.objective).cache_splits:
+        samples += train_p * ref.m_for("train")
+    n = float(nodes.objective.n or 1)
+    if step.kind == "rl":
+        return float(nodes.algo.total_episodes), samples
+    if step.kind == "sft":
+        return float(train_p * nodes.sft.samples_per_prompt * nodes.sft.epochs), \
+            samples + train_p * nodes.sft.samples_per_prompt * n
+    if step.kind == "preference":
+        pairs = getattr(nodes.preference, "pairs_per_prompt", 1) * train_p
+        return float(pairs * nodes.preference.epochs), samples + pairs * n
+    return 0.0, samples
+
+
+def plan_member(cfg, nodes, objective_cls, rates, device: str, label: Optional[str] = None) -> dict:
+    policy, reward = run_shapes(cfg, nodes)
+    step = member_step(nodes, objective_cls)
+    model_dtype = getattr(nodes.model, "dtype", None) if nodes.model is not None else None
+    reward_dtype = getattr(nodes.reward, "dtype", None) if nodes.reward is not None else None
+    parts = memory(policy, reward, step, nodes.train, model_dtype, reward_dtype, device)
+    plain = parts
+    if step.kind != "inference" and not nodes.train.gradient_checkpointing:
+        from dataclasses import replace
+
+        ckpt = replace(nodes.train, gradient_checkpointing=True)
+        plain = memory(policy, reward, step, ckpt, model_dtype, reward_dtype, device)
+    from vbon_exp.reference import cache_memory_bytes
+
+    sizes = nodes.task.sizes()
+    host = cache_memory_bytes(sizes["num_test_prompts"] or 0, nodes.reference.m_for("test"),
+                              nodes.reference.chunk_prompts, step.prompt_tokens + step.new_tokens)
+    episodes, samples = work(nodes, objective_cls, step)
+    return {"objective": label or objective_cls.name, "step": step, "policy": policy, "reward": reward, "parts": parts,
+            "total": sum(parts.values()), "with_checkpointing": plain["activations"], "host": host,
+            "hours": hours(rates, policy, episodes, samples, step.prompt_tokens + step.new_tokens),
+            "episodes": episodes, "samples": samples, "unknown_prompts": not sizes["num_train_prompts"]}
+
+
+def format_member(m: dict) -> list[str]:
+    p, step = m["parts"], m["step"]
+    gb = lambda x: f"{x / GB:.2f} GB"  # noqa: E731
+    weights = " + ".join(f"{k} {gb(p[k])}" for k in ("policy", "reference", "reward", "value_head", "anchor")
+                         if p.get(k))
+    lines = [f"  {m['objective']} ({step.kind}; micro-batch {step.micro} × {step.prompt_tokens}+{step.new_tokens} "
+             f"tokens): ≈ {gb(m['total'])} per GPU",
+             f"    weights: {weights}",
+             f"    gradients + AdamW {gb(p['gradients + AdamW'])}; activations {gb(p['activations'])}"
+             + (f" ({gb(m['with_checkpointing'])} with train.gradient_checkpointing=true)"
+                if m["with_checkpointing"] != p["activations"] else "")
+             + f"; log-prob chunks {gb(p['logits'])}; generation KV cache {gb(p['kv_cache'])}"
+             + (f"; CUDA context {gb(p['overhead'])}" if p["overhead"] else ""),
+             f"    host memory: reference caches ≥ {gb(m['host'])}; work: {m['episodes']:,.0f} training "
+             f"episodes/examples, {m['samples']:,.0f} sampled responses"
+             + (" (and more: the task's train prompts are all of its data set's, counted at run time)"
+                if m["unknown_prompts"] else "")]
+    return lines
+
+
+def count(params: int) -> str:
+    return f"{params / 1e9:.3g} B" if params >= 1e9 else f"{params / 1e6:.3g} M" if params >= 1e5 else f"{params:,}"
+
+
+def plan_text(cfg, nodes, members: list[dict], rates, label: str, per_objective: int = 1) -> str:
+    policy, reward = members[0]["policy"], members[0]["reward"]
+    head = [f"plan for {label} ({len(members)} objective(s) × {per_objective} member(s) each; per process = per GPU; "
+            "no weights loaded)",
+            f"  policy / reference: {policy.source} — {count(policy.params)} parameters, {policy.layers} "
+            f"layers, hidden {policy.hidden}, vocabulary {policy.vocab:,}"
+            + (f"; reward: {reward.source} — {count(reward.params)}" if reward else "")]
+    for m in members:
+        head += format_member(m)
+    peak = max(m["total"] for m in members)
+    if rates is None:
+        time_line = ("  hours: rate missing (no outputs/bench/summary.json with the bench model's size: run `make "
+                     "bench`, on a GPU `make bench DEVICE=cuda`)")
+    else:
+        total = sum(m["hours"] or 0 for m in members) * per_objective
+        time_line = (f"  hours: ≈ {total:.3g} h for all {len(members) * per_objective} member(s) on {rates['where']} "
+                     f"({rates['dtype']}; bench rates scaled by parameters × tokens; each member's caches counted, "
+                     "so shared caches make it less); per member: "
+                     + ", ".join(f"{m['objective']} {m['hours']:.3g} h" for m in members if m["hours"] is not None))
+    head += [f"  peak ≈ {peak / GB:.1f} GB per GPU", time_line]
+    return "\n".join(head)
+
+
+def sweep_values(key: str, value) -> list[str]:
+    """The values a Hydra sweep of `key=value` runs, in order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
+    return list(parsed.sweep_string_iterator()) if parsed.is_sweep_override() else [str(value)]
+
+
+def sweep_objectives(params) -> tuple[list[str], int]:
+    """(the objectives a sweep over `params` (hydra.sweeper.params: a preset's members) runs, in order, [] when the
+    objective is not swept; the members per objective: the product of the other axes' sizes)."""
+    params = dict(params or {})
+    per_objective = 1
+    for key, value in params.items():
+        if key != "objective":
+            per_objective *= len(sweep_values(key, value))
+    return (sweep_values("objective", params["objective"]) if "objective" in params else []), per_objective
+
+
+def plan_for(cfg, overrides: list[str], sweep_params=None, compose=None) -> str:
+    """The plan of `cfg`'s run (composed from `overrides`), and of every objective `sweep_params` sweeps over, each
+    composed by `compose(overrides)` as the sweep would compose it."""
+    from vbon_exp.config import validate
+    from vbon_exp.objectives import OBJECTIVES
+
+    overrides = [o for o in overrides if not o.startswith("plan=")]
+    objectives, per_objective = sweep_objectives(sweep_params)
+    rates = bench_rates()
+    device = "cpu" if str(cfg.device) == "cpu" else "cuda"
+    configs = [(None, cfg)] if not objectives else [
+        (name, compose([*overrides, f"objective={name}"])) for name in objectives]
+    members = []
+    for name, member in configs:
+        nodes = validate(member)
+        members.append(plan_member(member, nodes, OBJECTIVES[nodes.objective.name], rates, device, name))
+    return plan_text(cfg, nodes, members, rates, " ".join(overrides) or "the default run", per_objective)
+
+
+def plan_from_hydra(cfg) -> str:
+    """plan_for the command line Hydra composed `cfg` from (`python -m vbon_exp ... plan=true`)."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    return plan_for(cfg, list(hc.overrides.task), hc.sweeper.get("params"),
+                    lambda overrides: compose("config", overrides=overrides))
