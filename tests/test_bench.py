@@ -241,6 +241,22 @@ def test_the_table_of_a_gpu_summary(tmp_path, capsys):
     assert "7.5" in out and "target >=" not in out  # the CPU targets are not judged on a GPU
 
 
+def test_one_precision_setting_and_one_kl_chunk_measured_in_this_process():
+    """The children's work, run here at toy size: a PPO update with LoRA on the shared base (bf16 autocast,
+    checkpointing) trains far fewer parameters than the whole model and reports a time and a peak; the KL evaluation
+    gives the same KL chunked and unchunked (tolerance 1e-5: float32 sums over a 970-token vocabulary)."""
+    from vbon_exp.bench import memory
+
+    whole = memory.ppo_child(TOY, "tiny", "fp32", "cpu")
+    lora = memory.ppo_child(TOY, "tiny", "+ LoRA r16", "cpu")
+    assert lora["step_s"] > 0 and lora["peak_bytes"] >= 0
+    assert 0 < lora["trainable_params"] < whole["trainable_params"] / 2
+    plain, chunked = (memory.kl_child(chunk, "cpu", vocab=970) for chunk in (0, 16))
+    assert plain["positions"] == chunked["positions"] == 32 * 64
+    assert abs(plain["kl_mean"] - chunked["kl_mean"]) <= 1e-5 * max(1.0, abs(plain["kl_mean"]))
+
+
+@pytest.mark.slow  # seven subprocesses (~30 s)
 def test_the_precision_and_kl_memory_sections_measure_each_setting_in_its_own_process(tmp_path, capsys,
                                                                                      restore_threads):
     """Section 7: a PPO update in float32, bf16 autocast, + checkpointing, + LoRA — seconds and peak memory each,

@@ -1,6 +1,7 @@
 """Reliability under faults, through the real CLI (`python -m vbon_exp` in separate processes).
 
-1. SIGKILL during the reference-cache build and during training, at 5 seeded kill points each: every rerun
+1. SIGKILL during the reference-cache build and during training, at 5 seeded kill points each (2 in the fast tier,
+   all 5 with `make test-all`: only the selected points' scenarios run): every rerun
    completes, recomputes no finished chunk (their files are untouched), resumes training from the last checkpoint,
    loses at most the one chunk or the updates since the last checkpoint that were in flight, and ends with exactly
    the results of an uninterrupted run with the same seed.
@@ -36,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = cli_env(WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
 POLL_S = 0.01  # between reads of the on-disk counter (the kill follows the read that reaches k at once)
 KILL_POINTS = range(5)
+FAST_POINTS = 2  # kill points in the fast tier; the others are marked slow
+POINT_PARAMS = [pytest.param(p, marks=() if p < FAST_POINTS else pytest.mark.slow) for p in KILL_POINTS]
 WORKERS = 2  # scenarios at a time (each is one single-threaded process at a time)
 
 
@@ -110,6 +113,12 @@ def in_parallel(scenario, items) -> dict:
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         return dict(pool.map(guarded, items))
+
+
+def selected_points(request, test_name: str) -> list[int]:
+    """The kill points of `test_name` this session runs (a scenario nobody checks is not run)."""
+    return sorted({item.callspec.params["point"] for item in request.session.items
+                   if getattr(item, "originalname", None) == test_name and hasattr(item, "callspec")})
 
 
 def record_of(records: dict, item):
@@ -188,7 +197,7 @@ def uninterrupted_cache(tmp_path_factory, shared_cache):
 
 
 @pytest.fixture(scope="module")
-def cache_kills(tmp_path_factory, shared_cache, uninterrupted_cache):
+def cache_kills(request, tmp_path_factory, shared_cache, uninterrupted_cache):
     """Each kill point: start the run, SIGKILL it once k chunks are finished, record the cache, rerun."""
 
     def scenario(point):
@@ -203,10 +212,10 @@ def cache_kills(tmp_path_factory, shared_cache, uninterrupted_cache):
         record.update(after=chunk_state(cache), debris_after=debris(cache))
         return record
 
-    return in_parallel(scenario, KILL_POINTS)
+    return in_parallel(scenario, selected_points(request, "test_kill_during_cache_build_then_rerun"))
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
+@pytest.mark.parametrize("point", POINT_PARAMS)
 def test_kill_during_cache_build_then_rerun(cache_kills, uninterrupted_cache, point):
     r = record_of(cache_kills, point)
     finished, k = r["finished"], r["k"]
@@ -299,7 +308,7 @@ def training_runs(tmp_path_factory, shared_cache):
 
 
 @pytest.fixture(scope="module")
-def training_kills(tmp_path_factory, shared_cache, training_runs):
+def training_kills(request, tmp_path_factory, shared_cache, training_runs):
     """Each kill point: start training, SIGKILL it once the checkpoint at update k is in place, rerun. Plus the
     corrupt-checkpoint scenario (a finished 4-update run whose newest checkpoint is then truncated, rerun)."""
 
@@ -323,7 +332,7 @@ def training_kills(tmp_path_factory, shared_cache, training_runs):
         record["checkpoints_after"] = sorted(p.name for p in checkpoints.iterdir())
         return record
 
-    return in_parallel(scenario, [*KILL_POINTS, "corrupt"])
+    return in_parallel(scenario, [*selected_points(request, "test_kill_during_training_then_resume"), "corrupt"])
 
 
 def _assert_final_policy_is_the_uninterrupted_one(run_dir: Path, training_runs: Path) -> None:
@@ -334,7 +343,7 @@ def _assert_final_policy_is_the_uninterrupted_one(run_dir: Path, training_runs: 
         assert np.array_equal(got[name].numpy(), expected[name].numpy()), name
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
+@pytest.mark.parametrize("point", POINT_PARAMS)
 def test_kill_during_training_then_resume(training_kills, training_runs, point):
     r = record_of(training_kills, point)
     killed_at, run_dir = r["killed_at"], r["root"] / "run"

@@ -168,7 +168,7 @@ def test_sampled_regularised_bon_matches_its_exact_values(flat_synthetic_task, p
 
 
 def test_the_relatives_run_for_every_n_from_the_pool(tmp_path):
-    pool = ("objective.n=all", "eval.bon_pool_m=32", "reference.m=32")
+    pool = ("objective.n=all", "eval.bon_pool_m=32", "reference.m=32", "task.response_length=3")  # 216 responses
     soft = run_point(tmp_path, tmp_path / "soft", "objective=soft_bon", *pool)
     assert soft["objective"] == "soft_bon" and soft["n"] == 1 and soft["variant"] == "λ=0.1"
     lines = (tmp_path / "soft" / "results.jsonl").read_text().splitlines()
@@ -176,5 +176,5 @@ def test_the_relatives_run_for_every_n_from_the_pool(tmp_path):
     reject = run_point(tmp_path, tmp_path / "reject", "objective=rejection_bon", *pool)
     assert reject["exact_kl"] == pytest.approx(0.0, abs=1e-12)  # N = 1: π_ref itself
     regular = run_point(tmp_path, tmp_path / "regular", "objective=regularised_bon", "objective.n=4",
-                        "eval.samples_per_prompt=16")
+                        "eval.samples_per_prompt=16", "task.response_length=3")
     assert regular["n"] == 4 and math.isfinite(regular["kl"]) and regular["variant"] == "λ=0.05"

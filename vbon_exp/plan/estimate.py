@@ -4,7 +4,8 @@ Parameter counts come from each model's `config.json` (a local directory's, the 
 vbon_exp/model_configs/ of the models the presets name), with the model instantiated on the `meta` device: no weights
 are read. Per process (= per GPU under `accelerate launch`), the plan counts:
 - weights: the trained policy in float32 (LoRA: the shared base in `model.dtype` and float32 adapters), the frozen
-  reference (`model.dtype`; none with LoRA), the reward model (`reward.dtype`), PPO's value head, iterative BOND's anchor;
+  reference (`model.dtype`; none with LoRA), the reward model (`reward.dtype`), PPO's value head, iterative BOND's
+  anchor;
 - gradients and AdamW's two moments: 12 bytes per trainable parameter (all, the top `trainable_layers` blocks, or
   the adapters);
 - activations of one micro-batch kept for the backward pass: floats per token, layer and hidden unit measured with
@@ -80,7 +81,8 @@ def read_config(name_or_path: str, key: str, trust_remote_code: bool = False, ma
         return AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except Exception as err:  # offline and not cached, or a typo
         raise ConfigError(f"{key}={name_or_path}: no config.json found (local directory, bundled copy in "
-                          f"{BUNDLED}, or the hub cache): the plan needs the architecture ({type(err).__name__})") from None
+                          f"{BUNDLED}, or the hub cache): the plan needs the architecture "
+                          f"({type(err).__name__})") from None
 
 
 def shape_of(config, source: str, classifier: bool = False) -> Shape:

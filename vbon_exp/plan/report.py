@@ -143,7 +143,8 @@ def plan_text(cfg, nodes, members: list[dict], rates, label: str, per_objective:
                      "bench`, on a GPU `make bench DEVICE=cuda`)")
     else:
         total = sum(m["hours"] or 0 for m in members) * per_objective
-        time_line = (f"  hours: ≈ {total:.3g} h for all {len(members) * per_objective} member(s) on {rates['where']} "
+        time_line = (f"  hours (rough: parameters × tokens do not scale fixed costs): ≈ {total:.3g} h for all "
+                     f"{len(members) * per_objective} member(s) on {rates['where']} "
                      f"({rates['dtype']}; bench rates scaled by parameters × tokens; each member's caches counted, "
                      "so shared caches make it less); per member: "
                      + ", ".join(f"{m['objective']} {m['hours']:.3g} h" for m in members if m["hours"] is not None))
