@@ -1,5 +1,6 @@
-"""vbon_exp/plan/ (estimate.py, report.py): a plan for every preset without loading weights, from config files only; its memory estimate
-of a GPT-2-small-sized PPO step against the measured peak; hours from a bench summary, or the rate said missing."""
+"""vbon_exp/plan/ (estimate.py, report.py): a plan for every preset without loading weights, from config files only;
+its memory estimate of a GPT-2-small-sized PPO step against the measured peak; hours from a bench summary, or the
+rate said missing."""
 
 from __future__ import annotations
 

@@ -142,7 +142,8 @@ def ppo_gradients(task, checkpointing: bool, tmp_path):
 def sft_gradients(task, checkpointing: bool, tmp_path):
     policy = copy.deepcopy(task.reference).requires_grad_(True)
     data = task.oracle.all_pairs(0).select(slice(0, 16))
-    trainer = SFTTrainer(SFTConfig(batch_size=16), TrainConfig(checkpoint_every=0, gradient_checkpointing=checkpointing),
+    trainer = SFTTrainer(SFTConfig(batch_size=16),
+                         TrainConfig(checkpoint_every=0, gradient_checkpointing=checkpointing),
                          policy=policy, data=data, temperature=1.0, accelerator=make_accelerator(CPU, "no"),
                          run_dir=tmp_path)
     logp = trainer.response_log_probs(data)
