@@ -95,7 +95,8 @@ def attach_lora(base, settings: LoraSettings, layers: Optional[list[int]] = None
         base.set_adapter(POLICY)
         _freeze_all_but(base, POLICY)
         log.info("LoRA: training continues from the adapter %r of %s; the reference is a frozen copy of it (not the "
-                 "base: disabling the adapter would give another π_ref)", name, _source(base))
+                 "base: disabling the adapter would give another π_ref)%s", name, _source(base),
+                 "; trainable_layers is not applied: the adapter keeps its own layers" if layers else "")
         return base, AdapterView(base, name)
     config = peft_config(settings, base, layers)
     with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing` (peft ≤ 0.21)

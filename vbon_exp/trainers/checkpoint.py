@@ -118,9 +118,13 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module]) -> dict:
         file = path / f"{name}.safetensors"
         with safe_open(str(file), "pt") as handle:
             partial = (handle.metadata() or {}).get("trainable_only") == "1"
-        if partial:
+        if partial:  # LoRA: the trainable tensors only; every one of them must be there
             tensors = load_file(str(file), device=str(next(module.parameters()).device))
             unexpected = sorted(set(tensors) - {n for n, _ in module.named_parameters()})
+            missing = sorted({n for n, p in module.named_parameters() if p.requires_grad} - set(tensors))
+            if missing:
+                raise RuntimeError(f"checkpoint {file} lacks trainable tensors {missing[:5]} (another train.lora "
+                                   "setting?)")
             if not unexpected:
                 module.load_state_dict(tensors, strict=False)
         else:
