@@ -77,6 +77,7 @@ def test_cli_writes_and_prints_the_gap_to_bon(tmp_path, capsys):
     assert cli.main([str(runs), "--wandb-mode", "disabled"]) == 0
     printed = capsys.readouterr().out
     assert "the gap to BoN at matched KL" in printed
+    assert (runs / "pareto" / "report.txt").read_text() in printed  # the printed report, kept beside the tables
     out = runs / "pareto"
     gap = pd.read_csv(out / "bon_gap.csv")
     assert gap["objective"].tolist() == ["vbon"] and len(pd.read_csv(out / "bon_gap_points.csv")) == 1

@@ -102,11 +102,11 @@ def test_help_and_cfg_job(tmp_path):
 
 BAD_INPUTS = {
     # id: (overrides, the key (or words) the message must name)
-    "n=0": (["objective.n=0"], ["objective.n"]),
-    "m=1": (["reference.m=1"], ["reference.m"]),
-    "temperature=0": (["sampling.temperature=0"], ["sampling.temperature"]),
+    "n=0": (["objective=bon", "objective.n=0"], ["objective.n must be ≥ 1"]),
+    "m=1": (["reference.m=1"], ["reference.m must be ≥ 2"]),
+    "temperature=0": (["sampling.temperature=0"], ["sampling.temperature must be > 0"]),
     "temperature=-1": (["sampling.temperature=-1"], ["sampling.temperature"]),
-    "n=2.5": (["objective.n=2.5"], ["objective.n"]),
+    "n=2.5": (["objective=bon", "objective.n=2.5"], ["objective.n must be an integer"]),
     "beta=-1,n=4": (["objective.beta=-1", "objective.n=4"], ["objective.beta"]),
     "task=nope": (["task=nope"], ["synthetic"]),
     "objective=nope": (["objective=nope"], ["bon"]),
@@ -115,7 +115,7 @@ BAD_INPUTS = {
     "objective.bnd=exact": (["objective.bnd=exact"], ["objective.bnd"]),
     "+task.temprature=0.5": (["+task.temprature=0.5"], ["task.temprature"]),
     "eval.sample_per_prompt=4": (["eval.sample_per_prompt=4"], ["eval.sample_per_prompt"]),
-    "algo.lr=fast": (["algo.lr=fast"], ["algo.lr"]),
+    "algo.lr=fast": (["algo.lr=fast"], ["(full_key: algo.lr)"]),
     # the memory pre-flight: stops at once instead of running until the kernel kills it
     "m=1e9": (["reference.m=1000000000"], ["reference.m", "GiB"]),
     # an evaluation judge is a conf/reward/<name>.yaml, composed inside the app: a wrong name is one error

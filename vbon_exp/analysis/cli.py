@@ -19,6 +19,7 @@ from vbon_exp.analysis.figures import write_figures
 from vbon_exp.analysis.load import AnalysisError, load_points, load_wandb_points, newest_sweep
 from vbon_exp.analysis.sets import COMPARABLE, plottable
 from vbon_exp.analysis.tables import format_bon_gap, format_frequency, format_regret, frontier_tables, write_tables
+from vbon_exp.storage import atomic_write_text
 
 # the tables logged to wandb (when not empty)
 LOGGED_TABLES = ("points", "seed_means", "frontier", "frontier_frequency", "regret", "bon_gap")
@@ -29,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pareto_plot.py",
         description="The reward–KL Pareto frontier of a sweep: reads every results.jsonl under RUNS (or a wandb "
                     "project's runs), writes points.csv, seed_means.csv, frontier.csv, frontier_frequency.csv, "
-                    "regret.csv (exact tasks), bon_gap.csv (with BoN from the pool) and the plots (PNG + PDF) to "
-                    "RUNS/pareto/.")
+                    "regret.csv (exact tasks), bon_gap.csv (with BoN from the pool), report.txt (what it prints) and the "
+                    "plots (PNG + PDF) to RUNS/pareto/.")
     parser.add_argument("runs", nargs="?", default=None,
                         help="runs dir to read (searched recursively for results.jsonl); default: the newest "
                              "<output-root>/multirun/<date>/<time>")
@@ -79,27 +80,31 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def _report(out: dict, source: str) -> None:
+def _report(out: dict, source: str) -> str:
+    """What the CLI prints, and writes to `report.txt` beside the tables: the sets, failures and the three tables."""
+    lines = []
+    say = lines.append
     points = out["points"]
     failed = points[points["status"] != "ok"]
-    print(f"pareto: {len(points)} results lines from {source}: {int(plottable(points).sum())} plotted, "
-          f"{len(failed)} failed; {points.loc[plottable(points), 'set'].nunique()} comparable set(s)")
+    say(f"pareto: {len(points)} results lines from {source}: {int(plottable(points).sum())} plotted, "
+        f"{len(failed)} failed; {points.loc[plottable(points), 'set'].nunique()} comparable set(s)")
     for _, row in failed.iterrows():
-        print(f"  failed: {row['objective']} beta={row['beta']} n={row['n']} seed={row['seed']}: "
-              f"{_text(row.get('error_type'))}: {_text(row.get('error'))}")
-    print("\nfrontier frequency (fraction of each objective's points on its seed's frontier, within its set; mean "
-          "over seeds [95% t-interval]):")
-    print(format_frequency(out["frontier_frequency"]))
+        say(f"  failed: {row['objective']} beta={row['beta']} n={row['n']} seed={row['seed']}: "
+            f"{_text(row.get('error_type'))}: {_text(row.get('error'))}")
+    say("\nfrontier frequency (fraction of each objective's points on its seed's frontier, within its set; mean "
+        "over seeds [95% t-interval]):")
+    say(format_frequency(out["frontier_frequency"]))
     if len(out["regret"]):
-        print("\nexact regret (exact frontier reward at the point's exact KL − its exact reward; mean over seeds "
-              "[95% interval]):")
-        print(format_regret(out["regret"]))
+        say("\nexact regret (exact frontier reward at the point's exact KL − its exact reward; mean over seeds "
+            "[95% interval]):")
+        say(format_regret(out["regret"]))
     if len(out["bon_gap"]):
-        print("\nthe gap to BoN at matched KL (BoN from the pool at the point's KL, interpolated in N, minus the "
-              "point; > 0: BoN is ahead; mean over seeds [95% interval]):")
-        print(format_bon_gap(out["bon_gap"]))
+        say("\nthe gap to BoN at matched KL (BoN from the pool at the point's KL, interpolated in N, minus the "
+            "point; > 0: BoN is ahead; mean over seeds [95% interval]):")
+        say(format_bon_gap(out["bon_gap"]))
     for note in out["notes"]:
-        print(f"note: {note}")
+        say(f"note: {note}")
+    return "\n".join(lines) + "\n"
 
 
 def _log_to_wandb(args, mode: str, out: dict, figures: dict, out_dir: Path, source: str) -> int:
@@ -131,7 +136,10 @@ def _main(args) -> int:
     out = frontier_tables(points, group_by, runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = write_tables(out, out_dir)
-    _report(out, source)
+    report = _report(out, source)
+    print(report, end="")
+    atomic_write_text(out_dir / "report.txt", report)
+    written.append("report.txt")
     if not plottable(out["points"]).any():
         raise AnalysisError(f"none of the {len(points)} results lines from {source} is a successful run with a "
                             f"reward and a KL: nothing to plot (see {out_dir / 'points.csv'})")
