@@ -45,6 +45,19 @@ def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(shifted(seed))
 
 
+def perturbed(model, std: float, seed: int):
+    """A copy of `model` with Gaussian noise of `std` on every weight, drawn at the test's shifted `seed`: a policy
+    clearly different from π_ref."""
+    import copy
+
+    model = copy.deepcopy(model)
+    g = seeded(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
 def shift_seed_overrides(overrides) -> list[str]:
     """Hydra overrides (or a command line) with the run seed shifted: `seed=k` becomes `seed=k+shift` (each value of
     a sweep axis too); without one, `seed=<shift>` (the default seed 0, shifted) joins the first override (a command

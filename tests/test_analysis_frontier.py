@@ -17,7 +17,7 @@ from conftest import run_cli
 
 from vbon_exp.analysis import cli, frontier
 from vbon_exp.analysis.load import load_points
-from vbon_exp.analysis.tables import frontier_tables
+from vbon_exp.analysis.tables import frontier_tables, portable_run_dirs
 from vbon_exp.results import EXACT_FRONTIER_FILE
 
 T2 = math.sqrt(2) * 0.95 / math.sqrt(1 - 0.95**2)  # t_{0.975, 2}: with 2 df, P(|T| ≤ t) = t/√(t² + 2)
@@ -272,3 +272,16 @@ def test_exact_curves_come_from_the_runs_files_and_need_one_spec(exact_sweep, tm
     (note,) = [n for n in out["notes"] if "exact frontier" in n]
     assert out["curves"] == {} and f"no {EXACT_FRONTIER_FILE}" in note
     assert len(out["regret"]) == 6  # the regrets are the results lines' own: there with or without the curves
+
+
+def test_run_dirs_under_the_current_directory_are_written_relative_to_it(tmp_path, monkeypatch):
+    """Tables committed to docs/results/ carry `outputs/...`, not one machine's absolute path; a run dir elsewhere
+    (or missing, or already relative) is kept as it is."""
+    monkeypatch.chdir(tmp_path)
+    table = pd.DataFrame({"run_dir": [str(tmp_path / "outputs" / "sweep" / "0"), "/elsewhere/run", None,
+                                      "outputs/x"], "reward": [1.0, 2.0, 3.0, 4.0]})
+    out = portable_run_dirs(table)
+    kept = out["run_dir"].tolist()
+    assert kept[:2] + kept[3:] == ["outputs/sweep/0", "/elsewhere/run", "outputs/x"] and pd.isna(kept[2])
+    assert out["reward"].tolist() == table["reward"].tolist() and table["run_dir"][0].startswith(str(tmp_path))
+    assert portable_run_dirs(table.drop(columns="run_dir")).equals(table.drop(columns="run_dir"))

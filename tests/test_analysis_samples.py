@@ -66,6 +66,8 @@ def test_each_runs_extremes(two_runs, capsys):
     assert any("kl_rl says 0.0" in line for line in extremes(lines, "kl_rl", "highest reward"))
     _, two = printed(capsys, a, b, "--extremes", "2")
     assert sum("vbon says" in line for line in extremes(two, "vbon", "highest reward")) == 2
+    _, none = printed(capsys, a, b, "--extremes", "0")
+    assert none and not any("its extremes over" in line or "highest reward" in line for line in none)
 
 
 def test_a_run_dir_without_samples_gets_one_line(two_runs, tmp_path, capsys):

@@ -9,12 +9,11 @@ first one tried) draws k3 at −4.0 SE on this policy (−3.7 SE with the exact 
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
-from conftest import seeded, shifted
+from conftest import perturbed, shifted
 
 from vbon_exp import bon
 from vbon_exp.evaluation import BoNPolicy, ModelPolicy, PooledBoN, measure, stratified_mean_se
@@ -40,12 +39,7 @@ def flat_cache(flat_synthetic_task, tmp_path_factory):
 @pytest.fixture(scope="module")
 def perturbed_policy(flat_synthetic_task):
     """π_ref with fixed-seed Gaussian noise (std 0.05) on every weight: exact KL(π_θ‖π_ref) = 0.27."""
-    model = copy.deepcopy(flat_synthetic_task.reference)
-    g = seeded(123)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return ModelPolicy(model, flat_synthetic_task, SAMPLING)
+    return ModelPolicy(perturbed(flat_synthetic_task.reference, 0.05, 123), flat_synthetic_task, SAMPLING)
 
 
 @pytest.fixture(scope="module")

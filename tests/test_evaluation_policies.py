@@ -3,12 +3,11 @@ the best sample of each group, and the stratified mean / standard error. All che
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
-from conftest import seeded
+from conftest import perturbed, seeded
 
 from vbon_exp.evaluation import BoNPolicy, ModelPolicy, stratified_mean_se
 from vbon_exp.modeling import Samples
@@ -20,12 +19,7 @@ PAD_GARBAGE = 5  # a real token id in the padding slots: anything that ignores t
 @pytest.fixture(scope="module")
 def perturbed_model(synthetic_task):
     """π_ref (the synthetic 2-layer GPT-2) with fixed-seed Gaussian noise (std 0.03) on every weight."""
-    model = copy.deepcopy(synthetic_task.reference)
-    g = seeded(11)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.03)
-    return model
+    return perturbed(synthetic_task.reference, 0.03, 11)
 
 
 def padded_samples(task) -> tuple[Samples, list[tuple[list[int], list[int]]]]:

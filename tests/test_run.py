@@ -1,7 +1,6 @@
 """vbon_exp/run.py: the pipeline's own pieces (the end-to-end runs are in test_cli, test_objectives, test_tasks), and
 the evaluation at several temperatures and with judges (eval.temperatures, eval.judges)."""
 
-import copy
 import json
 import math
 import shutil
@@ -9,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import build_task_from_config, seeded
+from conftest import build_task_from_config, perturbed
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
 from vbon_exp.config import validate
@@ -59,16 +58,6 @@ def test_test_m_sizes_the_test_cache_only(make_config):
 # --------------------------------------------------------------------------- evaluation temperatures and judges
 
 
-def _perturbed(model, std: float = 0.05, seed: int = 123):
-    """A copy of `model` with fixed-seed Gaussian noise on every weight: a policy clearly different from π_ref."""
-    model = copy.deepcopy(model)
-    g = seeded(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
 @pytest.fixture(scope="module")
 def temperature_points(tmp_path_factory):
     """A perturbed policy and BoN(4), evaluated on the synthetic task (default π_ref, sampling temperature 1) at
@@ -83,7 +72,7 @@ def temperature_points(tmp_path_factory):
     caches = reference_caches(cfg, nodes, task, nodes.sampling, ["test"])
     objective = build_objective(nodes.objective)
     bon = objective.fit(SimpleNamespace(task=task, sampling=nodes.sampling, cfg=cfg, extras={}))
-    model = ModelPolicy(_perturbed(task.reference), task, nodes.sampling)
+    model = ModelPolicy(perturbed(task.reference, 0.05, 123), task, nodes.sampling)
     points = {name: list(evaluate_run(cfg, nodes, objective, policy, task, caches, nodes.sampling, run_dir=None))
               for name, policy in (("model", model), ("bon", bon))}
     return task, model, points

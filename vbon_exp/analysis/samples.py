@@ -133,7 +133,7 @@ def report(runs: dict[str, pd.DataFrame], labels: dict, *, prompts: int, per_run
         out += ["", "═" * full, *wrap(f"prompt {index}: {prompt}", full), "─" * full]
         blocks = prompt_blocks(runs, labels, prompt, per_run, width)
         out += columns(blocks, width) if side_by_side else [line for b in blocks for line in [*b, ""]]
-    for run_dir, frame in runs.items():
+    for run_dir, frame in runs.items() if extremes > 0 else ():
         out += ["", "═" * full, *heading(f"{labels[run_dir]}: its extremes over {len(frame)} samples", run_dir,
                                           full)]
         ranked = frame.sort_values("reward", ascending=False, kind="stable")
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", type=int, default=5, help="prompts shown, in prompt order (default 5)")
     parser.add_argument("--per-run", type=int, default=2, help="responses per run and prompt (default 2)")
     parser.add_argument("--extremes", type=int, default=2,
-                        help="highest- and lowest-reward responses per run (default 2 each)")
+                        help="highest- and lowest-reward responses per run (default 2 each; 0: none)")
     parser.add_argument("--width", type=int, default=60, help="characters per column (default 60)")
     parser.add_argument("--eval-temperature", type=float, default=None,
                         help="the evaluation temperature shown where runs have several (default: the lowest all "

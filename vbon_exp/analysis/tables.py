@@ -83,13 +83,29 @@ def frontier_tables(points: pd.DataFrame, group_by: Sequence[str] | None = None,
             "bon_gap": gap_seed_means(gaps), "bon_gap_points": gaps}
 
 
+def portable_run_dirs(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with each `run_dir` under the current directory written relative to it (tables committed to
+    docs/results/ should not carry one machine's absolute paths); others are kept as they are."""
+    if "run_dir" not in table:
+        return table
+    here = Path.cwd()
+
+    def relative(value):
+        if not isinstance(value, str) or not Path(value).is_absolute():
+            return value
+        path = Path(value)
+        return str(path.relative_to(here)) if path.is_relative_to(here) else value
+
+    return table.assign(run_dir=table["run_dir"].map(relative))
+
+
 def write_tables(out: dict, out_dir: Path) -> list[str]:
     """The CSVs of `frontier_tables` into `out_dir` (empty tables are not written, but for ALWAYS_WRITTEN);
     returns the file names written."""
     written = []
     for name in CSV_TABLES:
         if name in ALWAYS_WRITTEN or len(out[name]):
-            out[name].to_csv(out_dir / f"{name}.csv", index=False)
+            portable_run_dirs(out[name]).to_csv(out_dir / f"{name}.csv", index=False)
             written.append(f"{name}.csv")
     if out["curves"]:
         curves_frame(out["curves"]).to_csv(out_dir / "exact_frontier.csv", index=False)

@@ -70,6 +70,10 @@ def build_policy(task, train_cfg, device: torch.device, *, model_dtype: Optional
             log.warning("train.pure_half_precision=true: training the policy's %s weights without float32 masters; "
                         "updates smaller than half a rounding step are lost (the first update's share is logged)",
                         dtype)
+    else:
+        log.info("policy: %s weights for training whatever dtype %s was saved in (float32 masters; "
+                 "train.mixed_precision=%s sets the compute dtype)", str(dtype).removeprefix("torch."),
+                 task.policy_init, train_cfg.mixed_precision)
     return policy
 
 
