@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pareto_plot.py",
         description="The reward–KL Pareto frontier of a sweep: reads every results.jsonl under RUNS (or a wandb "
                     "project's runs), writes points.csv, seed_means.csv, frontier.csv, frontier_frequency.csv, "
-                    "regret.csv (exact tasks), bon_gap.csv (with BoN from the pool), report.txt (what it prints) and the "
-                    "plots (PNG + PDF) to RUNS/pareto/.")
+                    "regret.csv (exact tasks), bon_gap.csv (with BoN from the pool), report.txt (what it prints) "
+                    "and the plots (PNG + PDF) to RUNS/pareto/.")
     parser.add_argument("runs", nargs="?", default=None,
                         help="runs dir to read (searched recursively for results.jsonl); default: the newest "
                              "<output-root>/multirun/<date>/<time>")
