@@ -1,7 +1,8 @@
 """vbon_exp/storage.py: atomic writes and the build lock of a cache directory. Processes that need one cache at once
 build it once (the others wait and reuse it, reading the same bytes); a builder killed while holding the lock leaves it
 to the next process; the temporary files of an interrupted write are removed by the next holder. No timing: the
-processes meet at file barriers, and what is asserted holds whichever process wins the lock."""
+processes meet at pipe barriers (each blocks on a read until the other side writes: no polling, no sleeping), and
+what is asserted holds whichever process wins the lock."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,21 +18,20 @@ from conftest import REPO_ROOT, cli_env, shifted
 
 from vbon_exp.storage import atomic_write_bytes, build_lock, remove_stale_temp_files
 
-# A child process: build (or reuse) one reference cache of the synthetic task, after meeting the other child at a file
-# barrier, and print how many chunks it built and the SHA-256 of what it read.
+# A child process: build (or reuse) one reference cache of the synthetic task once the parent says go (after both
+# children have said they are ready), and print how many chunks it built and the SHA-256 of what it read.
 BUILD_CHILD = r"""
-import hashlib, json, sys, time
+import hashlib, json, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from conftest import build_synthetic
 from vbon_exp.reference import build_reference_cache
 from vbon_exp.sampling import SamplingConfig
 
-artifacts, cache_dir, barrier, name = Path({artifacts!r}), {cache_dir!r}, Path({barrier!r}), {name!r}
+artifacts, cache_dir = Path({artifacts!r}), {cache_dir!r}
 task = build_synthetic(artifacts)
-(barrier / f"ready-{{name}}").touch()
-while not (barrier / "go").exists():  # both children are loaded: start the build together
-    time.sleep(0.01)
+print("ready", flush=True)
+sys.stdin.readline()  # blocks until the parent's go: both children are loaded, the builds start together
 cache = build_reference_cache(
     reference=task.reference, reward=task.reward, tokenizer=task.tokenizer, prompts=task.test_prompts, m=2048,
     sampling=SamplingConfig(temperature=1.0, max_new_tokens=5), seed={seed}, cache_dir=cache_dir,
@@ -43,29 +42,20 @@ print(json.dumps({{"built": cache.built_chunks, "sha256": digest, "chunks": len(
 """
 
 
-def wait_for(condition, what: str, timeout: float = 120.0) -> None:
-    """Poll `condition` (a barrier, not a race: nothing asserted depends on how long it takes)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def test_two_processes_started_together_build_one_cache_and_read_the_same_bytes(synthetic_task, artifacts_dir,
                                                                                tmp_path):
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    children = [
-        subprocess.Popen([sys.executable, "-c", BUILD_CHILD.format(
-            tests=str(REPO_ROOT / "tests"), artifacts=str(artifacts_dir), cache_dir=str(tmp_path / "cache"),
-            barrier=str(barrier), name=name, seed=shifted(0))],
-            cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in ("a", "b")]
-    wait_for(lambda: all((barrier / f"ready-{n}").exists() or c.poll() is not None
-                         for n, c in zip("ab", children)), "both children to load the task")
-    (barrier / "go").touch()
+    child_code = BUILD_CHILD.format(tests=str(REPO_ROOT / "tests"), artifacts=str(artifacts_dir),
+                                    cache_dir=str(tmp_path / "cache"), seed=shifted(0))
+    children = [subprocess.Popen([sys.executable, "-c", child_code], cwd=REPO_ROOT, env=cli_env(),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    ready = [c.stdout.readline().strip() for c in children]  # blocks until each is loaded (or has died: "")
+    for child in children:
+        if child.poll() is None:
+            child.stdin.write("go\n")
+            child.stdin.flush()
     outputs = [c.communicate(timeout=300) for c in children]
+    assert ready == ["ready", "ready"], [err[-3000:] for _, err in outputs]
     for child, (out, err) in zip(children, outputs):
         assert child.returncode == 0, err[-3000:]
     reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
@@ -120,14 +110,27 @@ def test_a_process_waits_for_the_holder_and_says_for_whom(tmp_path, caplog):
         with build_lock(directory, "test cache"):
             acquired.set()
 
-    with caplog.at_level(logging.INFO, logger="vbon_exp.storage"):
-        thread = threading.Thread(target=take)
-        thread.start()
-        wait_for(lambda: "waiting for process" in caplog.text, "the waiting log line")
-        assert not acquired.is_set() and f"waiting for process {child.pid}" in caplog.text
-        child.stdin.close()  # the holder finishes: the waiter gets the lock
-        child.wait(timeout=60)
-        thread.join(timeout=60)
+    said, messages = threading.Event(), []  # set by the storage logger's "waiting for process" line (no polling)
+
+    class Listener(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+            if "waiting for process" in record.getMessage():
+                said.set()
+
+    listener = Listener()
+    logging.getLogger("vbon_exp.storage").addHandler(listener)
+    try:
+        with caplog.at_level(logging.INFO, logger="vbon_exp.storage"):
+            thread = threading.Thread(target=take)
+            thread.start()
+            assert said.wait(timeout=120), "no waiting log line"
+            assert not acquired.is_set() and any(f"waiting for process {child.pid}" in m for m in messages)
+            child.stdin.close()  # the holder finishes: the waiter gets the lock
+            child.wait(timeout=60)
+            thread.join(timeout=60)
+    finally:
+        logging.getLogger("vbon_exp.storage").removeHandler(listener)
     assert acquired.is_set()
 
 
