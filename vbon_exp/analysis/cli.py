@@ -16,13 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from vbon_exp.analysis.figures import write_figures
+from vbon_exp.analysis.gold_vs_proxy import format_gold_vs_proxy
 from vbon_exp.analysis.load import AnalysisError, load_points, load_wandb_points, newest_sweep
 from vbon_exp.analysis.sets import COMPARABLE, plottable
 from vbon_exp.analysis.tables import format_bon_gap, format_frequency, format_regret, frontier_tables, write_tables
 from vbon_exp.storage import atomic_write_text
 
 # the tables logged to wandb (when not empty)
-LOGGED_TABLES = ("points", "seed_means", "frontier", "frontier_frequency", "regret", "bon_gap")
+LOGGED_TABLES = ("points", "seed_means", "frontier", "frontier_frequency", "regret", "bon_gap", "gold_vs_proxy")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +103,10 @@ def _report(out: dict, source: str) -> str:
         say("\nthe gap to BoN at matched KL (BoN from the pool at the point's KL, interpolated in N, minus the "
             "point; > 0: BoN is ahead; mean over seeds [95% interval]):")
         say(format_bon_gap(out["bon_gap"]))
+    if len(out["gold_vs_proxy"]):
+        say("\ngold versus proxy (each judge's win rate against π_ref, and the share of the proxy's gain over ½ it "
+            "sees: seed mean ± SE; over-optimises: a share below the lowest of BoN's by > 2 SE):")
+        say(format_gold_vs_proxy(out["gold_vs_proxy"]))
     for note in out["notes"]:
         say(f"note: {note}")
     return "\n".join(lines) + "\n"

@@ -11,7 +11,9 @@ terminal.
   regret.csv               exact tasks: per configuration, the exact regret below the exact frontier (seed mean and
                            95% interval); exact_frontier.csv: the exact frontier and π_BoN curves drawn
   bon_gap.csv              per configuration: BoN's reward and win rate at its KL minus its own (seed mean and 95%
-                           interval; analysis/gap_to_bon.py); bon_gap_points.csv: the same per seed (also printed)"""
+                           interval; analysis/gap_to_bon.py); bon_gap_points.csv: the same per seed (also printed)
+  gold_vs_proxy.csv        with eval.judges: per configuration, each judge's win rate and the share of the proxy's
+                           gain it sees, and whether the method over-optimises (analysis/gold_vs_proxy.py; printed)"""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from vbon_exp.analysis.frontier import (
     regret_table,
 )
 from vbon_exp.analysis.gap_to_bon import gap_points, gap_seed_means
+from vbon_exp.analysis.gold_vs_proxy import gold_vs_proxy
 from vbon_exp.analysis.sets import SEED, aggregate_seeds, label_sets, objective_sort_key, set_columns
 from vbon_exp.results import natural_key
 
@@ -41,7 +44,8 @@ LEAD_COLUMNS = (
     "win_rate", "win_rate_ci_low", "win_rate_ci_high", "win_rate_se", "exact_regret", "error_type", "error",
 )
 # The CSV files, in the order written; points.csv and frontier_frequency.csv are written even when empty.
-CSV_TABLES = ("points", "seed_means", "frontier", "frontier_frequency", "regret", "bon_gap", "bon_gap_points")
+CSV_TABLES = ("points", "seed_means", "frontier", "frontier_frequency", "regret", "bon_gap", "bon_gap_points",
+              "gold_vs_proxy")
 ALWAYS_WRITTEN = ("points", "frontier_frequency")
 
 
@@ -70,7 +74,7 @@ def frontier_tables(points: pd.DataFrame, group_by: Sequence[str] | None = None,
     frontier → frequency, regret and the gap to BoN; the exact curves from the runs' exact_frontier.json (looked
     for beside each results file under `runs_dir`, or in the line's `run_dir`). Keys: points, seed_means,
     frontier, frontier_frequency, regret, bon_gap, bon_gap_points, curves ({set: curves}), notes (what could not
-    be drawn or compared)."""
+    be drawn or compared), gold_vs_proxy."""
     points = label_sets(points, set_columns(points, group_by))
     curves, notes = exact_curves(points, runs_dir)
     points = ordered(add_seed_frontiers(points))
@@ -80,7 +84,7 @@ def frontier_tables(points: pd.DataFrame, group_by: Sequence[str] | None = None,
     return {"points": points, "seed_means": configs, "curves": curves, "notes": notes + gap_notes,
             "frontier": configs[configs["on_frontier"]].sort_values(["set", "kl", "reward"]) if len(configs)
             else configs, "frontier_frequency": frontier_frequency(points), "regret": regret_table(configs),
-            "bon_gap": gap_seed_means(gaps), "bon_gap_points": gaps}
+            "bon_gap": gap_seed_means(gaps), "bon_gap_points": gaps, "gold_vs_proxy": gold_vs_proxy(points, configs)}
 
 
 def portable_run_dirs(table: pd.DataFrame) -> pd.DataFrame:

@@ -116,11 +116,14 @@ def model_params(scale, size: str) -> int:
 
 def machine_info(device: str) -> dict:
     import torch
+
+    from vbon_exp.cpu_features import cpu_bf16_native, cpu_description
     import transformers
 
     info = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "transformers": transformers.__version__,
-            "python": platform.python_version(), "load_average_1min_start": load_average()}
+            "python": platform.python_version(), "load_average_1min_start": load_average(),
+            "cpu": cpu_description(), "cpu_bf16_native": cpu_bf16_native()}
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=torch.cuda.get_device_name(0), gpu_memory_gb=props.total_memory / 2**30,

@@ -146,8 +146,15 @@ def child_main(spec: str, scale: Scale) -> int:
 
 def bench_precision(size: str, device: str, toy: bool) -> dict:
     """Section 7: {variant: {step_s, peak_gb, ...}} for the PPO update on the `size` model."""
+    from vbon_exp.cpu_features import EMULATED_BF16_SLOWDOWN, cpu_bf16_native
+
     out = {}
-    for variant in VARIANTS:
+    for variant, (mixed, _, _) in VARIANTS.items():
+        if device == "cpu" and mixed == "bf16" and not cpu_bf16_native():
+            # emulated bf16 takes minutes for nothing (~21× float32): the fp32 row × the known slowdown says enough
+            out[variant] = {"skipped": f"no bf16 instructions on this CPU (emulated: ~{EMULATED_BF16_SLOWDOWN:.0f}× "
+                                       "slower than float32)"}
+            continue
         r = run_child("ppo", {"size": size, "variant": variant, "device": device}, toy)
         out[variant] = {**r, "peak_gb": r["peak_bytes"] / 2**30}
     return {"ppo_precision": out, "ppo_precision_size": size}

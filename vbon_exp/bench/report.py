@@ -102,11 +102,14 @@ def print_memory(summary: dict) -> None:
     """Sections 7 and 8: the PPO update's seconds and peak memory per setting; the KL evaluation's peak memory."""
     table = summary.get("ppo_precision")
     if table:
-        first = next(iter(table.values()))
+        first = next(row for row in table.values() if "skipped" not in row)
         print(f"\nPPO update, GPT-2-small-sized (batch {first['batch']} × {first['new_tokens']} new tokens, "
               f"{first['epochs']} epoch(s)), each setting in its own process:")
         print(f"  {'setting':<18} {'step s':>8} {'peak GiB':>9} {'trainable':>12}")
         for name, row in table.items():
+            if "skipped" in row:
+                print(f"  {name:<18} skipped: {row['skipped']}")
+                continue
             print(f"  {name:<18} {row['step_s']:>8.2f} {row['peak_gb']:>9.3f} {row['trainable_params']:>12,}")
     kl = summary.get("kl_eval_memory")
     if kl:

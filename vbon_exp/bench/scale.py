@@ -71,9 +71,11 @@ def check_device(device: str, dtype: str) -> None:
             f"{torch.version.cuda or 'none, a CPU-only torch'}; visible devices: "
             f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): install a CUDA build of torch, e.g. make install "
             "TORCH=\"torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128\", or use --device cpu")
-    if device == "cpu" and dtype == "bfloat16":
-        print("bench: warning: --dtype bfloat16 on CPU runs, but slowly (most CPUs have no fast bfloat16 matmul): "
-              "these timings say little about either dtype", file=sys.stderr)
+    from vbon_exp.cpu_features import cpu_bf16_native, cpu_description
+
+    if device == "cpu" and dtype == "bfloat16" and not cpu_bf16_native():
+        print(f"bench: warning: --dtype bfloat16 on this CPU ({cpu_description()}) is emulated, ~20× slower than "
+              "float32: these timings say little about either dtype", file=sys.stderr)
 
 
 def synchronize(device: str) -> None:

@@ -19,7 +19,10 @@ POOL_KL_ESTIMATORS = ("tie_aware", "k1")
 
 
 class PoolPolicy(EvaluatedPolicy):
-    """A policy estimated for several N from the BoN pool, one point per N: nothing is sampled."""
+    """A policy estimated for several N from the BoN pool, one point per N: nothing is sampled (so nothing for the
+    evaluation judges to score: the pool holds one reward per sample)."""
+
+    samples = False
 
     def __init__(self, ns: list[int]):
         self.ns = [int(n) for n in ns]

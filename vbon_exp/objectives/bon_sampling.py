@@ -73,14 +73,12 @@ class PoolNConfig(NFirstConfig):
         super().check(prefix)
 
     def check_pool(self, cfg, what: str = "") -> None:
-        """N cannot exceed the pool it is estimated from; judges score samples, and the pool holds rewards only."""
+        """N cannot exceed the pool it is estimated from. (Judges score samples and the pool holds rewards only: a
+        pooled point has no judge columns — run.evaluate_run says so — so a sweep's eval.judges apply to the rest.)"""
         pool = cfg.eval.bon_pool_m
         if self.n != "all" and self.n is not None and self.n > pool:
             raise ConfigError(f"objective.n={self.n} exceeds eval.bon_pool_m={pool}, the pool objective={self.name} is "
                               f"estimated from: raise eval.bon_pool_m{what}")
-        if cfg.eval.judges:
-            raise ConfigError(f"eval.judges={list(cfg.eval.judges)} needs sampled outputs, and objective={self.name} "
-                              f"is estimated from the BoN pool, which holds one reward per sample{what}")
 
     def ns(self, pool_m: int) -> list[int]:
         """The N of each results line."""
@@ -123,6 +121,8 @@ class BoNObjective(Objective):
         ctx.extras["estimate"] = self.cfg.estimate
         if self.cfg.estimate == "cache":
             return PooledBoN(self.cfg.ns(ctx.cfg.eval.bon_pool_m))
+        # fresh draws are a check on the pool, and the way to BoN's judge columns: a method of their own in tables
+        ctx.extras["variant"] = "drawn"
         reference = model_policy(ctx, ctx.task.reference)
         return BoNPolicy(reference, int(self.n))
 

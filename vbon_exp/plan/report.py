@@ -98,9 +98,11 @@ def plan_member(cfg, nodes, objective_cls, rates, device: str, label: Optional[s
     host = cache_memory_bytes(sizes["num_test_prompts"] or 0, nodes.reference.m_for("test"),
                               nodes.reference.chunk_prompts, step.prompt_tokens + step.new_tokens)
     episodes, samples = work(nodes, objective_cls, step)
+    run_hours = hours(rates, policy, episodes, samples, step.prompt_tokens + step.new_tokens)
+    slowdown = emulated_bf16_slowdown(nodes, device)
     return {"objective": label or objective_cls.name, "step": step, "policy": policy, "reward": reward, "parts": parts,
             "total": sum(parts.values()), "with_checkpointing": plain["activations"], "host": host,
-            "hours": hours(rates, policy, episodes, samples, step.prompt_tokens + step.new_tokens),
+            "hours": None if run_hours is None else run_hours * slowdown, "bf16_slowdown": slowdown,
             "episodes": episodes, "samples": samples, "unknown_prompts": not sizes["num_train_prompts"]}
 
 
@@ -128,6 +130,17 @@ def count(params: int) -> str:
     return f"{params / 1e9:.3g} B" if params >= 1e9 else f"{params / 1e6:.3g} M" if params >= 1e5 else f"{params:,}"
 
 
+def emulated_bf16_slowdown(nodes, device: str) -> float:
+    """How much slower the run's compute is than the bench's float32 rate: ~21× where it asks bf16 of a CPU without
+    bf16 instructions (vbon_exp/cpu_features.py), else 1."""
+    from vbon_exp.cpu_features import EMULATED_BF16_SLOWDOWN, cpu_bf16_native
+
+    asks_bf16 = nodes.train.mixed_precision == "bf16" or "bfloat16" in (
+        getattr(nodes.model, "dtype", None), getattr(nodes.reward, "dtype", None))
+    on_cpu = device == "cpu" or str(nodes.run.device) == "auto" and not Path("/dev/nvidia0").exists()
+    return EMULATED_BF16_SLOWDOWN if on_cpu and asks_bf16 and not cpu_bf16_native() else 1.0
+
+
 def plan_text(cfg, nodes, members: list[dict], rates, label: str, per_objective: int = 1) -> str:
     policy, reward = members[0]["policy"], members[0]["reward"]
     head = [f"plan for {label} ({len(members)} objective(s) × {per_objective} member(s) each; per process = per GPU; "
@@ -148,6 +161,9 @@ def plan_text(cfg, nodes, members: list[dict], rates, label: str, per_objective:
                      f"({rates['dtype']}; bench rates scaled by parameters × tokens; each member's caches counted, "
                      "so shared caches make it less); per member: "
                      + ", ".join(f"{m['objective']} {m['hours']:.3g} h" for m in members if m["hours"] is not None))
+        if any(m["bf16_slowdown"] > 1 for m in members):
+            time_line += (f"\n  bf16 on this CPU, which has no bf16 instructions: hours × {members[0]['bf16_slowdown']:.0f}"
+                          " (emulated bf16; float32 is the fast choice here, train.mixed_precision=no)")
     head += [f"  peak ≈ {peak / GB:.1f} GB per GPU", time_line]
     return "\n".join(head)
 

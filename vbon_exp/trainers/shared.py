@@ -38,6 +38,10 @@ class TrainConfig:
     # accelerate: no | bf16 | fp16 (CUDA only; with a loss scaler). The optimiser always holds float32 weights
     # (TRL/transformers: bf16=True / fp16=True).
     mixed_precision: str = "no"
+    # Go on with bf16 (train.mixed_precision=bf16, or a bf16 model.dtype / reward.dtype) on a CPU that has no bf16
+    # instructions, where it runs ~20× slower than float32 (vbon_exp/cpu_features.py). Off: such a run stops before
+    # loading anything, saying so.
+    allow_slow_bf16: bool = False
     # TF32 matmuls on CUDA (10-bit mantissa inputs, float32 accumulation; torch's fp32_precision="tf32").
     tf32: bool = True
     # Train the policy in the dtype of `model.dtype` (or as saved) without float32 master weights. Off: the policy
@@ -63,10 +67,30 @@ class TrainConfig:
         check_number(f"{prefix}.logits_chunk", self.logits_chunk, integer=True, minimum=0)
         self.lora.check(f"{prefix}.lora")
 
-    def check_device(self, device, prefix: str = "train") -> None:
-        """Settings the device must support, checked once it is known (before any model loads)."""
+    def check_device(self, device, prefix: str = "train", frozen_dtypes: Optional[dict] = None) -> None:
+        """Settings the device must support, checked once it is known (before any model loads). `frozen_dtypes`:
+        config key -> the dtype it asks for the frozen models (model.dtype, reward.dtype)."""
         if self.mixed_precision == "fp16" and device.type != "cuda":
             raise ConfigError(f"{prefix}.mixed_precision=fp16 needs a CUDA device (device={device}); use bf16 on CPU")
+        if device.type == "cpu":
+            asks = [f"{prefix}.mixed_precision=bf16"] if self.mixed_precision == "bf16" else []
+            asks += [f"{key}=bfloat16" for key, dtype in (frozen_dtypes or {}).items() if dtype == "bfloat16"]
+            check_cpu_bf16(asks, self.allow_slow_bf16, f"{prefix}.allow_slow_bf16")
+
+
+def check_cpu_bf16(asks: list[str], insist: bool, insist_key: str) -> None:
+    """bf16 on a CPU without bf16 instructions stops with one line (the slowdown to expect) unless the user insists;
+    insisting logs the same as a warning."""
+    from vbon_exp.cpu_features import EMULATED_BF16_SLOWDOWN, cpu_bf16_native, cpu_description
+
+    if not asks or cpu_bf16_native():
+        return
+    message = (f"{', '.join(asks)} on this CPU ({cpu_description()}): bf16 is emulated here and runs about "
+               f"{EMULATED_BF16_SLOWDOWN:.0f}× slower than float32")
+    if not insist:
+        raise ConfigError(f"{message}; keep float32 (train.mixed_precision=no, model.dtype=null), or set "
+                          f"{insist_key}=true to run it anyway")
+    log.warning("%s; going on because %s=true", message, insist_key)
 
 
 def freeze_lower_layers(model: torch.nn.Module, trainable_layers: int | None) -> None:
