@@ -84,11 +84,16 @@ results-imdb-tiny: install
 
 # The paper's IMDB question on SmolLM2-135M on 2 CPU cores (conf/experiment/imdb_smollm2.yaml): unlike the targets
 # above, it does not start afresh — re-running skips finished members and resumes half-trained ones (delete
-# outputs/results/imdb_smollm2 to redo it). Then its tables, figures, gold-versus-proxy table and training curves.
+# outputs/results/imdb_smollm2 to redo it); BoN by fresh draws at seed 0 gives the judges BoN's samples. Then its
+# tables, figures, gold-versus-proxy table, training curves and the models' records (models.json).
 results-imdb-smollm2: real-model
 	$(PY) -m vbon_exp -m +experiment=imdb_smollm2 hydra.sweep.dir=outputs/results/imdb_smollm2
+	$(PY) -m vbon_exp -m +experiment=imdb_smollm2 objective=bon_drawn seed=0 \
+		hydra.sweep.dir=outputs/results/imdb_smollm2/bon_drawn
 	$(PY) -m vbon_exp.analysis outputs/results/imdb_smollm2 --out docs/results/imdb_smollm2 --wandb-mode disabled
 	$(PY) -m vbon_exp.analysis.curves outputs/results/imdb_smollm2 --out docs/results/imdb_smollm2
+	$(PY) scripts/train_smollm2_reward.py --model $(MODELS)/smollm2_135m --out-dir $(MODELS) \
+		--summary-to docs/results/imdb_smollm2/models.json
 
 # Throughput against transformers.generate and TRL (scripts/bench.py --help): a table, and outputs/bench/summary.json.
 # DEVICE=cuda times the sampler, one PPO step, a reference-cache build (and vLLM when installed) on a GPT-2-small-sized

@@ -230,6 +230,21 @@ def build_one(name: str, rows, base, tokenizer, sets, args, seed: int) -> dict:
     return metrics
 
 
+def write_summary(model: Path, out_dir: Path, path: Path) -> dict:
+    """The records of the converted model and both classifiers in one file, without this machine's paths."""
+    summary = {}
+    for name, record in ((model.name, model / "conversion.json"), *((n, out_dir / n / "metrics.json") for n in (
+            "smollm2_imdb_reward", "smollm2_imdb_gold"))):
+        if not record.is_file():
+            raise SystemExit(f"{record} is missing: `make real-model` makes it")
+        data = json.loads(record.read_text())
+        summary[name] = {k: v for k, v in data.items() if k not in ("model", "data_dir", "out_dir", "tiny", "source")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {path}")
+    return summary
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(ROOT / "outputs" / "models" / "smollm2_135m"))
@@ -248,8 +263,13 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summary-to", default=None, metavar="JSON",
+                   help="write what the model directories record (conversion.json, both metrics.json; no local "
+                        "paths) to this file and exit: docs/results/imdb_smollm2/models.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.summary_to:
+        return write_summary(Path(args.model), Path(args.out_dir), Path(args.summary_to))
     from transformers import AutoModel, AutoTokenizer
 
     if not (Path(args.model) / "config.json").is_file():

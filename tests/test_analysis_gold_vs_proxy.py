@@ -54,3 +54,23 @@ def test_gold_share_is_nan_without_a_proxy_gain():
 
     shares = gold_share(pd.Series([0.7, 0.6]), pd.Series([0.9, 0.505]))
     assert shares.iloc[0] == pytest.approx(0.5) and math.isnan(shares.iloc[1])
+
+
+def test_rows_no_judge_scored_are_left_out_and_the_flags_still_line_up():
+    """BoN from the pool (no samples, no judge columns) leads the seed means; the rows after it keep their flags."""
+    out = table({"objective": "bon", "estimate": "cache", "beta": 1 / 3, "n": 4, "seed": 0, "kl": 0.64,
+                 "kl_analytic": 0.64, "reward": 0.8, "win_rate": 0.8},
+                line("bon", 1 / 3, 0, 0.80, 0.74, variant="drawn"), line("kl_rl", 1 / 3, 0, 0.90, 0.54))
+    assert list(out.index.get_level_values("objective")) == ["bon[drawn]", "kl_rl"]
+    assert out["over_optimises_gold"].tolist() == ["bon", "yes"]
+
+
+def test_a_small_gain_within_its_own_noise_gets_no_share_and_noisy_shares_no_flag():
+    noisy = {"win_rate_se": 0.02, "judge/gold/win_rate_se": 0.02}
+    out = table(line("bon", 1 / 3, 0, 0.80, 0.74, variant="drawn"),
+                line("kl_rl", 1 / 3, 0, 0.53, 0.50, **noisy),  # gain 0.03 < 2 SE: no share
+                line("vbon", 1 / 3, 0, 0.60, 0.55, **noisy))  # share 0.5, SE ≈ √(0.02² + 0.5²·0.02²)/0.1 ≈ 0.22
+    assert math.isnan(out.loc[("kl_rl", 1 / 3), "gold_share"])
+    vbon = out.loc[("vbon", 1 / 3)]
+    assert vbon["gold_share"] == pytest.approx(0.5) and vbon["gold_share_se"] == pytest.approx(0.2236, abs=1e-3)
+    assert vbon["over_optimises_gold"] == ""  # 0.5 is within 2 SE of BoN's 0.8

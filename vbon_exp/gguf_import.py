@@ -79,6 +79,12 @@ def plain_copy(model):
     with torch.device("meta"):
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(model.state_dict(), assign=True, strict=True)
+    buffers = dict(model.named_buffers())  # non-persistent ones (rotary inv_freq) are in no state dict
+    for name, buffer in list(plain.named_buffers()):
+        if not buffer.is_meta:
+            continue
+        owner, _, leaf = name.rpartition(".")
+        plain.get_submodule(owner).register_buffer(leaf, buffers[name].clone(), persistent=False)
     plain.tie_weights()
     return plain.eval()
 
