@@ -108,10 +108,12 @@ def test_the_busy_core_is_another_process_that_ends_with_the_section():
     assert spinner.poll() is not None  # killed on exit
 
 
-def test_ppo_step_and_cache_build_in_bfloat16_write_the_summary(tmp_path, capsys, restore_threads):
+def test_ppo_step_and_cache_build_in_bfloat16_write_the_summary(tmp_path, capsys, restore_threads, monkeypatch):
     """The sections a GPU runs (PPO update, reference cache) in bfloat16, here on the CPU: the summary names the
     device and dtype, carries positive rates that follow from the times and settings, and the vLLM section is
-    skipped with its reason (it needs CUDA)."""
+    skipped with its reason (it needs CUDA). On a CPU without bf16 instructions (stood in for by VBON_EXP_CPU_BF16=0)
+    the bench warns that bf16 is emulated there."""
+    monkeypatch.setenv("VBON_EXP_CPU_BF16", "0")
     code = cli.main(["--toy", "--skip-precision", "--out", str(tmp_path), "--size", "tiny", "--dtype", "bfloat16",
                      "--reps", "1",
                      "--rl-steps", "2", "--ppo-batch", "8", "--ppo-epochs", "2", "--num-minibatches", "2",
@@ -124,7 +126,7 @@ def test_ppo_step_and_cache_build_in_bfloat16_write_the_summary(tmp_path, capsys
     assert summary["machine"]["torch"] == torch.__version__ and summary["machine"]["cuda"] == torch.version.cuda
     assert summary["settings"] == {**summary["settings"], "size": "tiny", "ppo_batch": 8, "ppo_epochs": 2,
                                    "num_minibatches": 2, "micro_batch_size": 2, "cache_new_tokens": 2, "toy": True}
-    assert "bench: warning: --dtype bfloat16 on CPU runs, but slowly" in captured.err
+    assert "bench: warning: --dtype bfloat16 on this CPU" in captured.err and "is emulated" in captured.err
     _positive_finite(summary, "ppo_step_s", "ppo_step_s_best", "ppo_episodes_per_s", "cache_build_s",
                      "cache_samples_per_s", "cache_gen_tok_s", "cache_score_samples_s", "sampler_tok_s_tiny")
     assert len(summary["ppo_step_times_s"]) == 2  # --rl-steps timed updates after the warm-up

@@ -276,13 +276,22 @@ def test_bon_for_every_n_from_one_pool_writes_one_line_per_n(make_config, tmp_pa
 def test_a_finished_member_run_again_in_its_directory_is_skipped(tmp_path):
     """A sweep re-run into its own sweep dir: a member whose results line is there returns it without building
     anything (one line, no second cache build); another setting in that directory, or train.resume=false, runs."""
-    from conftest import run_point
+    from conftest import compose_cfg
+
+    from vbon_exp.run import run
+
+    def member(*overrides, skip=True):
+        return run(compose_cfg(tmp_path / "out", *overrides), run_dir=tmp_path / "run", skip_finished=skip)
+
+    def lines():
+        return (tmp_path / "run" / "results.jsonl").read_text().splitlines()
 
     quick = ("objective=bon", "objective.n=4", "reference.m=16", "eval.bon_pool_m=16", "eval.bootstrap=0")
-    first = run_point(tmp_path / "out", tmp_path / "run", *quick)
-    again = run_point(tmp_path / "out", tmp_path / "run", *quick)
-    assert again == json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
-    assert again["reward"] == first["reward"] and len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 1
-    run_point(tmp_path / "out", tmp_path / "run", *quick[:1], "objective.n=8", *quick[2:])
-    run_point(tmp_path / "out", tmp_path / "run", *quick, "train.resume=false")
-    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 3
+    first = member(*quick)
+    again = member(*quick)
+    assert again == json.loads(lines()[0]) and again["reward"] == first["reward"] and len(lines()) == 1
+    member(*quick[:1], "objective.n=8", *quick[2:])  # another setting in the same directory runs
+    member(*quick, "train.resume=false")  # asked to run again
+    member(*quick, skip=False)  # not a sweep member (the Python API, a single run): runs
+    member(*quick, "train.max_updates=3")  # a run stopped early is not complete: runs
+    assert len(lines()) == 5

@@ -37,6 +37,11 @@ from vbon_exp.trainers import PPOTrainer, RLConfig, RLOOTrainer, TrainConfig
 from vbon_exp.trainers.sft import SFTConfig, SFTTrainer
 
 REL, ABS = 1e-4, 1e-6
+# approx_kl = mean((r − 1) − log r) over ratios r ≈ 1: a difference of near-equal numbers, so a CPU whose kernels
+# round the log-probs in another order (~1e-7 relative) moves it by ~1e-3 relative (seen: 6e-4 at PPO's update 2 on
+# an AVX-512/AMX CPU, bit for bit the same on each machine). Its own tolerance; the smallest perturbation above
+# still moves other values by ≥ 1.5e-3.
+KEY_REL = {"approx_kl": 5e-3}
 TIMING_KEYS = {"rollout_s", "update_s", "generation_tok_s", "update_tok_s"}
 SAMPLING = SamplingConfig(temperature=1.0, max_new_tokens=5)
 SEED = 7
@@ -151,7 +156,8 @@ def assert_matches_recorded(got: list[dict], recorded: list[dict]) -> None:
     assert len(got) == len(recorded), (len(got), len(recorded))
     for i, (g, r) in enumerate(zip(got, recorded)):
         assert set(g) == set(r), (i + 1, sorted(set(g) ^ set(r)))
-        bad = {k: (g[k], r[k]) for k in r if not math.isclose(g[k], r[k], rel_tol=REL, abs_tol=ABS)}
+        bad = {k: (g[k], r[k]) for k in r
+               if not math.isclose(g[k], r[k], rel_tol=KEY_REL.get(k, REL), abs_tol=ABS)}
         assert not bad, f"update {i + 1}: (got, recorded) = {bad}"
 
 

@@ -69,7 +69,7 @@ def main(cfg: DictConfig) -> float | None:
             sys.exit(2)
         return None
     try:
-        point = run(cfg)
+        point = run(cfg, skip_finished=_is_multirun())  # a re-run sweep skips its finished members
     except Exception as err:
         if _is_multirun():  # a sweep member: recorded as failed, the sweep goes on
             _record_failure(cfg, err, t_start)

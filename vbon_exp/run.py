@@ -113,8 +113,10 @@ def make_accelerator(device: torch.device, mixed_precision: str):
     return Accelerator(cpu=device.type == "cpu", mixed_precision=mixed_precision)
 
 
-def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
-    """Run one experiment and return its reward-vs-KL point (also written to results.jsonl and wandb)."""
+def run(cfg: DictConfig, run_dir: Path | None = None, skip_finished: bool = False) -> dict:
+    """Run one experiment and return its reward-vs-KL point (also written to results.jsonl and wandb). With
+    `skip_finished` (a sweep member: `python -m vbon_exp -m`), a run dir that already holds this run's results line
+    from a complete training (no train.max_updates) returns that line instead (train.resume=false runs it again)."""
     t_start = time.perf_counter()
     nodes = validate(cfg)  # every node as its dataclass; nothing is built before this passes
     threads = apply_threads(nodes.run.threads, parallel_jobs())  # before any tensor work
@@ -136,7 +138,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> dict:
     seed_everything(cfg.seed)
     objective = build_objective(nodes.objective)
     ids = base_point(cfg, objective)
-    done = finished_lines(run_dir, ids) if nodes.train.resume == "auto" else []
+    complete = skip_finished and nodes.train.resume == "auto" and nodes.train.max_updates is None
+    done = finished_lines(run_dir, ids) if complete else []
     if done:  # a sweep re-run into its own directory: this member finished before (train.resume=false redoes it)
         log.info("finished already: %s has its results line; skipped (train.resume=false runs it again)",
                  run_dir / RESULTS_FILE)

@@ -201,14 +201,32 @@ def bench_rates(path: Path = BENCH_SUMMARY) -> Optional[dict]:
             "episode_tokens": settings.get("prompt_len", 16) + settings.get("new_tokens", 48),
             "sample_tokens": settings.get("prompt_len", 16) + settings.get("cache_new_tokens", 8),
             "where": machine.get("gpu") or f"{machine.get('cpus')} CPUs ({summary.get('device')})",
-            "dtype": summary.get("dtype")}
+            "dtype": summary.get("dtype"), "ppo_epochs": settings.get("ppo_epochs", 4)}
 
 
-def hours(rates: Optional[dict], policy: Shape, episodes: float, samples: float, tokens: int) -> Optional[float]:
-    """Training episodes at the bench's PPO rate and samples at its cache rate, scaled by parameters × tokens."""
+# An update's work in forward passes of the whole policy: sampling its episodes ≈ 2 (measured share of a CPU PPO step,
+# left as a constant), the reference's and the old policy's log-probs 2, and per epoch one forward plus a backward
+# pass of twice a forward through the share of blocks that get gradients (LoRA or trainable_layers: the top k).
+SAMPLING_PASSES, LOGPROB_PASSES = 2.0, 2.0
+
+
+def update_work(epochs: float, trained_share: float) -> float:
+    return SAMPLING_PASSES + LOGPROB_PASSES + epochs * (1.0 + 2.0 * trained_share)
+
+
+def update_work_ratio(rates: dict, epochs: float, trained_share: float) -> float:
+    """A run's update work over the bench's PPO step's (its `ppo_epochs`, every block trained): how the bench's
+    episode rate scales to the run's algorithm (RLOO's one epoch, LoRA on the top blocks)."""
+    return update_work(epochs, trained_share) / update_work(rates.get("ppo_epochs", 4), 1.0)
+
+
+def hours(rates: Optional[dict], policy: Shape, episodes: float, samples: float, tokens: int,
+          work_ratio: float = 1.0) -> Optional[float]:
+    """Training episodes at the bench's PPO rate (times `work_ratio`: update_work_ratio) and samples at its cache
+    rate, scaled by parameters × tokens."""
     if not rates or not rates.get("ppo_episodes_per_s") or not rates.get("cache_samples_per_s"):
         return None
     size = policy.params / rates["params"]
-    train_s = episodes / rates["ppo_episodes_per_s"] * size * tokens / rates["episode_tokens"]
+    train_s = episodes / rates["ppo_episodes_per_s"] * size * tokens / rates["episode_tokens"] * work_ratio
     sample_s = samples / rates["cache_samples_per_s"] * size * tokens / rates["sample_tokens"]
     return (train_s + sample_s) / 3600

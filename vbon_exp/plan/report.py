@@ -6,7 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from vbon_exp.plan.estimate import GB, Shape, Step, bench_rates, hours, memory, read_config, shape_of
+from vbon_exp.plan.estimate import (
+    GB,
+    Shape,
+    Step,
+    bench_rates,
+    hours,
+    memory,
+    read_config,
+    shape_of,
+    update_work_ratio,
+)
 
 
 def member_step(nodes, objective_cls) -> Step:
@@ -58,16 +68,33 @@ def cached_shape(name_or_path: str, key: str, trust_remote_code: bool, made_by: 
     return _SHAPES[ident]
 
 
-def work(nodes, objective_cls, step: Step) -> tuple[float, float]:
-    """(training episodes or examples, sampled responses) of one run: training length, reference caches,
-    evaluation samples (per evaluation temperature), BoN-SFT's and the pairs' samples."""
+def reference_caches(nodes, objective_cls) -> dict[str, float]:
+    """The reference caches one run samples, name -> responses: the test cache (per evaluation temperature), one
+    per evaluation judge (a sampled policy's only), the train cache and the BoN pool where the objective reads them.
+    Members of a sweep with one seed share them (their keys hold no β, no objective)."""
     sizes = nodes.task.sizes()
     train_p, test_p = sizes["num_train_prompts"] or 0, sizes["num_test_prompts"] or 0
     ref, ev = nodes.reference, nodes.eval
     temps = len(ev.temperatures or [None])
-    samples = test_p * ref.m_for("test") * temps + test_p * ev.samples_per_prompt * temps
-    if "train" in objective_cls(nodes.objective).cache_splits:
-        samples += train_p * ref.m_for("train")
+    objective = objective_cls(nodes.objective)
+    test = test_p * ref.m_for("test") * temps
+    pool = objective.evaluation_caches(ev)
+    caches = {"test": float(test)}
+    if not pool:  # a sampled policy: each judge scores its own π_ref samples
+        caches.update({f"judge {name}": float(test) for name in ev.judges})
+    if "train" in objective.cache_splits:
+        caches["train"] = float(train_p * ref.m_for("train"))
+    caches.update({name: float(test_p * m * temps) for name, m in pool.items()})
+    return caches
+
+
+def work(nodes, objective_cls, step: Step) -> tuple[float, float]:
+    """(training episodes or examples, sampled responses but the reference caches') of one run: training length,
+    evaluation samples (per evaluation temperature), BoN-SFT's and the pairs' samples."""
+    sizes = nodes.task.sizes()
+    train_p, test_p = sizes["num_train_prompts"] or 0, sizes["num_test_prompts"] or 0
+    temps = len(nodes.eval.temperatures or [None])
+    samples = test_p * nodes.eval.samples_per_prompt * temps
     n = float(nodes.objective.n or 1)
     if step.kind == "rl":
         return float(nodes.algo.total_episodes), samples
@@ -98,12 +125,17 @@ def plan_member(cfg, nodes, objective_cls, rates, device: str, label: Optional[s
     host = cache_memory_bytes(sizes["num_test_prompts"] or 0, nodes.reference.m_for("test"),
                               nodes.reference.chunk_prompts, step.prompt_tokens + step.new_tokens)
     episodes, samples = work(nodes, objective_cls, step)
-    run_hours = hours(rates, policy, episodes, samples, step.prompt_tokens + step.new_tokens)
+    tokens = step.prompt_tokens + step.new_tokens
+    caches = reference_caches(nodes, objective_cls)
+    own_hours = hours(rates, policy, episodes, samples, tokens, work_ratio(rates, nodes, step, policy))
+    cache_hours = {name: hours(rates, policy, 0.0, count, tokens) for name, count in caches.items()}
+    run_hours = None if own_hours is None else own_hours + sum(cache_hours.values())
     slowdown = emulated_bf16_slowdown(nodes, device)
     return {"objective": label or objective_cls.name, "step": step, "policy": policy, "reward": reward, "parts": parts,
             "total": sum(parts.values()), "with_checkpointing": plain["activations"], "host": host,
             "hours": None if run_hours is None else run_hours * slowdown, "bf16_slowdown": slowdown,
-            "episodes": episodes, "samples": samples, "unknown_prompts": not sizes["num_train_prompts"]}
+            "own_hours": own_hours, "cache_hours": cache_hours,
+            "episodes": episodes, "samples": samples + sum(caches.values()), "unknown_prompts": not sizes["num_train_prompts"]}
 
 
 def format_member(m: dict) -> list[str]:
@@ -130,6 +162,16 @@ def count(params: int) -> str:
     return f"{params / 1e9:.3g} B" if params >= 1e9 else f"{params / 1e6:.3g} M" if params >= 1e5 else f"{params:,}"
 
 
+def work_ratio(rates, nodes, step: Step, policy: Shape) -> float:
+    """The run's update work over the bench PPO step's (plan/estimate.py update_work_ratio): its epochs (RL: algo's;
+    the supervised loops: one pass, no sampling) and the share of blocks that get gradients."""
+    if not rates or step.kind == "inference":
+        return 1.0
+    share = min(1.0, (step.trainable_layers or policy.layers) / policy.layers)
+    epochs = nodes.algo.ppo_epochs if step.kind == "rl" else 1
+    return update_work_ratio(rates, epochs, share)
+
+
 def emulated_bf16_slowdown(nodes, device: str) -> float:
     """How much slower the run's compute is than the bench's float32 rate: ~21× where it asks bf16 of a CPU without
     bf16 instructions (vbon_exp/cpu_features.py), else 1."""
@@ -141,7 +183,17 @@ def emulated_bf16_slowdown(nodes, device: str) -> float:
     return EMULATED_BF16_SLOWDOWN if on_cpu and asks_bf16 and not cpu_bf16_native() else 1.0
 
 
-def plan_text(cfg, nodes, members: list[dict], rates, label: str, per_objective: int = 1) -> str:
+def sweep_hours(members: list[dict], per_objective: int, seeds: int) -> float:
+    """Every member's own work (training, evaluation samples), and each distinct reference cache once per seed:
+    the members of one seed share their caches whatever their objective and β."""
+    own = sum(m["own_hours"] or 0.0 for m in members) * per_objective
+    caches: dict[str, float] = {}
+    for m in members:
+        caches.update({name: h or 0.0 for name, h in m["cache_hours"].items()})
+    return own + seeds * sum(caches.values())
+
+
+def plan_text(cfg, nodes, members: list[dict], rates, label: str, per_objective: int = 1, seeds: int = 1) -> str:
     policy, reward = members[0]["policy"], members[0]["reward"]
     head = [f"plan for {label} ({len(members)} objective(s) × {per_objective} member(s) each; per process = per GPU; "
             "no weights loaded)",
@@ -155,11 +207,11 @@ def plan_text(cfg, nodes, members: list[dict], rates, label: str, per_objective:
         time_line = ("  hours: rate missing (no outputs/bench/summary.json with the bench model's size: run `make "
                      "bench`, on a GPU `make bench DEVICE=cuda`)")
     else:
-        total = sum(m["hours"] or 0 for m in members) * per_objective
+        total = sweep_hours(members, per_objective, seeds)
         time_line = (f"  hours (rough: parameters × tokens do not scale fixed costs): ≈ {total:.3g} h for all "
                      f"{len(members) * per_objective} member(s) on {rates['where']} "
-                     f"({rates['dtype']}; bench rates scaled by parameters × tokens; each member's caches counted, "
-                     "so shared caches make it less); per member: "
+                     f"({rates['dtype']}; bench rates scaled by parameters × tokens; each reference cache once per "
+                     f"seed, {seeds} seed(s)); per member alone, its caches included: "
                      + ", ".join(f"{m['objective']} {m['hours']:.3g} h" for m in members if m["hours"] is not None))
         if any(m["bf16_slowdown"] > 1 for m in members):
             time_line += (f"\n  bf16 on this CPU, which has no bf16 instructions: hours × {members[0]['bf16_slowdown']:.0f}"
@@ -195,6 +247,8 @@ def plan_for(cfg, overrides: list[str], sweep_params=None, compose=None) -> str:
 
     overrides = [o for o in overrides if not o.startswith("plan=")]
     objectives, per_objective = sweep_objectives(sweep_params)
+    seed_axis = dict(sweep_params or {}).get("seed")
+    seeds = len(sweep_values("seed", seed_axis)) if seed_axis is not None else 1
     rates = bench_rates()
     device = "cpu" if str(cfg.device) == "cpu" else "cuda"
     configs = [(None, cfg)] if not objectives else [
@@ -203,7 +257,7 @@ def plan_for(cfg, overrides: list[str], sweep_params=None, compose=None) -> str:
     for name, member in configs:
         nodes = validate(member)
         members.append(plan_member(member, nodes, OBJECTIVES[nodes.objective.name], rates, device, name))
-    return plan_text(cfg, nodes, members, rates, " ".join(overrides) or "the default run", per_objective)
+    return plan_text(cfg, nodes, members, rates, " ".join(overrides) or "the default run", per_objective, seeds)
 
 
 def plan_from_hydra(cfg) -> str:
