@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 
 .PHONY: install run test test-all clean pareto-plot bench gpu-check results-synthetic results-imdb-tiny real-model \
-	real-model-weights results-imdb-smollm2
+	real-model-weights results-imdb-smollm2 docs
 
 install: $(VENV)/.installed
 
@@ -111,6 +111,11 @@ bench: install
 # the end (outputs/gpu_check/gpu_check.json). Without CUDA: one line, exit status 2.
 gpu-check: install
 	$(PY) -m vbon_exp.bench.gpu_check
+
+# docs/config.md, the config reference, generated from the schema dataclasses' field comments
+# (scripts/config_reference.py; --check says whether it is stale, and tests/test_docs.py fails when it is).
+docs: install
+	$(PY) scripts/config_reference.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

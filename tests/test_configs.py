@@ -7,7 +7,6 @@ import inspect
 import textwrap
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +21,8 @@ import vbon_exp.config as config
 from vbon_exp.bon import REWARD_TRANSFORMS
 from vbon_exp.errors import ConfigError
 from vbon_exp.objectives import OBJECTIVES, build_objective
+from vbon_exp.settings.objective import OBJECTIVE_SETTINGS
+from vbon_exp.settings.run import RunSettings
 from vbon_exp.tasks import TASKS as TASK_REGISTRY
 from vbon_exp.trainers import ALGOS
 
@@ -93,7 +94,7 @@ def test_every_combination_composes_validates_and_instantiates(built_tasks, task
     nodes = config.validate(cfg)
     obj = build_objective(nodes.objective)
     base = _objective_of(objective)
-    assert obj.name == base and type(nodes.objective) is OBJECTIVES[base].config
+    assert obj.name == base and type(nodes.objective) is OBJECTIVES[base].config is OBJECTIVE_SETTINGS[base]
     assert nodes.algo.name == algo
     assert built.name == task and len(built.train_prompts) > 0 and len(built.test_prompts) > 0
 
@@ -249,21 +250,25 @@ def test_yaml_options_hold_no_default_of_their_schema(tmp_path):
 
 
 def test_objective_declarations_drive_validation_and_results():
-    """What run.py, validation and the results line need comes from each objective's declarations."""
+    """What run.py, validation and the results line need comes from each objective's declarations, made once in its
+    torch-free settings and copied to its implementation; every implementation has its settings and no other."""
+    assert set(OBJECTIVES) == set(OBJECTIVE_SETTINGS)
     for name, cls in OBJECTIVES.items():
-        assert cls.name == name and cls.label not in ("", "?")
-        assert cls.trains_with is None or cls.trains_with in config.FIXED_NODES  # a trainer node: algo, sft, ...
+        settings = OBJECTIVE_SETTINGS[name]
+        assert cls.name == name and cls.label == settings.method_label not in ("", "?")
+        assert cls.trains_with == settings.trains_with
+        assert settings.trains_with is None or settings.trains_with in config.FIXED_NODES  # algo, sft, preference
         assert is_dataclass(cls.config) and cls.config().name == name
     from vbon_exp.run import base_point
 
-    point = base_point(_compose("objective=bon"))
+    point = base_point(config.validate(_compose("objective=bon")))
     assert point["algo"] is None and point["objective_label"] == OBJECTIVES["bon"].label
-    assert base_point(_compose("objective=vbon", "algo=rloo"))["algo"] == "rloo"
+    assert base_point(config.validate(_compose("objective=vbon", "algo=rloo")))["algo"] == "rloo"
 
 
 def test_validate_returns_every_node_as_its_dataclass(tmp_path):
     nodes = config.validate(_compose(f"paths.output_root={tmp_path}", "task=imdb"))
-    assert isinstance(nodes, SimpleNamespace)
+    assert isinstance(nodes, RunSettings)
     assert type(nodes.task) is TASK_REGISTRY["imdb"].config and nodes.model is not None and nodes.reward is not None
     assert nodes.paths.cache_dir == f"{tmp_path}/cache"  # interpolations resolved
     assert torch.device(nodes.run.device if nodes.run.device != "auto" else "cpu")
@@ -282,7 +287,7 @@ def test_a_beta_within_1e_4_of_one_over_n_minus_one_is_that_n_for_every_objectiv
     with caplog.at_level(logging.INFO, logger="vbon_exp.config"):
         node = config.validate(cfg).objective
     assert (node.n, node.beta) == (8, 1 / 7)
-    assert (cfg.objective.n, cfg.objective.beta) == (8, 1 / 7)  # the results columns read the run's config
+    assert cfg.objective.beta == 0.1428571  # the composed config is never written to; the settings carry N
     assert caplog.text.count("objective.beta=0.1428571 is taken as N = 8") == 1
     config.validate(cfg)  # validated again (a resumed run): nothing left to round, nothing logged again
     assert caplog.text.count("is taken as N") == 1

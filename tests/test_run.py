@@ -40,9 +40,9 @@ def test_train_and_test_caches_never_share_samples(make_config):
 
 
 def test_results_line_says_which_reward_output_was_trained_on(make_config):
-    assert base_point(make_config("task=imdb"))["reward_output"] == "prob"
-    assert base_point(make_config("task=imdb", "reward.output=logit"))["reward_output"] == "logit"
-    assert base_point(make_config())["reward_output"] is None  # the synthetic task's reward is a table
+    assert base_point(validate(make_config("task=imdb")))["reward_output"] == "prob"
+    assert base_point(validate(make_config("task=imdb", "reward.output=logit")))["reward_output"] == "logit"
+    assert base_point(validate(make_config()))["reward_output"] is None  # the synthetic task's reward is a table
 
 
 def test_test_m_sizes_the_test_cache_only(make_config):
@@ -52,7 +52,7 @@ def test_test_m_sizes_the_test_cache_only(make_config):
     task = build_task_from_config(cfg)
     caches = reference_caches(cfg, nodes, task, nodes.sampling, ["train", "test"])
     assert caches["train"].m == 8 and caches["test"].m == 24
-    assert base_point(cfg)["test_m"] == 24 and base_point(make_config())["test_m"] is None
+    assert base_point(nodes)["test_m"] == 24 and base_point(validate(make_config()))["test_m"] is None
 
 
 # --------------------------------------------------------------------------- evaluation temperatures and judges
@@ -71,9 +71,9 @@ def temperature_points(tmp_path_factory):
     task = build_task_from_config(cfg)
     caches = reference_caches(cfg, nodes, task, nodes.sampling, ["test"])
     objective = build_objective(nodes.objective)
-    bon = objective.fit(SimpleNamespace(task=task, sampling=nodes.sampling, cfg=cfg, extras={}))
+    bon = objective.fit(SimpleNamespace(task=task, sampling=nodes.sampling, settings=nodes, extras={}))
     model = ModelPolicy(perturbed(task.reference, 0.05, 123), task, nodes.sampling)
-    points = {name: list(evaluate_run(cfg, nodes, objective, policy, task, caches, nodes.sampling, run_dir=None))
+    points = {name: list(evaluate_run(nodes, objective, policy, task, caches, nodes.sampling, run_dir=None))
               for name, policy in (("model", model), ("bon", bon))}
     return task, model, points
 

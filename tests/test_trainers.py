@@ -455,3 +455,102 @@ def test_the_owner_of_a_checkpoint_directory_removes_what_a_killed_save_left(tmp
     assert sorted(p.name for p in removed) == [".latest.x8y9.tmp", ".tmp-step-k2j3h4"]
     assert sorted(p.name for p in root.iterdir()) == ["latest", keep.name]
     assert latest_checkpoint(root) == keep and remove_partial_checkpoints(tmp_path / "nowhere") == []
+
+
+# --------------------------------------------------------------------------- the shared loop (trainers/loop.py)
+
+
+class _CallTracker:
+    """A fake tracker: every `log(metrics, step)` call, in order."""
+
+    def __init__(self):
+        self.calls: list[tuple[int, dict]] = []
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.calls.append((step, dict(metrics)))
+
+
+def _loop_trainer(kind: str, task, train_cfg, run_dir, tracker=None):
+    """A tiny trainer of each loop, 3 units in all: PPO (24 episodes in updates of 8), SFT and DPO (6 sequences /
+    pairs in batches of 2)."""
+    import copy
+
+    from accelerate import Accelerator
+
+    from vbon_exp.pairs import PairSet
+    from vbon_exp.sampling import SamplingConfig
+    from vbon_exp.trainers import PPOTrainer, RLConfig
+    from vbon_exp.trainers.preference_loop import PairLoss, PreferenceTrainConfig, PreferenceTrainer
+    from vbon_exp.trainers.sft import SFTConfig, SFTTrainer
+
+    policy = copy.deepcopy(task.reference).requires_grad_(True)
+    common = {"accelerator": Accelerator(cpu=True), "run_dir": run_dir, "tracker": tracker, "seed": shifted(0)}
+    data = task.oracle.all_pairs(0)
+    if kind == "ppo":
+        cfg = RLConfig(lr=1e-3, batch_size=8, num_minibatches=2, ppo_epochs=1, total_episodes=24)
+        return PPOTrainer(cfg, train_cfg, policy=policy, task=task, sampling=SamplingConfig(max_new_tokens=4),
+                          sequence_reward=lambda s, lr: s.rewards.double(), kl_coef=0.1, **common)
+    if kind == "sft":
+        return SFTTrainer(SFTConfig(lr=1e-3, batch_size=2), train_cfg, policy=policy, data=data.select(slice(0, 6)),
+                          temperature=1.0, **common)
+    pairs = PairSet(data.select(slice(0, 6)), data.select(slice(6, 12)), n=2, dropped=0)
+    return PreferenceTrainer(PreferenceTrainConfig(lr=1e-3, batch_size=2), train_cfg, policy=policy,
+                             reference=task.reference, pairs=pairs, loss=PairLoss("dpo", beta=0.1), temperature=1.0,
+                             **common)
+
+
+LOGGED_KEYS = {
+    "sft": {"sft_loss", "lr", "update_tok_s"},
+    "preference": {"loss", "margin", "chosen_reward", "rejected_reward", "accuracy", "lr", "update_tok_s"},
+}
+
+
+@pytest.mark.parametrize("kind", ["sft", "preference"])
+def test_offline_loops_log_every_log_every_steps_and_at_the_last(synthetic_task, tmp_path, kind):
+    """train.log_every=2 over 3 steps logs at steps 2 and 3 (the last), each time that step's own values: those an
+    every-step run (log_every=1) logs at the same steps."""
+    from vbon_exp.trainers import TrainConfig
+
+    runs = {}
+    for every in (1, 2):
+        tracker = _CallTracker()
+        _loop_trainer(kind, synthetic_task, TrainConfig(checkpoint_every=0, resume=False, log_every=every),
+                      tmp_path / str(every), tracker).train()
+        runs[every] = tracker.calls
+    assert [step for step, _ in runs[1]] == [1, 2, 3]
+    assert [step for step, _ in runs[2]] == [2, 3]
+    every_step = dict(runs[1])
+    for step, metrics in runs[2]:
+        assert set(metrics) == {f"train/{k}" for k in LOGGED_KEYS[kind]}
+        assert all(isinstance(v, float) for v in metrics.values())
+        for key, value in metrics.items():
+            if key != "train/update_tok_s":  # a timing
+                assert value == every_step[step][key], (step, key)
+
+
+@pytest.mark.parametrize("kind", ["ppo", "sft", "preference"])
+def test_max_updates_stops_every_loop_at_the_same_point(synthetic_task, tmp_path, kind):
+    """Every trainer stops at min(its units, train.max_updates), logs and checkpoints there, and a later run with a
+    larger max_updates resumes from that checkpoint; a limit past the run's length stops at its end, 0 trains
+    nothing."""
+    from vbon_exp.trainers import TrainConfig
+
+    def run(run_dir, max_updates, log_every=5):
+        tracker = _CallTracker()
+        cfg = TrainConfig(checkpoint_every=0, resume="auto", log_every=log_every, max_updates=max_updates)
+        trainer = _loop_trainer(kind, synthetic_task, cfg, run_dir, tracker)
+        trainer.train()
+        assert len(trainer.checksums) == 1  # the replica check ran
+        return trainer, [step for step, _ in tracker.calls]
+
+    trainer, logged = run(tmp_path / "a", 2)
+    assert (trainer.step, logged) == (2, [2])
+    assert latest_checkpoint(tmp_path / "a" / "checkpoints").name == "step-00000002"
+    trainer, logged = run(tmp_path / "a", 7)  # resumes at 2; stops at the run's 3 units
+    assert (trainer.step, logged) == (3, [3])
+    assert latest_checkpoint(tmp_path / "a" / "checkpoints").name == "step-00000003"
+    trainer, logged = run(tmp_path / "b", None, log_every=1)
+    assert (trainer.step, logged) == (3, [1, 2, 3])
+    trainer, logged = run(tmp_path / "c", 0)
+    assert (trainer.step, logged) == (0, [])
+    assert latest_checkpoint(tmp_path / "c" / "checkpoints") is None

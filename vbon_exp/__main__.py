@@ -27,11 +27,13 @@ def _is_multirun() -> bool:
 
 
 def _failed_point(cfg: DictConfig, err: Exception, t_start: float) -> dict:
-    """The results line of a sweep member that failed: its identifying columns, status failed and the error."""
+    """The results line of a sweep member that failed: its identifying columns, status failed and the error. Read
+    off its settings when they validate (the failure came later), else off the composed config, key by key."""
+    from vbon_exp.config import validate
     from vbon_exp.run import base_point, hydra_run_dir
 
     try:
-        point = base_point(cfg)
+        point = base_point(validate(cfg))
     except Exception:  # the bad value is one of the identifying columns: read each alone, None where it fails
         point = {}
         for column, key in ID_COLUMNS.items():

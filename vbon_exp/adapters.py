@@ -16,44 +16,17 @@ import logging
 import shutil
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
-from vbon_exp.errors import ConfigError, check_number
+from vbon_exp.errors import ConfigError
+from vbon_exp.settings.train import LoraSettings  # noqa: F401  (its settings; re-exported)
 
 log = logging.getLogger(__name__)
 
 POLICY, REFERENCE = "policy", "reference"  # adapter names
-
-
-@dataclass
-class LoraSettings:
-    """conf `train.lora`: LoRA adapters on the trained policy (peft). rank 0 = off: the policy is trained whole."""
-
-    # Rank r of the adapters (0 = no LoRA).
-    rank: int = 0
-    # Scale α: an adapter adds (α/r)·B·A to its layer's weight (null = 2·rank).
-    alpha: Optional[float] = None
-    # Dropout on the adapters' input in the supervised loops (SFT, preference); 0 for the RL objectives, whose
-    # importance ratios need the rollout's and the update's policy to be one function.
-    dropout: float = 0.0
-    # The layers that get adapters: [all-linear] (every linear layer but the LM head) or module names (GPT-2:
-    # [c_attn, c_proj, c_fc]; Llama: [q_proj, k_proj, v_proj, o_proj, ...]).
-    target_modules: List[str] = field(default_factory=lambda: ["all-linear"])
-
-    @property
-    def enabled(self) -> bool:
-        return self.rank > 0
-
-    def check(self, prefix: str = "train.lora") -> None:
-        check_number(f"{prefix}.rank", self.rank, integer=True, minimum=0)
-        check_number(f"{prefix}.alpha", self.alpha, exclusive_min=0, allow_none=True)
-        check_number(f"{prefix}.dropout", self.dropout, minimum=0, maximum=1)
-        if not self.target_modules:
-            raise ConfigError(f"{prefix}.target_modules is empty: [all-linear] or the names of modules")
 
 
 def is_adapted(model) -> bool:

@@ -12,37 +12,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from vbon_exp.settings.beta_n import WHOLE_N_RTOL, beta_from_n, n_from_beta, whole_n  # noqa: F401  (the (β, N) axis)
 
 # --------------------------------------------------------------------------- N <-> β
-
-
-def n_from_beta(beta: float) -> float:
-    """N = 1/β + 1: the BoN sample count whose distribution is the optimum of RL with KL coefficient β (§3)."""
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    return 1.0 / beta + 1.0
-
-
-def beta_from_n(n: float) -> float:
-    """β = 1/(N−1); N = 1 (no selection) has no finite β."""
-    if n <= 1:
-        raise ValueError(f"beta_from_n needs N > 1, got {n}")
-    return 1.0 / (n - 1.0)
-
-
-# A β within this relative distance of 1/(N − 1) means that whole N (`whole_n`): the β a user types or a sweep
-# lists (0.1428571, 0.142857) stands for N = 8; 1e-4 is far below the gap between neighbouring N (1/(N − 1) and
-# 1/N differ by a relative 1/N ≥ 0.5% up to N = 200) and far above a float's rounding.
-WHOLE_N_RTOL = 1e-4
-
-
-def whole_n(beta: float) -> int | None:
-    """The whole N ≥ 2 whose β = 1/(N − 1) is within a relative WHOLE_N_RTOL of `beta`, else None: the one rule by
-    which every objective that needs a whole N (BoN, BoN-SFT, BOND, DPO's pairs, ...) reads a β."""
-    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta <= 0:
-        return None
-    n = round(1.0 / beta + 1.0)
-    return n if n >= 2 and abs(beta * (n - 1) - 1.0) <= WHOLE_N_RTOL else None
 
 
 def kl_bon_analytic(n: float) -> float:

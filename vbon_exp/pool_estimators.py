@@ -9,6 +9,7 @@ import math
 import torch
 
 from vbon_exp.bon import log_binomial
+from vbon_exp.settings.beta_n import bon_pool_ns  # noqa: F401  (re-exported)
 
 # M i.i.d. π_ref samples of one prompt, sorted by reward r_(1) ≤ … ≤ r_(M): the average of a function h of the best of
 # N over all C(M, N) subsets of the pool is a U-statistic (Hoeffding 1948), an unbiased estimate of E_{π_BoN(N)}[h] for
@@ -85,7 +86,3 @@ def kl_bon_level_terms(q: torch.Tensor, atomic: torch.Tensor, n: float) -> torch
     return torch.where(atomic, atom, continuous)
 
 
-def bon_pool_ns(m: int) -> list[int]:
-    """`objective.n=all`: N = 1, 2, 4, … up to M/4, the powers of two a pool of M estimates well (a U-statistic of
-    the best of N averages over the top ≈ M/N samples of the pool)."""
-    return [2**i for i in range(int(math.log2(max(m // 4, 1))) + 1)]

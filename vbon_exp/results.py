@@ -5,7 +5,8 @@ Every run appends one line per evaluation point (per evaluation temperature, and
 appends one line too (`failed_line`: its identifying columns, `status: failed`, the error). Beside it a run writes
 `train_log.jsonl` (the training curve), `samples.parquet` (the evaluation's samples, vbon_exp/evaluation) and, on a
 task with an exact oracle, `exact_frontier.json` (the exact reward- and win-rate–KL frontiers and the π_BoN curve
-the analysis draws). This module imports nothing of the package: every layer may read or write these files."""
+the analysis draws). This module imports nothing of the package: every layer above the leaves
+(errors, meters, storage, launch, progress: pyproject.toml's layers) may read or write these files."""
 
 from __future__ import annotations
 

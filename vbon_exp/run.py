@@ -6,7 +6,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,11 @@ from vbon_exp.config import check_memory, validate
 from vbon_exp.errors import ConfigError, SamplerBackendError
 from vbon_exp.evaluation import StageMeter, Target, build_judges, evaluate_policy
 from vbon_exp.modeling import resolve_device
-from vbon_exp.objectives import OBJECTIVES, RunContext, build_objective
+from vbon_exp.objectives import RunContext, build_objective
 from vbon_exp.reference import task_caches
 from vbon_exp.results import ID_COLUMNS, RESULTS_FILE, finished_lines
 from vbon_exp.sampling import SamplingConfig, check_backend
+from vbon_exp.settings.run import RunSettings
 from vbon_exp.tasks import build_task
 from vbon_exp.threads import apply_threads, launcher_jobs
 from vbon_exp.tracking import Tracker
@@ -88,15 +89,13 @@ class _TrainLogMeans:
         return {f"train_{key}": self.sums[key] / self.counts[key] for key in self.sums}
 
 
-def base_point(cfg: DictConfig, objective=None) -> dict:
-    """The identifying columns of a results line (vbon_exp.results.ID_COLUMNS), plus the objective's legend label
-    (the built `objective`'s own where given). `algo` is None for objectives that do not train with conf/algo."""
-    point = {column: OmegaConf.select(cfg, key) for column, key in ID_COLUMNS.items()}
-    kind = OBJECTIVES.get(point["objective"])
-    if kind is None or kind.trains_with != "algo":
+def base_point(settings: RunSettings) -> dict:
+    """The identifying columns of a results line (vbon_exp.results.ID_COLUMNS) read off the validated settings, plus
+    the objective's legend label. `algo` is None for objectives that do not train with conf/algo."""
+    point = {column: settings.select(key) for column, key in ID_COLUMNS.items()}
+    if settings.objective.trains_with != "algo":
         point["algo"] = None
-    if kind is not None:
-        point["objective_label"] = objective.legend() if objective is not None else kind.label
+    point["objective_label"] = settings.objective.legend()
     return point
 
 
@@ -118,37 +117,38 @@ def run(cfg: DictConfig, run_dir: Path | None = None, skip_finished: bool = Fals
     `skip_finished` (a sweep member: `python -m vbon_exp -m`), a run dir that already holds this run's results line
     from a complete training (no train.max_updates) returns that line instead (train.resume=false runs it again)."""
     t_start = time.perf_counter()
-    nodes = validate(cfg)  # every node as its dataclass; nothing is built before this passes
+    nodes = validate(cfg)  # every node as its dataclass; nothing is built before this passes, nothing reads cfg after
+    del cfg
     threads = apply_threads(nodes.run.threads, parallel_jobs())  # before any tensor work
     sampling = sampling_config(nodes)
-    device = resolve_device(cfg.device)
+    device = resolve_device(nodes.run.device)
     nodes.train.check_device(device, frozen_dtypes={"model.dtype": getattr(nodes.model, "dtype", None),
                                                      "reward.dtype": getattr(nodes.reward, "dtype", None)})
     apply_tf32(nodes.train.tf32, device)
     accelerator = make_accelerator(device, nodes.train.mixed_precision)
     main = accelerator.is_main_process
     device = accelerator.device
-    run_dir = Path(run_dir or hydra_run_dir() or cfg.paths.output_root)
+    run_dir = Path(run_dir or hydra_run_dir() or nodes.paths.output_root)
     if accelerator.num_processes > 1:
         # Hydra names the run dir from the clock in each process; all must use the main process's (checkpoints)
         from accelerate.utils import broadcast_object_list
 
         run_dir = Path(broadcast_object_list([str(run_dir)])[0])
     run_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    objective = build_objective(nodes.objective)
-    ids = base_point(cfg, objective)
+    seed_everything(nodes.seed)
+    objective = build_objective(nodes.objective)  # the run's one instance of it
+    ids = base_point(nodes)
     complete = skip_finished and nodes.train.resume == "auto" and nodes.train.max_updates is None
     done = finished_lines(run_dir, ids) if complete else []
     if done:  # a sweep re-run into its own directory: this member finished before (train.resume=false redoes it)
         log.info("finished already: %s has its results line; skipped (train.resume=false runs it again)",
                  run_dir / RESULTS_FILE)
         return done[0]
+    wandb = nodes.wandb
     tracker = Tracker(
-        run_dir, OmegaConf.to_container(cfg, resolve=True), mode=cfg.wandb.mode if main else "disabled",
-        project=cfg.wandb.project, write_results=main, results_id=ids,
-        entity=cfg.wandb.entity, group=cfg.wandb.group, tags=cfg.wandb.tags,
-        name=f"{cfg.task.name}-{cfg.objective.name}-b{cfg.objective.beta}-n{cfg.objective.n}-s{cfg.seed}",
+        run_dir, nodes.as_dict(), mode=wandb.mode if main else "disabled", project=wandb.project, write_results=main,
+        results_id=ids, entity=wandb.entity, group=wandb.group, tags=wandb.tags,
+        name=f"{ids['task']}-{ids['objective']}-b{ids['beta']}-n{ids['n']}-s{ids['seed']}",
     )
     train_logs = _TrainLogMeans(tracker)
     ok = False
@@ -165,12 +165,12 @@ def run(cfg: DictConfig, run_dir: Path | None = None, skip_finished: bool = Fals
             requests = dict.fromkeys(objective.cache_splits)
             if sampling.temperature in evaluation_temperatures(nodes):
                 requests.update({"test": None, **objective.evaluation_caches(nodes.eval)})
-            caches = task_caches(task, requests, sampling=sampling, seed=cfg.seed, settings=nodes.reference,
+            caches = task_caches(task, requests, sampling=sampling, seed=nodes.seed, settings=nodes.reference,
                                  score_batch_size=nodes.eval.score_batch_size)
             timings = cache_meter.stop()
         timings["setup_s"] = time.perf_counter() - stage
 
-        ctx = RunContext(cfg=cfg, task=task, device=device, run_dir=run_dir, sampling=sampling, tracker=tracker,
+        ctx = RunContext(settings=nodes, task=task, device=device, run_dir=run_dir, sampling=sampling, tracker=tracker,
                          caches=caches, accelerator=accelerator)
         train_meter = StageMeter("train")
         policy = objective.fit(ctx)
@@ -179,7 +179,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, skip_finished: bool = Fals
         point = {**ids, "status": "ok", "num_processes": accelerator.num_processes, "threads": threads, **ctx.extras}
         if main:  # one results line per evaluation temperature (and per N for BoN from the pool); returns the first
             lines = []
-            for metrics in evaluate_run(cfg, nodes, objective, policy, task, caches, sampling, run_dir, tracker):
+            for metrics in evaluate_run(nodes, objective, policy, task, caches, sampling, run_dir, tracker):
                 line = {**point, **metrics, **timings, "wall_s": time.perf_counter() - t_start,
                         "run_dir": str(run_dir)}
                 tracker.write_point(line)
@@ -194,38 +194,38 @@ def run(cfg: DictConfig, run_dir: Path | None = None, skip_finished: bool = Fals
 
 
 def evaluation_temperatures(nodes) -> list[float]:
-    """`eval.temperatures`, or the sampling temperature alone (null)."""
-    return list(nodes.eval.temperatures or [nodes.sampling.temperature])
+    """`eval.temperatures`, or the sampling temperature alone (null): vbon_exp.settings.eval's one rule."""
+    return nodes.eval.temperatures_at(nodes.sampling.temperature)
 
 
-def run_caches(cfg: DictConfig, nodes, task, built: dict, sampling: SamplingConfig):
+def run_caches(nodes: RunSettings, task, built: dict, sampling: SamplingConfig):
     """`caches_at(T, {name: M or None}, judge)`: the reference caches of a run at an evaluation temperature T,
     those built at set-up reused (vbon_exp.reference.task_caches)."""
 
     def caches_at(temperature: float, requests: dict, judge=None) -> dict:
         if judge is None and temperature == sampling.temperature and set(requests) <= set(built):
             return {name: built[name] for name in requests}
-        return task_caches(task, requests, sampling=replace(sampling, temperature=temperature), seed=cfg.seed,
+        return task_caches(task, requests, sampling=replace(sampling, temperature=temperature), seed=nodes.seed,
                            settings=nodes.reference, score_batch_size=nodes.eval.score_batch_size, reward=judge)
 
     return caches_at
 
 
-def evaluate_run(cfg: DictConfig, nodes, objective, policy, task, caches: dict, sampling: SamplingConfig, run_dir,
+def evaluate_run(nodes: RunSettings, objective, policy, task, caches: dict, sampling: SamplingConfig, run_dir,
                  tracker=None):
     """The results lines of the run's policy at each evaluation temperature (vbon_exp/evaluation/runner.py)."""
     target = Target(log_probs=objective.target_log_probs if task.oracle is not None else None,
                     bon_n=objective.bon_target_n())
-    spec = {"task": OmegaConf.to_container(cfg.task, resolve=True), "max_new_tokens": sampling.max_new_tokens}
+    spec = {"task": asdict(nodes.task), "max_new_tokens": sampling.max_new_tokens}
     judged = nodes.judges if getattr(policy, "samples", True) else {}
     if nodes.judges and not judged:
         log.info("eval.judges %s: objective=%s is estimated from the BoN pool, which holds rewards, not samples: no "
-                 "judge columns (objective.estimate=sample gives them)", sorted(nodes.judges), cfg.objective.name)
+                 "judge columns (objective.estimate=sample gives them)", sorted(nodes.judges), nodes.objective.name)
     return evaluate_policy(
-        policy, task=task, settings=nodes.eval, seed=cfg.seed + 1, temperatures=evaluation_temperatures(nodes),
-        train_temperature=sampling.temperature, caches_at=run_caches(cfg, nodes, task, caches, sampling),
+        policy, task=task, settings=nodes.eval, seed=nodes.seed + 1, temperatures=evaluation_temperatures(nodes),
+        train_temperature=sampling.temperature, caches_at=run_caches(nodes, task, caches, sampling),
         judges=build_judges(judged, task), target=target, run_dir=run_dir, exact_spec=spec,
-        tracker=tracker, columns={"seed": cfg.seed, "objective": cfg.objective.name})
+        tracker=tracker, columns={"seed": nodes.seed, "objective": nodes.objective.name})
 
 
 def _throughput_line(p: dict) -> str:

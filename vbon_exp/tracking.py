@@ -9,35 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
 
-from vbon_exp.errors import ConfigError
 from vbon_exp.results import RESULTS_FILE, TRAIN_LOG_FILE, append_line, jsonable, write_result
+from vbon_exp.settings.wandb import WANDB_MODES, WandbConfig  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-WANDB_MODES = ("online", "offline", "disabled")
-
-@dataclass
-class WandbConfig:
-    """conf `wandb:` (Weights & Biases). The local results.jsonl is written whatever the mode."""
-
-    # online | offline | disabled | null (auto: $WANDB_MODE, else online with an API key, else offline).
-    mode: Optional[str] = None
-    # wandb project name.
-    project: str = "vbon_exp"
-    # wandb entity (team or user); null = your default.
-    entity: Optional[str] = None
-    # Run group, e.g. a sweep's name.
-    group: Optional[str] = None
-    # Extra run tags (list of strings).
-    tags: List[str] = field(default_factory=list)
-
-    def check(self, prefix: str = "wandb") -> None:
-        if self.mode not in (None, *WANDB_MODES):
-            raise ConfigError(f"{prefix}.mode must be online, offline, disabled or null (auto), got {self.mode!r}")
 
 
 def wandb_api_key_configured() -> bool:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vbon_exp.analysis.sets import objective_sort_key
 
 # One marker per objective, in the order of their names; colours from tab10, then Dark2 (objective_styles). Legend
 # names come from the results lines (`objective_label`, each objective's declared label), so no list here names the
@@ -29,7 +28,7 @@ def pyplot():
 
 
 def objectives(points: pd.DataFrame) -> list[str]:
-    return sorted(points["objective"].unique(), key=objective_sort_key)
+    return sorted(points["objective"].unique(), key=str)
 
 
 def objective_styles(points: pd.DataFrame) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vbon_exp.analysis.sets import SEED, is_bon_target, mean_interval, objective_sort_key, plottable, sets_of
+from vbon_exp.analysis.sets import SEED, is_bon_target, mean_interval, plottable, sets_of
 from vbon_exp.results import EXACT_FRONTIER_FILE, read_exact_frontiers
 
 
@@ -83,7 +83,7 @@ def frontier_frequency(points: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for set_label in sets_of(points):
         in_set = points["set"] == set_label
-        for objective in sorted(points.loc[in_set, "objective"].unique(), key=objective_sort_key):
+        for objective in sorted(points.loc[in_set, "objective"].unique(), key=str):
             mine = ok[(ok["set"] == set_label) & (ok["objective"] == objective)]
             row = {"set": set_label, "objective": objective, "seeds": mine[SEED].nunique(dropna=False),
                    "points": len(mine),
@@ -107,7 +107,7 @@ def regret_table(configs: pd.DataFrame) -> pd.DataFrame:
     values = [f"{metric}{suffix}" for metric in ("exact_regret", "exact_win_rate_regret")
               for suffix in ("", "_ci_low", "_ci_high") if f"{metric}{suffix}" in configs]
     exact = configs[configs["exact_regret"].notna()]
-    order = exact.assign(_o=exact["objective"].map(objective_sort_key)).sort_values(["set", "_o", "beta"]).index
+    order = exact.assign(_o=exact["objective"].astype(str)).sort_values(["set", "_o", "beta"]).index
     return exact.loc[order, keys + values].reset_index(drop=True)
 
 

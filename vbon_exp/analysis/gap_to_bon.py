@@ -24,7 +24,6 @@ from vbon_exp.analysis.sets import (
     SEED,
     config_columns,
     is_bon_target,
-    objective_sort_key,
     plottable,
     seed_mean_row,
     sets_of,
@@ -195,7 +194,7 @@ def gap_seed_means(gaps: pd.DataFrame) -> pd.DataFrame:
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows by set, objective, N, β, seed; the identifying columns first."""
-    order = frame.assign(_set=frame["set"].map(natural_key), _o=frame["objective"].map(objective_sort_key))
+    order = frame.assign(_set=frame["set"].map(natural_key), _o=frame["objective"].astype(str))
     by = ["_set", "_o", *(c for c in ("n", "beta", SEED) if c in frame)]
     frame = frame.loc[order.sort_values(by, kind="stable", na_position="last").index].reset_index(drop=True)
     lead = [c for c in ("set", "objective", "objective_label") if c in frame]

@@ -56,10 +56,6 @@ def distils_bon(frame: pd.DataFrame) -> pd.Series:
     return aims & ~is_bon_target(frame)
 
 
-def objective_sort_key(name: str) -> tuple:
-    return (str(name),)
-
-
 # ---------------------------------------------------------------------------------------------------- comparable sets
 
 

@@ -33,7 +33,7 @@ from vbon_exp.analysis.frontier import (
 )
 from vbon_exp.analysis.gap_to_bon import gap_points, gap_seed_means
 from vbon_exp.analysis.gold_vs_proxy import gold_vs_proxy
-from vbon_exp.analysis.sets import SEED, aggregate_seeds, label_sets, objective_sort_key, set_columns
+from vbon_exp.analysis.sets import SEED, aggregate_seeds, label_sets, set_columns
 from vbon_exp.results import natural_key
 
 # Leading columns of points.csv / frontier.csv; the rest follow alphabetically.
@@ -53,7 +53,7 @@ def ordered(points: pd.DataFrame) -> pd.DataFrame:
     """Leading columns first; rows by set, objective (by name), N, temperature, seed, then source."""
     keys = pd.DataFrame({
         "set": points["set"].map(natural_key) if "set" in points else 0,
-        "objective": points["objective"].map(objective_sort_key),
+        "objective": points["objective"].astype(str),
         "n": points["n"].fillna(np.inf),
         "temperature": points["temperature"].fillna(np.inf) if "temperature" in points else 0,
         "seed": points[SEED].fillna(np.inf) if SEED in points else 0,

@@ -1,16 +1,10 @@
 """What an objective is: a way to turn (task, reference caches) into a policy, plus the distribution it targets.
 
-An objective is one module in this package: a config dataclass (the schema and defaults of
-conf/objective/<name>.yaml, with its own `check`), and a class registered with `@register_objective` that declares
-what the rest of the run needs to know about it, so run.py, validation and the results line read declarations
-rather than name lists:
-- `config`: its config dataclass;
-- `label`: the legend name (results column `objective_label`, read by `make pareto-plot`);
-- `cache_splits`: reference reward caches its training reads ("train": the train prompts' F̂);
-- `evaluation_caches(eval settings)`: the extra evaluation caches of the test prompts its policy reads, name -> M
-  (BoN from the pool: "bon_pool"), built with the test cache and counted by the memory pre-flight;
-- `trains_with`: the trainer node it reads: `algo` (conf/algo, the RL trainers; then `algo` is a results column),
-  `sft` (the supervised loop), or None (nothing trained); that node's values are checked only then;
+An objective is two halves under one name: its settings in vbon_exp/settings/objective.py (the schema and defaults
+of conf/objective/<name>.yaml, its `check`, and what it declares about itself: `method_label`, `trains_with`,
+`cache_splits()`, `evaluation_caches(eval)`, `legend()`; torch-free, so validation and the plan read them without
+loading a model), and its implementation here, a class registered with `@register_objective`:
+- `config`: its settings dataclass (`label` and `trains_with` are copied from it at registration);
 - `fit(ctx)`: the policy; `target_log_probs(oracle)`: its exact target on a task with an oracle;
 - `loss_terms(ctx)` (RL objectives): extra loss terms the RL trainer adds to its policy-gradient loss."""
 
@@ -18,21 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional
 
 import torch
-from omegaconf import DictConfig
-
-from vbon_exp.errors import ConfigError, check_number
+from vbon_exp.errors import ConfigError
 from vbon_exp.evaluation import ModelPolicy
 from vbon_exp.sampling import SamplingConfig
+from vbon_exp.settings.beta_n import ObjectiveConfig  # noqa: F401  (re-exported)
+from vbon_exp.settings.objective import OBJECTIVE_SETTINGS
 
 
 @dataclass
 class RunContext:
     """Everything an objective may use; built by `vbon_exp.run` in data-flow order."""
 
-    cfg: DictConfig
+    settings: Any  # vbon_exp.settings.run.RunSettings: the validated run, the only config an objective reads
     task: Any  # vbon_exp.tasks.Task
     device: torch.device
     run_dir: Path
@@ -45,37 +39,15 @@ class RunContext:
 
 def model_policy(ctx: RunContext, model) -> ModelPolicy:
     """`model` as a policy of the run: sampled with its sampling settings, scored and measured in its batch sizes."""
-    return ModelPolicy(model, ctx.task, ctx.sampling, ctx.cfg.eval.score_batch_size, ctx.cfg.train.logits_chunk)
-
-
-@dataclass
-class ObjectiveConfig:
-    """What every objective node has: its name and the (β, N) pair that places it on the shared β axis (N = 1/β + 1).
-    Each objective's YAML sets one of the two and derives the other (conf/objective/*.yaml)."""
-
-    # Objective name (results column; vbon_exp.objectives.OBJECTIVES).
-    name: str = "?"
-    # KL coefficient β (> 0), or derived from N.
-    beta: Optional[float] = None
-    # The BoN sample count N = 1/β + 1, or derived from β.
-    n: Optional[Union[int, float]] = None
-
-    def check(self, prefix: str = "objective") -> None:
-        check_number(f"{prefix}.beta", self.beta, exclusive_min=0, allow_none=True)
-        check_number(f"{prefix}.n", self.n, minimum=1, allow_none=True)
-
-    def needs_whole_n(self) -> bool:
-        """Whether this objective reads N as a whole number (BoN's sample count, a pair's size, the exact bound's
-        binomial sum): then a β within a relative 1e-4 of 1/(N − 1) is taken as that N (vbon_exp.bon.whole_n,
-        applied by vbon_exp.config.validate)."""
-        return False
+    return ModelPolicy(model, ctx.task, ctx.sampling, ctx.settings.eval.score_batch_size,
+                       ctx.settings.train.logits_chunk)
 
 
 class Objective:
     name: ClassVar[str] = "?"
-    label: ClassVar[str] = "?"
     config: ClassVar[type] = ObjectiveConfig
-    cache_splits: ClassVar[tuple[str, ...]] = ()
+    # copied from `config` by @register_objective (declared there, once)
+    label: ClassVar[str] = "?"
     trains_with: ClassVar[Optional[str]] = None
 
     def __init__(self, cfg):
@@ -83,8 +55,17 @@ class Objective:
         self.beta, self.n = cfg.beta, cfg.n
 
     def legend(self) -> str:
-        """The legend label of this run's points (results column `objective_label`): the objective's by default."""
-        return self.label
+        """The legend label of this run's points (results column `objective_label`)."""
+        return self.cfg.legend()
+
+    @property
+    def cache_splits(self) -> tuple[str, ...]:
+        """The reference reward caches its training reads (declared by its settings)."""
+        return self.cfg.cache_splits()
+
+    def evaluation_caches(self, eval_settings) -> dict[str, int]:
+        """The extra evaluation caches of the test prompts its policy reads, name -> M (declared by its settings)."""
+        return self.cfg.evaluation_caches(eval_settings)
 
     def check_task(self, task) -> None:
         """Checks that need the built task (its tokenizer, its models), run before any cache is built: one
@@ -97,10 +78,6 @@ class Objective:
     def target_log_probs(self, oracle) -> torch.Tensor:
         """Exact log-probs of the distribution this objective aims at, on a task with an oracle."""
         raise NotImplementedError
-
-    def evaluation_caches(self, eval_settings) -> dict[str, int]:
-        """The extra evaluation caches of the test prompts its policy reads, name -> M (none by default)."""
-        return {}
 
     def bon_target_n(self) -> Optional[float]:
         """N when this objective's target is π_BoN at N (so its results line carries π_BoN's KL bound and win rate
@@ -115,5 +92,9 @@ OBJECTIVES: dict[str, type[Objective]] = {}
 def register_objective(cls: type[Objective]) -> type[Objective]:
     if cls.name in OBJECTIVES and OBJECTIVES[cls.name] is not cls:
         raise ConfigError(f"two objectives are named {cls.name!r}: {OBJECTIVES[cls.name]} and {cls}")
+    if OBJECTIVE_SETTINGS.get(cls.name) is not cls.config:
+        raise ConfigError(f"objective {cls.name!r}: its config {cls.config.__name__} is not "
+                          f"vbon_exp.settings.objective.OBJECTIVE_SETTINGS[{cls.name!r}]")
+    cls.label, cls.trains_with = cls.config.method_label, cls.config.trains_with
     OBJECTIVES[cls.name] = cls
     return cls

@@ -4,44 +4,32 @@ samples grows, the maximum-likelihood policy tends to π_BoN."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-from omegaconf import OmegaConf
 
 from vbon_exp.evaluation import BoNPolicy, ModelPolicy
 from vbon_exp.objectives.base import Objective, RunContext, model_policy, register_objective
-from vbon_exp.objectives.bon_sampling import NFirstConfig
 from vbon_exp.objectives.training import record_training, save_policy, train_config, trainable_policy
 from vbon_exp.trainers.sft import SFTTrainer
 from vbon_exp.trainers.shared import derived_seed
-
-
-@dataclass
-class BoNSFTConfig(NFirstConfig):
-    """conf/objective/bon_sft.yaml."""
-
-    # Objective name (results column).
-    name: str = "bon_sft"
+from vbon_exp.settings.objective import BoNSFTConfig
 
 
 @register_objective
 class BoNSFTObjective(Objective):
     name = "bon_sft"
-    label = "BoN-SFT"
     config = BoNSFTConfig
-    trains_with = "sft"
 
     def bon_data(self, ctx: RunContext):
         """`sft.samples_per_prompt` BoN(N) responses for every training prompt (this process's share)."""
         import torch
 
-        per_prompt = int(ctx.cfg.sft.samples_per_prompt)
+        per_prompt = int(ctx.settings.sft.samples_per_prompt)
         reference = model_policy(ctx, ctx.task.reference)
         bon_policy = BoNPolicy(reference, int(round(float(self.n))))
         rank, world = ctx.accelerator.process_index, ctx.accelerator.num_processes
         prompts = ctx.task.train_prompts
         mine = list(range(rank, len(prompts), world))
-        generator = torch.Generator(device=ctx.device).manual_seed(derived_seed(ctx.cfg.seed, "bon-sft-data", rank))
+        generator = torch.Generator(device=ctx.device).manual_seed(derived_seed(ctx.settings.seed, "bon-sft-data", rank))
         data = bon_policy.sample([prompts[i] for i in mine], per_prompt, generator,
                                  desc="BoN samples for SFT")
         data.prompt_index = torch.tensor(mine, device=data.prompt_index.device).repeat_interleave(
@@ -49,10 +37,10 @@ class BoNSFTObjective(Objective):
         return data
 
     def fit(self, ctx: RunContext) -> ModelPolicy:
-        sft, train = OmegaConf.to_object(ctx.cfg.sft), train_config(ctx)
+        sft, train = ctx.settings.sft, train_config(ctx)
         policy = trainable_policy(ctx, sft.trainable_layers)
         trainer = SFTTrainer(sft, train, policy=policy, data=self.bon_data(ctx), temperature=ctx.sampling.temperature,
-                             accelerator=ctx.accelerator, run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.cfg.seed)
+                             accelerator=ctx.accelerator, run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.settings.seed)
         lm = trainer.train()
         record_training(ctx, trainer)
         save_policy(ctx, lm)

@@ -9,41 +9,17 @@ results line also carries exact_kl_to_bon."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Union
 
-from vbon_exp.errors import ConfigError
 from vbon_exp.objectives.base import register_objective
-from vbon_exp.objectives.preference_pairs import PreferenceConfig, PreferenceObjective, _is_number
+from vbon_exp.objectives.preference_pairs import PreferenceObjective
 from vbon_exp.preference_losses import bonbon_beta_star, squared_loss_minimiser
 from vbon_exp.trainers.preference_loop import PairLoss
-
-
-@dataclass
-class BoNBoNConfig(PreferenceConfig):
-    """conf/objective/bonbon.yaml: N = 4 unless set (the samples per pair); β = 1/(N − 1) follows, or set β (a β
-    sweep shared with vbon and kl_rl), then N = 1/β + 1 must be whole."""
-
-    # Objective name (results column).
-    name: str = "bonbon"
-    # Samples per pair n (integer ≥ 2; default 4), or 1/β + 1 when objective.beta is set.
-    n: Optional[Union[int, float]] = "${n_from_beta_if_set:4}"  # type: ignore[assignment]  (resolved to a number)
-    # The equivalent KL coefficient β = 1/(n − 1) (follows n unless set; results column).
-    beta: Optional[float] = "${beta_from_n:${.n}}"  # type: ignore[assignment]
-    # Weight α ∈ [0, 1] of the SFT term −log π_θ(y_w|x) (Gui et al. 2024: 0.005).
-    alpha: float = 0.005
-
-    def check(self, prefix: str = "objective") -> None:
-        super().check(prefix)
-        if not _is_number(self.alpha) or not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"{prefix}.alpha must be in [0, 1] (the weight of BoNBoN's SFT term), got "
-                              f"{self.alpha!r}")
+from vbon_exp.settings.objective import BoNBoNConfig
 
 
 @register_objective
 class BoNBoNObjective(PreferenceObjective):
     name = "bonbon"
-    label = "BoNBoN"
     config = BoNBoNConfig
 
     @property

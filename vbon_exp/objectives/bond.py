@@ -19,38 +19,17 @@ whitening rescales the policy-gradient term by 1/std(advantages) every batch, so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from vbon_exp.errors import check_number
 from vbon_exp.evaluation import BoNPolicy
 from vbon_exp.modeling import Samples
 from vbon_exp.objectives.base import RunContext, model_policy, register_objective
-from vbon_exp.objectives.bon_sampling import NFirstConfig
 from vbon_exp.objectives.rl_objective import RLObjective
 from vbon_exp.trainers.rollout import masked_mean
 from vbon_exp.trainers.shared import derived_seed
-
-
-@dataclass
-class BONDConfig(NFirstConfig):
-    """conf/objective/bond.yaml."""
-
-    # Objective name (results column).
-    name: str = "bond"
-    # Jeffreys weight w ∈ [0, 1] of the backward KL(π_θ‖π_BoN); the forward KL(π_BoN‖π_θ) gets 1 − w. 1 = vBoN
-    # (l1) exactly, 0 = the forward KL alone. 0.5: the BOND paper's Jeffreys mix (Sessa et al. 2024, J-BOND).
-    jeffreys_weight: float = 0.5
-    # BoN(N) samples of π_ref per train prompt for the forward term, drawn once per run (as many as BoN-SFT's).
-    forward_samples_per_prompt: int = "${sft.samples_per_prompt}"  # type: ignore[assignment]  (resolved to int)
-
-    def check(self, prefix: str = "objective") -> None:
-        super().check(prefix)
-        check_number(f"{prefix}.jeffreys_weight", self.jeffreys_weight, minimum=0, maximum=1)
-        check_number(f"{prefix}.forward_samples_per_prompt", self.forward_samples_per_prompt, integer=True,
-                     minimum=1)
+from vbon_exp.settings.objective import BONDConfig
 
 
 class PromptSampleSets:
@@ -69,7 +48,7 @@ class PromptSampleSets:
     def get(self, prompt: int) -> Samples:
         if prompt not in self.sets:
             generator = torch.Generator(device=self.ctx.device).manual_seed(
-                derived_seed(self.ctx.cfg.seed, self.purpose, self.version, prompt))
+                derived_seed(self.ctx.settings.seed, self.purpose, self.version, prompt))
             with torch.no_grad():
                 samples = self.draw([self.ctx.task.train_prompts[prompt]], generator)
             samples.prompt_index = torch.full_like(samples.prompt_index, prompt)
@@ -113,7 +92,6 @@ def reference_bon_sets(ctx: RunContext, n: int, per_prompt: int, purpose: str) -
 @register_objective
 class BONDObjective(RLObjective):
     name = "bond"
-    label = "BOND (Jeffreys)"
     config = BONDConfig
     transform = "log_cdf"
 

@@ -28,67 +28,21 @@ that round against the anchor's exact distribution)."""
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
 from vbon_exp import bon
 from vbon_exp.adapters import policy_weights
-from vbon_exp.errors import ConfigError, check_choice, check_number
+from vbon_exp.errors import ConfigError
 from vbon_exp.objectives.base import RunContext, model_policy, register_objective
-from vbon_exp.objectives.bon_sampling import NFirstConfig
 from vbon_exp.objectives.bond import ForwardKLTerm, PromptSampleSets
 from vbon_exp.objectives.rl_objective import RLObjective
 from vbon_exp.objectives.training import policy_half, trust_remote_code
 from vbon_exp.trainers.rollout import masked_mean
 from vbon_exp.trainers.trainable import load_trainable_weights
+from vbon_exp.settings.objective import BONDIterativeConfig, rounds_for
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BONDIterativeConfig(NFirstConfig):
-    """conf/objective/bond_iterative.yaml. objective.n (or β, N = 1/β + 1) is the effective N = round_n^rounds the
-    run aims at: a power of round_n (2: N = 2, 4, 8, 16, ...)."""
-
-    # Objective name (results column).
-    name: str = "bond_iterative"
-    # n of each round's best-of-n of the anchor (integer ≥ 2); the per-round KL coefficient is 1/(n − 1).
-    round_n: int = 2
-    # The moving anchor: copy (a copy of π_θ, replaced each round: iterative BOND) | ema (J-BOND's EMA of π_θ).
-    anchor: str = "copy"
-    # anchor=copy: updates per round (null: the run split into log_{round_n} N equal rounds).
-    anchor_every: Optional[int] = None
-    # anchor=ema: the decay γ of anchor ← γ·anchor + (1 − γ)·π_θ after every update (null: 1 − (rounds − 1)/updates).
-    ema: Optional[float] = None
-    # Fresh anchor samples per prompt for F̂_anchor (and the BoN_n anchor samples), after each anchor change.
-    anchor_samples: int = "${reference.m}"  # type: ignore[assignment]  (resolved to int)
-    # Jeffreys weight w of the backward KL(π_θ‖BoN_n(π_anchor)); 1 − w on the forward KL (as objective=bond).
-    jeffreys_weight: float = 0.5
-    # J-BOND's extra KL(π_θ‖π_ref) regulariser, added to the loss with this coefficient (0 = off).
-    ref_kl: float = 0.0
-
-    def check(self, prefix: str = "objective") -> None:
-        super().check(prefix)
-        check_number(f"{prefix}.round_n", self.round_n, integer=True, minimum=2)
-        check_choice(f"{prefix}.anchor", self.anchor, ("copy", "ema"))
-        check_number(f"{prefix}.anchor_every", self.anchor_every, integer=True, minimum=1, allow_none=True)
-        check_number(f"{prefix}.ema", self.ema, minimum=0, maximum=1, allow_none=True)
-        check_number(f"{prefix}.anchor_samples", self.anchor_samples, integer=True, minimum=self.round_n)
-        check_number(f"{prefix}.jeffreys_weight", self.jeffreys_weight, minimum=0, maximum=1)
-        check_number(f"{prefix}.ref_kl", self.ref_kl, minimum=0)
-        rounds_for(self.n, self.round_n, prefix)
-
-
-def rounds_for(n, round_n: int, prefix: str = "objective") -> int:
-    """R with round_n^R = N (a ConfigError when N is not such a power)."""
-    rounds = round(math.log(float(n)) / math.log(round_n)) if float(n) >= 1 else 0
-    if rounds < 1 or round_n ** rounds != int(round(float(n))) or abs(float(n) - round_n ** rounds) > 1e-9 * n:
-        raise ConfigError(f"{prefix}.n={n} must be a power of {prefix}.round_n={round_n} (N = n^rounds, "
-                          f"e.g. {round_n}, {round_n ** 2}, {round_n ** 3}; β = 1/(N − 1))")
-    return rounds
 
 
 class RefKLTerm:
@@ -241,13 +195,8 @@ class _BestOfGroups:
 @register_objective
 class BONDIterativeObjective(RLObjective):
     name = "bond_iterative"
-    label = "iterative BOND"
     config = BONDIterativeConfig
     transform = "log_cdf"
-
-    @property
-    def cache_splits(self) -> tuple[str, ...]:
-        return ()  # F̂ comes from fresh anchor samples, not the reference cache
 
     def anchor(self, ctx: RunContext) -> MovingAnchor:
         if getattr(self, "_anchor", None) is None:

@@ -9,44 +9,15 @@ the policy's name)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
 
-from omegaconf import MISSING
 
-from vbon_exp.errors import ConfigError, check_choice
+from vbon_exp.errors import ConfigError
 from vbon_exp.evaluation import ModelPolicy
 from vbon_exp.modeling import load_causal_lm, load_tokenizer
-from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, model_policy, register_objective
+from vbon_exp.objectives.base import Objective, RunContext, model_policy, register_objective
+from vbon_exp.settings.objective import ExternalConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ExternalConfig(ObjectiveConfig):
-    """conf/objective/external.yaml."""
-
-    # Objective name (results column).
-    name: str = "external"
-    # The policy: a directory in save_pretrained layout (config, safetensors weights, tokenizer) or a hub id.
-    policy: str = MISSING
-    # Its legend label in the Pareto plot (results column objective_label); null = the policy's name.
-    label: Optional[str] = None
-    # Weights dtype: null (as saved) | float32 | bfloat16 | float16.
-    dtype: Optional[str] = None
-    # Run code shipped with the policy's repository (off unless you trust it).
-    trust_remote_code: bool = False
-
-    def check(self, prefix: str = "objective") -> None:
-        super().check(prefix)
-        if not isinstance(self.policy, str) or not self.policy.strip():
-            raise ConfigError(f"{prefix}.policy must be a directory or a hub id of the policy to evaluate")
-        check_choice(f"{prefix}.dtype", self.dtype, (None, "float32", "bfloat16", "float16"))
-
-    @property
-    def legend(self) -> str:
-        return self.label or Path(self.policy.rstrip("/")).name or self.policy
 
 
 def tokenizers_differ(policy_tokenizer, task_tokenizer) -> str | None:
@@ -64,11 +35,7 @@ def tokenizers_differ(policy_tokenizer, task_tokenizer) -> str | None:
 @register_objective
 class ExternalObjective(Objective):
     name = "external"
-    label = "external policy"
     config = ExternalConfig
-
-    def legend(self) -> str:
-        return self.cfg.legend
 
     def check_task(self, task) -> None:
         """The policy's tokenizer must be the task's: refused, naming the key, before any cache is built."""
@@ -95,7 +62,7 @@ class ExternalObjective(Objective):
             raise ConfigError(f"objective.policy={cfg.policy} has a vocabulary of {model.config.vocab_size} tokens, "
                               f"the task's model {reference_vocab}: it does not use the task's tokenizer")
         ctx.extras["policy"] = cfg.policy
-        log.info("evaluating the external policy %s (%s)", cfg.policy, cfg.legend)
+        log.info("evaluating the external policy %s (%s)", cfg.policy, cfg.legend())
         return model_policy(ctx, model.eval().requires_grad_(False))
 
     def target_log_probs(self, oracle):

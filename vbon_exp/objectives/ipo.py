@@ -1,33 +1,23 @@
 """`objective=ipo`: Identity Preference Optimisation (Azar et al. 2023, eq. 17) on (best, worst)-of-n pairs of
 reference samples: minimise (h(y_w) − h(y_l) − 1/(2β))², h = log π_θ/π_ref summed over response tokens (BoNBoN's
-squared loss with α = 0 and its own margin; TRL averages h over tokens instead, see tests/test_preference.py).
+squared loss with α = 0 and its own margin; TRL averages h over tokens instead, see tests/test_preference_losses.py).
 
 Exact target: the population loss is the quadratic form hᵀLh − 2τ·hᵀ(p_w − p_l) + τ² (L the Laplacian of the
 pair law), minimised by L h = τ(p_w − p_l), τ = 1/(2β) (vbon_exp/preference_losses.py); π* = π_ref·e^h / Z."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from vbon_exp.objectives.base import register_objective
-from vbon_exp.objectives.dpo import DPOConfig
 from vbon_exp.objectives.preference_pairs import PreferenceObjective
 from vbon_exp.preference_losses import squared_loss_minimiser
 from vbon_exp.trainers.preference_loop import PairLoss
-
-
-@dataclass
-class IPOConfig(DPOConfig):
-    """conf/objective/ipo.yaml (the keys of dpo.yaml)."""
-
-    # Objective name (results column).
-    name: str = "ipo"
+from vbon_exp.settings.objective import IPOConfig
 
 
 @register_objective
 class IPOObjective(PreferenceObjective):
     name = "ipo"
-    label = "IPO"
     config = IPOConfig
 
     @property

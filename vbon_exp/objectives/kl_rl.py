@@ -9,36 +9,16 @@ F̂ is the train prompts' reference cache, as vBoN's; the exact target on the sy
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from vbon_exp import bon
-from vbon_exp.errors import check_choice, check_number
 from vbon_exp.objectives.base import register_objective
-from vbon_exp.objectives.rl_objective import BetaFirstConfig, RLObjective
-
-
-@dataclass
-class KLRLConfig(BetaFirstConfig):
-    """conf/objective/kl_rl.yaml."""
-
-    # Objective name (results column).
-    name: str = "kl_rl"
-    # The sequence reward Φ, a transform in vbon_exp.bon.REWARD_TRANSFORMS: identity (r) | log_cdf (log F̂) |
-    # cdf (F̂) | exp_cdf (exp(t·F̂)); the F̂ transforms read the train prompts' reference cache.
-    transform: str = "identity"
-    # The exponent t of transform=exp_cdf (Φ = exp(t·F̂); t > 0 favours the top quantiles, InfAlign's best-of-N).
-    t: float = 1.0
-
-    def check(self, prefix: str = "objective") -> None:
-        super().check(prefix)
-        check_choice(f"{prefix}.transform", self.transform, sorted(bon.REWARD_TRANSFORMS))
-        check_number(f"{prefix}.t", self.t)
+from vbon_exp.objectives.rl_objective import RLObjective
+from vbon_exp.settings.objective import KLRLConfig
 
 
 @register_objective
 class KLRLObjective(RLObjective):
     name = "kl_rl"
-    label = "KL-regularised RL"
     config = KLRLConfig
 
     @property

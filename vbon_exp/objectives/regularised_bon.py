@@ -15,17 +15,15 @@ its M = N·samples_per_prompt candidates, as F̂ for BoN): a plug-in."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from vbon_exp import bon
-from vbon_exp.errors import check_number
 from vbon_exp.evaluation import ModelPolicy, SampledPolicy
 from vbon_exp.logprobs import sequence_log_probs
 from vbon_exp.modeling import Samples
 from vbon_exp.objectives.base import Objective, RunContext, model_policy, register_objective
-from vbon_exp.objectives.bon_sampling import NFirstConfig
+from vbon_exp.settings.objective import RegularisedBoNConfig
 
 
 def regularised_bon_log_probs(logp_ref: torch.Tensor, rewards: torch.Tensor, n: float, lam: float) -> torch.Tensor:
@@ -75,29 +73,14 @@ class RegularisedBoN(SampledPolicy):
         return regularised_bon_log_probs(oracle.ref_log_probs, oracle.rewards, self.n, self.lam)
 
 
-@dataclass
-class RegularisedBoNConfig(NFirstConfig):
-    """conf/objective/regularised_bon.yaml."""
-
-    # Objective name (results column).
-    name: str = "regularised_bon"
-    # λ ≥ 0: the weight of log π_ref(y|x) in the score r(y) + λ·log π_ref(y|x) (0: BoN), in reward units per nat.
-    lam: float = 0.05
-
-    def check(self, prefix: str = "objective") -> None:
-        super().check(prefix)
-        check_number(f"{prefix}.lam", self.lam, minimum=0)
-
-
 @register_objective
 class RegularisedBoNObjective(Objective):
     name = "regularised_bon"
-    label = "regularised BoN"
     config = RegularisedBoNConfig
 
     def fit(self, ctx: RunContext) -> RegularisedBoN:
         reference = model_policy(ctx, ctx.task.reference)
-        return RegularisedBoN(reference, int(self.n), self.cfg.lam, ctx.cfg.eval.batch_size)
+        return RegularisedBoN(reference, int(self.n), self.cfg.lam, ctx.settings.eval.batch_size)
 
     def target_log_probs(self, oracle):
         return None  # an inference-time method: no target to reach

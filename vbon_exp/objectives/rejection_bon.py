@@ -18,17 +18,14 @@ U-statistic, unbiased for the kept sample's reward and win rate. The KL is the p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
 from vbon_exp import bon
-from vbon_exp.errors import ConfigError, check_number
 from vbon_exp.evaluation.pooled_rule import PooledRule
 from vbon_exp.objectives.base import Objective, RunContext, register_objective
-from vbon_exp.objectives.bon_sampling import PoolNConfig
 from vbon_exp.pool_estimators import kl_bon_level_terms
+from vbon_exp.settings.objective import RejectionBoNConfig
 
 
 def rejection_bon_log_probs(logp_ref: torch.Tensor, rewards: torch.Tensor, n: int,
@@ -116,41 +113,13 @@ class RejectionBoN(PooledRule):
                                        exact_thresholds(oracle, self.quantile, self.threshold))
 
 
-@dataclass
-class RejectionBoNConfig(PoolNConfig):
-    """conf/objective/rejection_bon.yaml."""
-
-    # Objective name (results column).
-    name: str = "rejection_bon"
-    # τ as a quantile q ∈ (0, 1) of π_ref's reward distribution of each prompt (null when `threshold` is set).
-    quantile: Optional[float] = 0.9
-    # τ as one reward value for every prompt (set it and quantile=null).
-    threshold: Optional[float] = None
-
-    def check(self, prefix: str = "objective") -> None:
-        super().check(prefix)
-        if (self.quantile is None) == (self.threshold is None):
-            raise ConfigError(f"{prefix}.quantile and {prefix}.threshold: set exactly one (the other null), got "
-                              f"{self.quantile!r} and {self.threshold!r}")
-        if self.quantile is not None:
-            check_number(f"{prefix}.quantile", self.quantile, exclusive_min=0, maximum=1)
-        check_number(f"{prefix}.threshold", self.threshold, allow_none=True)
-
-    def check_run(self, cfg) -> None:
-        self.check_pool(cfg)
-
-
 @register_objective
 class RejectionBoNObjective(Objective):
     name = "rejection_bon"
-    label = "rejection BoN"
     config = RejectionBoNConfig
 
-    def evaluation_caches(self, eval_settings) -> dict[str, int]:
-        return RejectionBoN.eval_caches(eval_settings)
-
     def fit(self, ctx: RunContext) -> RejectionBoN:
-        return RejectionBoN(self.cfg.ns(ctx.cfg.eval.bon_pool_m), self.cfg.quantile, self.cfg.threshold)
+        return RejectionBoN(self.cfg.ns(ctx.settings.eval.bon_pool_m), self.cfg.quantile, self.cfg.threshold)
 
     def target_log_probs(self, oracle):
         return None  # an inference-time method: no target to reach

@@ -6,47 +6,22 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional
 
-from omegaconf import OmegaConf
 
 from vbon_exp import bon
-from vbon_exp.errors import ConfigError
 from vbon_exp.evaluation import ModelPolicy
-from vbon_exp.objectives.base import Objective, ObjectiveConfig, RunContext, model_policy
-from vbon_exp.objectives.bon_sampling import check_n_beta_agree
+from vbon_exp.objectives.base import Objective, RunContext, model_policy
 from vbon_exp.objectives.training import record_training, save_policy, train_config, trainable_policy
 from vbon_exp.trainers import ALGOS
+from vbon_exp.settings.beta_n import BetaFirstConfig  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class BetaFirstConfig(ObjectiveConfig):
-    """Objectives defined by β (vbon, kl_rl): set β; N = 1/β + 1 follows (a results column, for comparing with BoN)."""
-
-    # KL coefficient β (> 0). Set β; N follows it.
-    beta: Optional[float] = 0.3333333333333333
-    # The BoN sample count N = 1/β + 1 (derived; results column).
-    n: Optional[Union[int, float]] = "${n_from_beta:${.beta}}"  # type: ignore[assignment]  (resolved to a number)
-
-    def check(self, prefix: str = "objective") -> None:
-        super().check(prefix)
-        if self.beta is None:
-            raise ConfigError(f"{prefix}.beta must be set (> 0) for objective={self.name}")
-        check_n_beta_agree(self, prefix, primary=f"{prefix}.beta")
-
-
 class RLObjective(Objective):
-    trains_with = "algo"
     # the sequence reward: a name in vbon_exp.bon.REWARD_TRANSFORMS
     transform: str = "identity"
-
-    @property
-    def cache_splits(self) -> tuple[str, ...]:
-        """The train prompts' reference cache, when the transform reads F̂."""
-        return ("train",) if self.transform in bon.TRANSFORMS_NEEDING_CDF else ()
 
     @property
     def n_exact(self) -> int:
@@ -92,12 +67,12 @@ class RLObjective(Objective):
         """Called with the built trainer just before it trains (e.g. to read its update count); nothing by default."""
 
     def fit(self, ctx: RunContext) -> ModelPolicy:
-        algo = OmegaConf.to_object(ctx.cfg.algo)
+        algo = ctx.settings.algo
         policy = trainable_policy(ctx, algo.trainable_layers)
         trainer = ALGOS[algo.name](
             algo, train_config(ctx), policy=policy, task=ctx.task, sampling=ctx.sampling,
             sequence_reward=self.sequence_reward(ctx), kl_coef=self.kl_coef(), accelerator=ctx.accelerator,
-            run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.cfg.seed, loss_terms=self.loss_terms(ctx),
+            run_dir=ctx.run_dir, tracker=ctx.tracker, seed=ctx.settings.seed, loss_terms=self.loss_terms(ctx),
             **self.trainer_options(ctx),
         )
         self.prepare(ctx, trainer)

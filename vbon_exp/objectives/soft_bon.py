@@ -16,15 +16,13 @@ O(1/M); its bootstrap SE is not computed: a quadrature per replicate)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from vbon_exp.errors import check_number
 from vbon_exp.evaluation.pooled_rule import PooledRule
 from vbon_exp.objectives.base import Objective, RunContext, register_objective
-from vbon_exp.objectives.bon_sampling import PoolNConfig
 from vbon_exp.trainers.shared import derived_seed
+from vbon_exp.settings.objective import SoftBoNConfig
 
 MAX_NODES = 2_000_000
 
@@ -105,37 +103,13 @@ class SoftBoN(PooledRule):
         return soft_bon_log_probs(oracle.ref_log_probs, oracle.rewards, n, self.lam)
 
 
-@dataclass
-class SoftBoNConfig(PoolNConfig):
-    """conf/objective/soft_bon.yaml."""
-
-    # Objective name (results column).
-    name: str = "soft_bon"
-    # λ (> 0, reward units): the softmax temperature of the choice among the N samples (λ → 0: BoN, λ → ∞: π_ref).
-    lam: float = 0.1
-    # Random N-subsets of each prompt's BoN pool behind each N's estimates (the incomplete U-statistic; ≥ 1).
-    subsets: int = 256
-
-    def check(self, prefix: str = "objective") -> None:
-        super().check(prefix)
-        check_number(f"{prefix}.lam", self.lam, exclusive_min=0)
-        check_number(f"{prefix}.subsets", self.subsets, integer=True, minimum=1)
-
-    def check_run(self, cfg) -> None:
-        self.check_pool(cfg)
-
-
 @register_objective
 class SoftBoNObjective(Objective):
     name = "soft_bon"
-    label = "soft BoN"
     config = SoftBoNConfig
 
-    def evaluation_caches(self, eval_settings) -> dict[str, int]:
-        return SoftBoN.eval_caches(eval_settings)
-
     def fit(self, ctx: RunContext) -> SoftBoN:
-        return SoftBoN(self.cfg.ns(ctx.cfg.eval.bon_pool_m), self.cfg.lam, self.cfg.subsets, ctx.cfg.seed)
+        return SoftBoN(self.cfg.ns(ctx.settings.eval.bon_pool_m), self.cfg.lam, self.cfg.subsets, ctx.settings.seed)
 
     def target_log_probs(self, oracle):
         return None  # an inference-time method: no target to reach

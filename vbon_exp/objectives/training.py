@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from omegaconf import OmegaConf
 
 from vbon_exp.adapters import is_adapted, save_merged
 from vbon_exp.objectives.base import RunContext
@@ -20,13 +19,12 @@ log = logging.getLogger(__name__)
 
 def train_config(ctx: RunContext):
     """The run's `train:` node as its dataclass (vbon_exp.trainers.shared.TrainConfig)."""
-    return OmegaConf.to_object(ctx.cfg.train)
+    return ctx.settings.train
 
 
 def model_setting(ctx: RunContext, key: str, default=None):
     """A key of the `model` group (language-model tasks), or `default` on tasks without it (synthetic)."""
-    value = OmegaConf.select(ctx.cfg, f"model.{key}", default=default)
-    return default if value is None else value
+    return ctx.settings.select(f"model.{key}", default)
 
 
 def trust_remote_code(ctx: RunContext) -> bool:
@@ -35,7 +33,7 @@ def trust_remote_code(ctx: RunContext) -> bool:
 
 def policy_half(ctx: RunContext) -> Optional[str]:
     """The half dtype the policy trains in with train.pure_half_precision (model.dtype, or "saved"), else None."""
-    if not ctx.cfg.train.pure_half_precision:
+    if not ctx.settings.train.pure_half_precision:
         return None
     return model_setting(ctx, "dtype") or "saved"
 
@@ -44,7 +42,7 @@ def trainable_policy(ctx: RunContext, trainable_layers: Optional[int] = None):
     """The policy the objective trains, as `train:` asks (float32 masters, LoRA on the shared base)."""
     return build_policy(ctx.task, train_config(ctx), ctx.device, model_dtype=model_setting(ctx, "dtype"),
                         trust_remote_code=trust_remote_code(ctx), trainable_layers=trainable_layers,
-                        seed=derived_seed(ctx.cfg.seed, "lora-init"))
+                        seed=derived_seed(ctx.settings.seed, "lora-init"))
 
 
 def save_policy(ctx: RunContext, lm) -> None:

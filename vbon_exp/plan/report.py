@@ -19,27 +19,27 @@ from vbon_exp.plan.estimate import (
 )
 
 
-def member_step(nodes, objective_cls) -> Step:
+def member_step(nodes) -> Step:
     """The training step of the run's objective, per process (`WORLD_SIZE` processes share the RL batch)."""
     import os
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     sizes = nodes.task.sizes()
     prompt, new = int(sizes["prompt_tokens"]), int(nodes.sampling.max_new_tokens)
-    kind = objective_cls.trains_with
+    kind = nodes.objective.trains_with
     if kind == "algo":
         algo = nodes.algo
         local = algo.batch_size // world
         micro = min(algo.micro_batch_size or local // algo.num_minibatches, local // algo.num_minibatches)
         return Step("rl", local, micro, prompt, new, algo.trainable_layers, value_head=algo.name == "ppo",
-                    anchor=objective_cls.name == "bond_iterative")
+                    anchor=nodes.objective.policy_copies > 0)
     if kind in ("sft", "preference"):
         loop = getattr(nodes, kind)
         return Step(kind, nodes.eval.batch_size, loop.batch_size, prompt, new, loop.trainable_layers)
     return Step("inference", nodes.eval.batch_size, nodes.eval.batch_size, prompt, new)
 
 
-def run_shapes(cfg, nodes) -> tuple[Shape, Optional[Shape]]:
+def run_shapes(nodes) -> tuple[Shape, Optional[Shape]]:
     """(policy/reference shape, reward model shape or None) of the run's task, from config files only."""
     if nodes.model is None:  # the synthetic task: its model is defined by the task's own keys
         from vbon_exp.tasks.synthetic import model_config
@@ -68,32 +68,32 @@ def cached_shape(name_or_path: str, key: str, trust_remote_code: bool, made_by: 
     return _SHAPES[ident]
 
 
-def reference_caches(nodes, objective_cls) -> dict[str, float]:
+def reference_caches(nodes) -> dict[str, float]:
     """The reference caches one run samples, name -> responses: the test cache (per evaluation temperature), one
     per evaluation judge (a sampled policy's only), the train cache and the BoN pool where the objective reads them.
     Members of a sweep with one seed share them (their keys hold no β, no objective)."""
     sizes = nodes.task.sizes()
     train_p, test_p = sizes["num_train_prompts"] or 0, sizes["num_test_prompts"] or 0
     ref, ev = nodes.reference, nodes.eval
-    temps = len(ev.temperatures or [None])
-    objective = objective_cls(nodes.objective)
+    temps = len(ev.temperatures_at(nodes.sampling.temperature))
+    objective = nodes.objective
     test = test_p * ref.m_for("test") * temps
     pool = objective.evaluation_caches(ev)
     caches = {"test": float(test)}
     if not pool:  # a sampled policy: each judge scores its own π_ref samples
         caches.update({f"judge {name}": float(test) for name in ev.judges})
-    if "train" in objective.cache_splits:
+    if "train" in objective.cache_splits():
         caches["train"] = float(train_p * ref.m_for("train"))
     caches.update({name: float(test_p * m * temps) for name, m in pool.items()})
     return caches
 
 
-def work(nodes, objective_cls, step: Step) -> tuple[float, float]:
+def work(nodes, step: Step) -> tuple[float, float]:
     """(training episodes or examples, sampled responses but the reference caches') of one run: training length,
     evaluation samples (per evaluation temperature), BoN-SFT's and the pairs' samples."""
     sizes = nodes.task.sizes()
     train_p, test_p = sizes["num_train_prompts"] or 0, sizes["num_test_prompts"] or 0
-    temps = len(nodes.eval.temperatures or [None])
+    temps = len(nodes.eval.temperatures_at(nodes.sampling.temperature))
     samples = test_p * nodes.eval.samples_per_prompt * temps
     n = float(nodes.objective.n or 1)
     if step.kind == "rl":
@@ -107,9 +107,9 @@ def work(nodes, objective_cls, step: Step) -> tuple[float, float]:
     return 0.0, samples
 
 
-def plan_member(cfg, nodes, objective_cls, rates, device: str, label: Optional[str] = None) -> dict:
-    policy, reward = run_shapes(cfg, nodes)
-    step = member_step(nodes, objective_cls)
+def plan_member(nodes, rates, device: str, label: Optional[str] = None) -> dict:
+    policy, reward = run_shapes(nodes)
+    step = member_step(nodes)
     model_dtype = getattr(nodes.model, "dtype", None) if nodes.model is not None else None
     reward_dtype = getattr(nodes.reward, "dtype", None) if nodes.reward is not None else None
     parts = memory(policy, reward, step, nodes.train, model_dtype, reward_dtype, device)
@@ -119,19 +119,19 @@ def plan_member(cfg, nodes, objective_cls, rates, device: str, label: Optional[s
 
         ckpt = replace(nodes.train, gradient_checkpointing=True)
         plain = memory(policy, reward, step, ckpt, model_dtype, reward_dtype, device)
-    from vbon_exp.reference import cache_memory_bytes
+    from vbon_exp.settings.reference import cache_memory_bytes
 
     sizes = nodes.task.sizes()
     host = cache_memory_bytes(sizes["num_test_prompts"] or 0, nodes.reference.m_for("test"),
                               nodes.reference.chunk_prompts, step.prompt_tokens + step.new_tokens)
-    episodes, samples = work(nodes, objective_cls, step)
+    episodes, samples = work(nodes, step)
     tokens = step.prompt_tokens + step.new_tokens
-    caches = reference_caches(nodes, objective_cls)
+    caches = reference_caches(nodes)
     own_hours = hours(rates, policy, episodes, samples, tokens, work_ratio(rates, nodes, step, policy))
     cache_hours = {name: hours(rates, policy, 0.0, count, tokens) for name, count in caches.items()}
     run_hours = None if own_hours is None else own_hours + sum(cache_hours.values())
     slowdown = emulated_bf16_slowdown(nodes, device)
-    return {"objective": label or objective_cls.name, "step": step, "policy": policy, "reward": reward, "parts": parts,
+    return {"objective": label or nodes.objective.name, "step": step, "policy": policy, "reward": reward, "parts": parts,
             "total": sum(parts.values()), "with_checkpointing": plain["activations"], "host": host,
             "hours": None if run_hours is None else run_hours * slowdown, "bf16_slowdown": slowdown,
             "own_hours": own_hours, "cache_hours": cache_hours,
@@ -193,7 +193,7 @@ def sweep_hours(members: list[dict], per_objective: int, seeds: int) -> float:
     return own + seeds * sum(caches.values())
 
 
-def plan_text(cfg, nodes, members: list[dict], rates, label: str, per_objective: int = 1, seeds: int = 1) -> str:
+def plan_text(members: list[dict], rates, label: str, per_objective: int = 1, seeds: int = 1) -> str:
     policy, reward = members[0]["policy"], members[0]["reward"]
     head = [f"plan for {label} ({len(members)} objective(s) × {per_objective} member(s) each; per process = per GPU; "
             "no weights loaded)",
@@ -243,21 +243,20 @@ def plan_for(cfg, overrides: list[str], sweep_params=None, compose=None) -> str:
     """The plan of `cfg`'s run (composed from `overrides`), and of every objective `sweep_params` sweeps over, each
     composed by `compose(overrides)` as the sweep would compose it."""
     from vbon_exp.config import validate
-    from vbon_exp.objectives import OBJECTIVES
 
     overrides = [o for o in overrides if not o.startswith("plan=")]
     objectives, per_objective = sweep_objectives(sweep_params)
     seed_axis = dict(sweep_params or {}).get("seed")
     seeds = len(sweep_values("seed", seed_axis)) if seed_axis is not None else 1
     rates = bench_rates()
-    device = "cpu" if str(cfg.device) == "cpu" else "cuda"
     configs = [(None, cfg)] if not objectives else [
         (name, compose([*overrides, f"objective={name}"])) for name in objectives]
     members = []
     for name, member in configs:
         nodes = validate(member)
-        members.append(plan_member(member, nodes, OBJECTIVES[nodes.objective.name], rates, device, name))
-    return plan_text(cfg, nodes, members, rates, " ".join(overrides) or "the default run", per_objective, seeds)
+        device = "cpu" if nodes.run.device == "cpu" else "cuda"
+        members.append(plan_member(nodes, rates, device, name))
+    return plan_text(members, rates, " ".join(overrides) or "the default run", per_objective, seeds)
 
 
 def plan_from_hydra(cfg) -> str:

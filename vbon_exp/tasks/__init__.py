@@ -1,8 +1,8 @@
 """Tasks: prompts, the reference policy, the reward model and (for the synthetic task) exact oracles.
 
-`TASKS` maps `task.name` to the task's config dataclass (the schema of conf/task/<name>.yaml, with its defaults) and
-its `build(cfg, *, device, cache_dir, temperature, max_new_tokens, model, reward) -> Task`. A new task is one module
-here, one entry below and one YAML."""
+`TASKS` maps `task.name` to the task's settings (vbon_exp/settings/task.py: the schema of conf/task/<name>.yaml, with
+its defaults) and its `build(cfg, *, device, cache_dir, temperature, max_new_tokens, model, reward) -> Task`. A new
+task is one module here, its settings, one entry below and one YAML."""
 
 from dataclasses import dataclass
 from typing import Callable
@@ -15,16 +15,13 @@ from vbon_exp.tasks.base import Task
 class TaskKind:
     config: type  # schema and defaults of conf/task/<name>.yaml
     build: Callable[..., Task]
-    uses_model_groups: bool  # reads the `model` and `reward` config groups (language-model tasks)
 
 
 TASKS: dict[str, TaskKind] = {
-    "synthetic": TaskKind(synthetic.SyntheticTaskConfig, synthetic.build, uses_model_groups=False),
-    "imdb": TaskKind(imdb.ImdbTaskConfig, imdb.build, uses_model_groups=True),
-    "tldr": TaskKind(tldr.TldrTaskConfig, tldr.build, uses_model_groups=True),
+    "synthetic": TaskKind(synthetic.SyntheticTaskConfig, synthetic.build),
+    "imdb": TaskKind(imdb.ImdbTaskConfig, imdb.build),
+    "tldr": TaskKind(tldr.TldrTaskConfig, tldr.build),
 }
-
-
 
 def build_task(task_cfg, *, device, cache_dir: str, sampling, model=None, reward=None) -> Task:
     """The task of a validated run: `task_cfg` is the task's config dataclass, `model` and `reward` the

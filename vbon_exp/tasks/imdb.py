@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
-from typing import Optional
 
-from vbon_exp.errors import check_number
 from vbon_exp.tasks.base import Task
 from vbon_exp.tasks.data import DataError, load_hub_split, local_split_files, read_jsonl
 from vbon_exp.tasks.lm import check_context, lm_task, load_policy, load_reward
+from vbon_exp.settings.task import ImdbTaskConfig  # noqa: F401  (its settings; re-exported)
 
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
@@ -49,48 +47,6 @@ def prefix_prompts(texts: list[str], tokenizer, n: int, min_tokens: int, max_tok
         if len(prompts) == n:
             return prompts
     raise DataError(f"only {len(prompts)} of the {n} {what} prompts could be made from {len(texts)} reviews")
-
-
-@dataclass
-class ImdbTaskConfig:
-    """conf/task/imdb.yaml: positive-sentiment continuation of IMDB reviews (paper §5), GPT-2-IMDB policy,
-    DistilBERT-IMDB reward (the model and reward groups)."""
-
-    # Task name (results column; vbon_exp.tasks.TASKS).
-    name: str = "imdb"
-    # Dataset hub id (used when data_dir is null).
-    dataset: str = "stanfordnlp/imdb"
-    # Local directory with train.jsonl and test.jsonl ({"text", "label"} per line), e.g. ../shared/data/imdb.
-    data_dir: Optional[str] = None
-    # Prompts from the train reviews (the paper: 5000).
-    num_train_prompts: int = 5000
-    # Prompts from the test reviews (the paper: 512).
-    num_test_prompts: int = 512
-    # Prompt = the first k tokens of a review, k uniform in [min_prefix_tokens, max_prefix_tokens].
-    min_prefix_tokens: int = 2
-    # Longest prompt prefix (tokens).
-    max_prefix_tokens: int = 8
-    # Seed of the prompt choice.
-    prompt_seed: int = 0
-    # Default sampling temperature (the paper's 0.7).
-    temperature: float = 0.7
-    # Default top-k (0 = off).
-    top_k: int = 0
-    # Default top-p (1 = off).
-    top_p: float = 1.0
-    # Default response length cap (tokens).
-    max_new_tokens: int = 48
-
-    def check(self, prefix: str = "task") -> None:
-        check_number(f"{prefix}.num_train_prompts", self.num_train_prompts, integer=True, minimum=1)
-        check_number(f"{prefix}.num_test_prompts", self.num_test_prompts, integer=True, minimum=1)
-        check_number(f"{prefix}.min_prefix_tokens", self.min_prefix_tokens, integer=True, minimum=1)
-        check_number(f"{prefix}.max_prefix_tokens", self.max_prefix_tokens, integer=True,
-                     minimum=self.min_prefix_tokens)
-
-    def sizes(self) -> dict:
-        return {"num_train_prompts": self.num_train_prompts, "num_test_prompts": self.num_test_prompts,
-                "prompt_tokens": self.max_prefix_tokens, "vocab_size": None}
 
 
 def build(cfg: ImdbTaskConfig, *, device, model, reward, max_new_tokens: int, **_) -> Task:

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vbon_exp.errors import ConfigError, check_number
 from vbon_exp.modeling import Samples, load_causal_lm, load_tokenizer
 from vbon_exp.tasks.base import Task, prompts_digest
 from vbon_exp.tasks.synthetic_oracle import SyntheticOracle
+from vbon_exp.settings.task import SyntheticTaskConfig  # noqa: F401  (its settings; re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -200,75 +200,6 @@ def _choose_prompts(spec: SyntheticSpec) -> list[list[int]]:
 
 
 # --------------------------------------------------------------------------- the task
-
-
-@dataclass
-class SyntheticTaskConfig:
-    """conf/task/synthetic.yaml: an exactly solvable task. A tiny random GPT-2 over `vocab_size` symbols writes
-    responses of exactly `response_length` tokens, so all vocab_size^response_length responses are enumerated and
-    every quantity (π_ref, F, π_BoN, π*, KLs) is known exactly. Artifacts are built once under paths.cache_dir/models."""
-
-    # Task name (results column; vbon_exp.tasks.TASKS).
-    name: str = "synthetic"
-    # Symbols in the vocabulary (responses use all of them).
-    vocab_size: int = 6
-    # Tokens per response (fixed; the model has no EOS).
-    response_length: int = 5
-    # Tokens per prompt.
-    prompt_length: int = 2
-    # Distinct prompts; the same prompts are used for training and testing.
-    num_prompts: int = 4
-    # Reference model size: GPT-2 layers.
-    n_layer: int = 2
-    # Reference model width.
-    n_embd: int = 32
-    # Reference model attention heads.
-    n_head: int = 2
-    # Std of the random weights: larger makes π_ref peakier (0.1: entropy 8.4 nats of log(7776) = 9.0).
-    init_std: float = 0.1
-    # Seed of the reference weights.
-    model_seed: int = 0
-    # Seed of the reward table.
-    reward_seed: int = 0
-    # Reward levels: 0 = the continuous table reward (distinct values); L ≥ 2 rounds it to the nearest of L equally
-    # spaced values in [−2, 2] (clamped), so many responses tie (discrete rewards: BoN's tie-aware KL).
-    reward_levels: int = 0
-    # Default sampling temperature (sampling.* follows these unless overridden).
-    temperature: float = 1.0
-    # Default top-k (0 = off; the synthetic task's exact values need 0).
-    top_k: int = 0
-    # Default top-p (1 = off; the synthetic task's exact values need 1).
-    top_p: float = 1.0
-    # Default response length cap: the fixed response length.
-    max_new_tokens: int = "${.response_length}"  # type: ignore[assignment]  (an interpolation, resolved to int)
-
-    def check(self, prefix: str = "task") -> None:
-        for key in ("vocab_size", "response_length", "prompt_length", "num_prompts", "n_layer", "n_embd", "n_head"):
-            check_number(f"{prefix}.{key}", getattr(self, key), integer=True, minimum=1)
-        check_number(f"{prefix}.init_std", self.init_std, exclusive_min=0)
-        check_number(f"{prefix}.reward_levels", self.reward_levels, integer=True, minimum=0)
-        if self.reward_levels == 1:
-            raise ConfigError(f"{prefix}.reward_levels must be 0 (continuous) or ≥ 2, got 1")
-        if self.vocab_size ** self.response_length > 10**7:
-            raise ConfigError(f"{prefix}.vocab_size={self.vocab_size} ** {prefix}.response_length="
-                              f"{self.response_length} responses are too many to enumerate exactly (limit 1e7)")
-
-    def check_run(self, cfg) -> None:
-        """Rules that tie the task to the rest of the run."""
-        # the oracle enumerates the temperature-scaled model; a top-k/top-p sampler draws from another distribution
-        for key, neutral in (("top_k", 0), ("top_p", 1.0)):
-            value = cfg.sampling[key]
-            if value != neutral:
-                raise ConfigError(f"sampling.{key}={value} is not supported on the synthetic task (its exact values "
-                                  f"describe the unfiltered sampler); use sampling.{key}={neutral}")
-        if cfg.sampling.max_new_tokens != self.response_length:
-            raise ConfigError(f"sampling.max_new_tokens must equal task.response_length={self.response_length} on "
-                              "the synthetic task (responses have a fixed length and no EOS)")
-
-    def sizes(self) -> dict:
-        """What the memory pre-flight needs before anything is built."""
-        return {"num_train_prompts": self.num_prompts, "num_test_prompts": self.num_prompts,
-                "prompt_tokens": self.prompt_length, "vocab_size": self.vocab_size}
 
 
 def build(cfg: SyntheticTaskConfig, *, device: torch.device, cache_dir: str, temperature: float, **_) -> Task:

@@ -9,13 +9,11 @@ their head and the `TL;DR:` cue (as the seed code does)."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Optional
 
-from vbon_exp.errors import check_number
 from vbon_exp.tasks.base import Task
 from vbon_exp.tasks.data import DataError, load_hub_split, local_split_files, read_jsonl
 from vbon_exp.tasks.lm import check_context, lm_task, load_policy, load_reward
+from vbon_exp.settings.task import TldrTaskConfig  # noqa: F401  (its settings; re-exported)
 
 CUE = "\nTL;DR:"
 
@@ -44,48 +42,6 @@ def encode_prompt(text: str, tokenizer, max_tokens: int) -> list[int]:
     cue = tokenizer(CUE, add_special_tokens=False).input_ids
     head = tokenizer(text[: text.rfind(CUE)] if CUE in text else text, add_special_tokens=False).input_ids
     return head[: max_tokens - len(cue)] + cue
-
-
-@dataclass
-class TldrTaskConfig:
-    """conf/task/tldr.yaml: Reddit TL;DR summarisation (paper §6), Pythia-2.8B SFT policy and its reward model."""
-
-    # Task name (results column; vbon_exp.tasks.TASKS).
-    name: str = "tldr"
-    # Dataset hub id (used when data_dir is null).
-    dataset: str = "CarperAI/openai_summarize_tldr"
-    # Hub split of the train prompts.
-    train_split: str = "train"
-    # Hub split of the test prompts.
-    test_split: str = "test"
-    # Local directory of JSON-lines files with a "prompt" field, e.g. ../shared/data/tldr.
-    data_dir: Optional[str] = None
-    # Train prompts (null = all).
-    num_train_prompts: Optional[int] = None
-    # Test prompts.
-    num_test_prompts: int = 256
-    # Longer prompts keep their head and the "TL;DR:" cue (tokens).
-    max_prompt_tokens: int = 512
-    # Seed of the prompt choice.
-    prompt_seed: int = 0
-    # Default sampling temperature (the paper's 0.7); evaluate across temperatures with eval settings.
-    temperature: float = 0.7
-    # Default top-k (0 = off).
-    top_k: int = 0
-    # Default top-p (1 = off).
-    top_p: float = 1.0
-    # Default response length cap (tokens).
-    max_new_tokens: int = 50
-
-    def check(self, prefix: str = "task") -> None:
-        check_number(f"{prefix}.num_train_prompts", self.num_train_prompts, integer=True, minimum=1,
-                     allow_none=True)
-        check_number(f"{prefix}.num_test_prompts", self.num_test_prompts, integer=True, minimum=1)
-        check_number(f"{prefix}.max_prompt_tokens", self.max_prompt_tokens, integer=True, minimum=8)
-
-    def sizes(self) -> dict:
-        return {"num_train_prompts": self.num_train_prompts or 0, "num_test_prompts": self.num_test_prompts,
-                "prompt_tokens": self.max_prompt_tokens, "vocab_size": None}
 
 
 def build(cfg: TldrTaskConfig, *, device, model, reward, max_new_tokens: int, **_) -> Task:

@@ -1,4 +1,4 @@
-"""Optimisation loops: on-policy RL (PPO, RLOO) and supervised fine-tuning (for BoN-SFT)."""
+"""Training loops: on-policy RL (PPO, RLOO), supervised fine-tuning (BoN-SFT), preference losses (DPO, IPO, BoNBoN)."""
 
 from vbon_exp.trainers.on_policy import ALGOS, OnPolicyTrainer, RLConfig
 from vbon_exp.trainers.ppo import PPOTrainer

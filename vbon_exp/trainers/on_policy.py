@@ -12,111 +12,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
 
-from vbon_exp.errors import ConfigError, check_choice, check_number
 from vbon_exp.logprobs import TokenStats
 from vbon_exp.modeling import Samples
-from vbon_exp.progress import progress
 from vbon_exp.rewards import RewardError, score_samples
 from vbon_exp.sampling import SamplingConfig, sample_responses
+from vbon_exp.trainers.loop import TrainingLoop
 from vbon_exp.trainers.rollout import PolicyWithValue, Rollout, masked_mean
-from vbon_exp.trainers.shared import (
-    CheckpointedTrainer,
-    TrainConfig,
-    derived_seed,
-    freeze_lower_layers,
-    replica_checksums,
-)
+from vbon_exp.trainers.shared import TrainConfig, derived_seed, freeze_lower_layers
 from vbon_exp.trainers.trainable import enable_activation_checkpointing, freezes_base
+from vbon_exp.settings.algo import RLConfig  # noqa: F401  (its settings; re-exported)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RLConfig:
-    """conf/algo/<name>.yaml. Defaults are the paper's (Amini et al. 2025, App. on hyperparameters); conf/algo/ppo.yaml
-    takes them as they are, conf/algo/rloo.yaml changes what RLOO needs."""
-
-    # Algorithm: ppo | rloo (vbon_exp.trainers.ALGOS; results column).
-    name: str = "ppo"
-    # AdamW learning rate (> 0).
-    lr: float = 3e-6
-    # AdamW epsilon.
-    adam_eps: float = 1e-5
-    # AdamW (β1, β2): torch's default; the seed code's trlx config used [0.9, 0.95].
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    # AdamW weight decay.
-    weight_decay: float = 0.0
-    # Learning-rate schedule: linear (decay to 0 over training) | constant.
-    schedule: str = "linear"
-    # Episodes (responses) sampled per update, over all processes: TRL's batch_size, trlx's num_rollouts.
-    batch_size: int = 32
-    # Optimizer steps per PPO epoch: each batch is split into this many minibatches (TRL's num_mini_batches; trlx's
-    # num_rollouts / batch_size). Optimizer steps per episode = ppo_epochs × num_minibatches / batch_size: 0.125
-    # with the paper's defaults (4 × 1 / 32) and with the seed code's trlx settings (4 × 4 / 128).
-    num_minibatches: int = 1
-    # Sequences per forward/backward pass, per process (gradient accumulation within a minibatch, for memory; also
-    # the chunk of the rollout's log-prob passes; trlx's chunk_size is the rollout's generation chunk). null = a
-    # whole minibatch at once. It changes no optimizer step, only how each is computed.
-    micro_batch_size: Optional[int] = None
-    # PPO epochs over each batch.
-    ppo_epochs: int = 4
-    # Training length in episodes (updates = total_episodes / batch_size).
-    total_episodes: int = 10_000
-    # GAE discount γ (PPO).
-    gamma: float = 1.0
-    # GAE λ (PPO).
-    lam: float = 0.95
-    # Policy-ratio clip ε.
-    clip: float = 0.2
-    # Value clip (PPO).
-    vf_clip: float = 0.2
-    # Value-loss coefficient (PPO).
-    vf_coef: float = 0.2
-    # Gradient-norm clipping (null = off).
-    max_grad_norm: Optional[float] = 1.0
-    # Clip the objective's sequence reward to [−c, c] before the KL penalty is added (trlx's cliprange_reward; the
-    # seed code used 10). null = off.
-    reward_clip: Optional[float] = None
-    # Normalise advantages over each batch's real tokens.
-    whiten_advantages: bool = True
-    # Train only the top k transformer blocks and the final norm (null = the whole model).
-    trainable_layers: Optional[int] = None
-    # Responses per prompt (RLOO's leave-one-out group; PPO samples one).
-    rloo_k: int = 4
-    # Value head learning rate = lr × this.
-    value_head_lr_scale: float = 1.0
-
-    def check(self, prefix: str = "algo") -> None:
-        check_choice(f"{prefix}.name", self.name, sorted(ALGOS))
-        for key in ("batch_size", "num_minibatches", "ppo_epochs", "total_episodes"):
-            check_number(f"{prefix}.{key}", getattr(self, key), integer=True, minimum=1)
-        check_number(f"{prefix}.micro_batch_size", self.micro_batch_size, integer=True, minimum=1, allow_none=True)
-        if self.batch_size % self.num_minibatches:
-            raise ConfigError(f"{prefix}.batch_size={self.batch_size} must be divisible by "
-                              f"{prefix}.num_minibatches={self.num_minibatches}")
-        check_number(f"{prefix}.lr", self.lr, exclusive_min=0)
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
-            raise ConfigError(f"{prefix}.adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}")
-        check_number(f"{prefix}.reward_clip", self.reward_clip, exclusive_min=0, allow_none=True)
-        check_choice(f"{prefix}.schedule", self.schedule, ("linear", "constant"))
-        check_number(f"{prefix}.clip", self.clip, exclusive_min=0)
-        check_number(f"{prefix}.vf_clip", self.vf_clip, exclusive_min=0)
-        check_number(f"{prefix}.vf_coef", self.vf_coef, minimum=0)
-        check_number(f"{prefix}.gamma", self.gamma, minimum=0, maximum=1)
-        check_number(f"{prefix}.lam", self.lam, minimum=0, maximum=1)
-        check_number(f"{prefix}.trainable_layers", self.trainable_layers, integer=True, minimum=1, allow_none=True)
-        if self.name == "rloo":
-            check_number(f"{prefix}.rloo_k", self.rloo_k, integer=True, minimum=2)
-            if self.batch_size % self.rloo_k:
-                raise ConfigError(f"{prefix}.batch_size={self.batch_size} must be divisible by "
-                                  f"{prefix}.rloo_k={self.rloo_k}")
 
 
 SequenceReward = Callable[[Samples, torch.Tensor], torch.Tensor]  # (scored samples, log π_ref(y|x)) -> [B]
@@ -142,8 +54,9 @@ def register_algo(name: str):
     return add
 
 
-class OnPolicyTrainer(CheckpointedTrainer):
-    """Shared loop; subclasses set `uses_value_head`, `responses_per_prompt` and `compute_advantages`.
+class OnPolicyTrainer(TrainingLoop):
+    """What PPO and RLOO share: one update (`train_step`; the loop around it is TrainingLoop's). Subclasses set
+    `uses_value_head`, `responses_per_prompt` and `compute_advantages`.
 
     What an objective may change besides its sequence reward (all off by default, leaving the loss as it was):
     `loss_terms` (added to every minibatch loss), `pg_coef` (the weight of the clipped policy-gradient loss),
@@ -349,35 +262,32 @@ class OnPolicyTrainer(CheckpointedTrainer):
             "response_length": float(ro.mask.sum(-1).mean()),
         }
 
-    # ------------------------------------------------------------------ the loop
-    def train(self) -> nn.Module:
-        self.maybe_resume(self.num_updates)
-        stop = self.num_updates if self.train_cfg.max_updates is None else min(
-            self.num_updates, self.train_cfg.max_updates)
-        bar = progress(total=stop, initial=self.step, desc=f"{self.cfg.name} updates", unit="update",
-                   disable=not self.accelerator.is_main_process)
-        while self.step < stop:
-            t0 = time.perf_counter()
-            ro = self.rollout(self.step)
-            self.compute_advantages(ro)
-            t1 = time.perf_counter()
-            stats = {**self.rollout_stats(ro), **self.optimise(ro, self.step)}
-            t2 = time.perf_counter()
-            tokens = float(ro.mask.sum()) * self.world
-            stats.update(lr=self.scheduler.get_last_lr()[0], rollout_s=t1 - t0, update_s=t2 - t1,
-                         generation_tok_s=tokens / max(t1 - t0, 1e-9),
-                         update_tok_s=tokens * self.cfg.ppo_epochs / max(t2 - t1, 1e-9))
-            self.step += 1
-            for callback in self.update_callbacks:
-                stats.update(callback(self) or {})
-            if self.tracker is not None and self.accelerator.is_main_process and (
-                    self.step % self.train_cfg.log_every == 0 or self.step == stop):
-                self.tracker.log({f"train/{k}": v for k, v in stats.items()}, step=self.step)
-            bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}", refresh=False)
-            bar.update(1)
-            self.save_if_due(stop)
-        bar.close()
-        self.checksums = replica_checksums(self.unwrapped, self.accelerator)
-        if self.world > 1:
-            log.info("parameters identical on all %d processes (checksum %.12g)", self.world, self.checksums[0])
-        return self.unwrapped.lm
+    # ------------------------------------------------------------------ one unit of the loop (vbon_exp/trainers/loop.py)
+    def total_units(self) -> int:
+        return self.num_updates
+
+    def progress_desc(self) -> str:
+        return f"{self.cfg.name} updates"
+
+    def train_step(self, update: int) -> dict:
+        """One update: rollout, advantages, `ppo_epochs` × `num_minibatches` optimizer steps; its stats and timings."""
+        t0 = time.perf_counter()
+        ro = self.rollout(update)
+        self.compute_advantages(ro)
+        t1 = time.perf_counter()
+        stats = {**self.rollout_stats(ro), **self.optimise(ro, update)}
+        t2 = time.perf_counter()
+        tokens = float(ro.mask.sum()) * self.world
+        stats.update(lr=self.scheduler.get_last_lr()[0], rollout_s=t1 - t0, update_s=t2 - t1,
+                     generation_tok_s=tokens / max(t1 - t0, 1e-9),
+                     update_tok_s=tokens * self.cfg.ppo_epochs / max(t2 - t1, 1e-9))
+        return stats
+
+    def unit_done(self) -> dict:
+        stats: dict = {}
+        for callback in self.update_callbacks:
+            stats.update(callback(self) or {})
+        return stats
+
+    def postfix(self, metrics: dict) -> dict:
+        return {"reward": f"{metrics['reward']:.3f}", "kl": f"{metrics['kl']:.3f}"}

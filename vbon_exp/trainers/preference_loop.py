@@ -17,38 +17,15 @@ from pathlib import Path
 
 import torch
 
-from vbon_exp.errors import check_number
 from vbon_exp.logprobs import sequence_log_probs
 from vbon_exp.modeling import Samples
 from vbon_exp.pairs import PairSet
 from vbon_exp.preference_losses import dpo_loss, squared_margin_loss
-from vbon_exp.progress import progress
-from vbon_exp.trainers.shared import (
-    CheckpointedTrainer,
-    SupervisedLoopConfig,
-    TrainConfig,
-    derived_seed,
-    replica_checksums,
-)
+from vbon_exp.trainers.loop import TrainingLoop, tokens_per_s
+from vbon_exp.trainers.shared import TrainConfig, derived_seed
+from vbon_exp.settings.train import PreferenceTrainConfig  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PreferenceTrainConfig(SupervisedLoopConfig):
-    """conf `preference:`: the offline preference-optimisation loop of DPO, IPO and BoNBoN, as `algo:` is the RL
-    loop and `sft:` the supervised one (the optimiser keys: SupervisedLoopConfig; batch_size counts pairs)."""
-
-    # AdamW learning rate (> 0).
-    lr: float = 5e-6
-    # AdamW epsilon (> 0).
-    adam_eps: float = 1e-8
-    # Pairs per train prompt, each the (best, worst) of its own n samples (the pair sample cache holds n × this).
-    pairs_per_prompt: int = 1
-
-    def check(self, prefix: str = "preference") -> None:
-        super().check(prefix)
-        check_number(f"{prefix}.pairs_per_prompt", self.pairs_per_prompt, integer=True, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -70,7 +47,7 @@ class PairLoss:
         return loss, {"squared_loss": squared.detach(), "chosen_nll": nll.detach()}
 
 
-class PreferenceTrainer(CheckpointedTrainer):
+class PreferenceTrainer(TrainingLoop):
     unit = "step"
 
     def __init__(self, cfg: PreferenceTrainConfig, train_cfg: TrainConfig, *, policy, reference, pairs: PairSet,
@@ -120,28 +97,18 @@ class PreferenceTrainer(CheckpointedTrainer):
         )
         return loss, stats
 
-    def train(self):
-        self.maybe_resume(self.total_steps)
-        stop = self.total_steps if self.train_cfg.max_updates is None else min(self.total_steps,
-                                                                               self.train_cfg.max_updates)
-        bar = progress(total=stop, initial=self.step, desc=f"{self.name} steps", unit="step",
-                   disable=not self.accelerator.is_main_process)
-        while self.step < stop:
-            t0 = time.perf_counter()
-            loss, stats = self.loss(self.batch_indices(self.step))
-            self.optimizer_step(loss, self.cfg.max_grad_norm)
-            self.step += 1
-            if self.tracker is not None and self.accelerator.is_main_process and (
-                    self.step % self.train_cfg.log_every == 0 or self.step == stop):
-                tokens = stats.pop("tokens")
-                logged = {f"train/{k}": float(v) for k, v in stats.items()}
-                logged.update({"train/lr": self.scheduler.get_last_lr()[0],
-                               "train/update_tok_s": tokens / max(time.perf_counter() - t0, 1e-9)})
-                self.tracker.log(logged, step=self.step)
-            bar.set_postfix(loss=f"{float(stats['loss']):.3f}", acc=f"{float(stats['accuracy']):.2f}",
-                            refresh=False)
-            bar.update(1)
-            self.save_if_due(stop)
-        bar.close()
-        self.checksums = replica_checksums(self.unwrapped, self.accelerator)
-        return self.unwrapped
+    def progress_desc(self) -> str:
+        return f"{self.name} steps"
+
+    def train_step(self, step: int) -> dict:
+        """One optimizer step on the pairs of batch `step`."""
+        t0 = time.perf_counter()
+        loss, stats = self.loss(self.batch_indices(step))
+        self.optimizer_step(loss, self.cfg.max_grad_norm)
+        tokens = stats.pop("tokens")
+        metrics = {k: float(v) for k, v in stats.items()}
+        metrics.update(lr=self.scheduler.get_last_lr()[0], update_tok_s=tokens_per_s(tokens, t0))
+        return metrics
+
+    def postfix(self, metrics: dict) -> dict:
+        return {"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['accuracy']:.2f}"}

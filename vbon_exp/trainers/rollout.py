@@ -49,10 +49,6 @@ class PolicyWithValue(nn.Module):
         return stats, self.value_head(stats.hidden.float()).squeeze(-1)
 
 
-def gather_tokens(log_dist: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    return log_dist.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-
-
 @dataclass
 class Rollout:
     samples: Samples
