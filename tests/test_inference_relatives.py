@@ -150,7 +150,7 @@ def test_pooled_relatives_match_their_exact_values(rule, flat_synthetic_task, po
         assert abs(p["reward"] - p["exact_reward"]) <= 4 * p["reward_se"], p
         assert abs(p["win_rate"] - p["exact_win_rate"]) <= 4 * p["win_rate_se"] + 0.005, p
         assert abs(p["kl"] - p["exact_kl"]) <= 0.05, p
-        assert p["kl_estimator"] == "plugin" and p["variant"].startswith(("λ=", "τ="))
+        assert p["kl_estimator"] == "plugin" and ("lam" in p or "quantile" in p)  # its setting, a column
     assert points[1]["exact_reward"] > points[0]["exact_reward"] + 10 * points[1]["reward_se"]  # N matters
 
 

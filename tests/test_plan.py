@@ -14,6 +14,7 @@ import pytest
 from conftest import CONF_DIR, cli_env
 
 from vbon_exp.plan import Step, bench_rates, memory, plan_for, shape_of
+from vbon_exp.plan.estimate import BUNDLED
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
@@ -104,7 +105,34 @@ def test_memory_estimate_of_a_gpt2_small_ppo_step_is_within_30_percent_of_the_me
 
     measured = run_child("ppo", {"size": "small", "variant": "fp32", "device": "cpu"}, toy=False)["peak_bytes"]
     shape = PPO_SHAPE["cpu"]
-    policy = shape_of(GPT2Config(vocab_size=REAL.vocab, **REAL.sizes["small"]), "GPT-2-small-sized")
+    config = GPT2Config(vocab_size=REAL.vocab, **REAL.sizes["small"]).to_dict()
+    policy = shape_of(config, "GPT-2-small-sized")
     step = Step("rl", shape["batch"], shape["batch"], REAL.prompt_len, shape["new_tokens"], value_head=True)
     estimate = sum(memory(policy, None, step, TrainConfig(), None, None, device="cpu").values())
     assert abs(estimate - measured) <= 0.3 * measured, (estimate / 1e9, measured / 1e9)
+
+
+@pytest.mark.parametrize("path", sorted(BUNDLED.glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("classifier", [False, True], ids=["lm", "classifier"])
+def test_parameter_counts_without_torch_equal_transformers_own(path, classifier):
+    """vbon_exp/plan/architectures.py counts parameters from config.json alone (so `plan=true` needs no torch); for
+    every bundled architecture, as a causal LM and as a sequence classifier, it equals the count of the model
+    transformers instantiates on the meta device (vbon_exp.plan.estimate.meta_count), exactly, block included."""
+    from vbon_exp.plan.architectures import count_parameters
+    from vbon_exp.plan.estimate import meta_count
+
+    config = json.loads(path.read_text())
+    ours = count_parameters(config, classifier)
+    if ours is None:  # an encoder as a causal LM: no such model (the plan falls back to meta_count, which refuses)
+        assert config["model_type"] == "distilbert" and not classifier
+        return
+    layers = config.get("num_hidden_layers") or config.get("n_layer") or config.get("n_layers")
+    assert ours == meta_count(config, classifier, layers)
+
+
+def test_the_synthetic_tasks_count_equals_its_built_model(synthetic_task):
+    from vbon_exp.plan.architectures import count_parameters
+    from vbon_exp.settings.task import SyntheticTaskConfig, synthetic_architecture
+
+    params, _ = count_parameters(synthetic_architecture(SyntheticTaskConfig()))
+    assert params == sum(p.numel() for p in synthetic_task.reference.parameters())

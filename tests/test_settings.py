@@ -82,3 +82,22 @@ def test_validation_of_a_bad_value_needs_no_torch():
     """)
     assert "error: objective.n must be an integer" in done.stdout, done.stdout + done.stderr
     assert "heavy: []" in done.stdout
+
+
+def test_each_variant_is_declared_by_the_settings_and_lands_in_the_results_identity(make_config):
+    """A method's variant (what makes it its own method beyond name, β and N) comes from its settings: the results
+    line's identity carries it, and two settings that differ there never share a variant."""
+    from vbon_exp.config import validate
+    from vbon_exp.run import base_point
+
+    def ident(*overrides):
+        return base_point(validate(make_config(*overrides)))
+
+    assert "variant" not in ident("objective=vbon") and "variant" not in ident("objective=kl_rl")
+    assert ident("objective=kl_rl", "objective.transform=cdf")["variant"] == "cdf"
+    assert ident("objective=kl_rl", "objective.transform=exp_cdf", "objective.t=2")["variant"] == "exp_cdf t=2"
+    assert ident("objective=bon", "objective.estimate=sample")["variant"] == "drawn"
+    assert "variant" not in ident("objective=bon")
+    assert ident("objective=soft_bon", "objective.lam=0.5")["variant"] == "λ=0.5"
+    assert ident("objective=rejection_bon", "objective.quantile=0.8")["variant"] == "τ=q0.8"
+    assert ident("objective=regularised_bon", "objective.lam=0.1")["variant"] == "λ=0.1"

@@ -57,9 +57,6 @@ def _record_failure(cfg: DictConfig, err: Exception, t_start: float) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    # the pipeline's modules load once Hydra has composed the config (the schemas are imported above)
-    from vbon_exp.run import run
-
     t_start = time.perf_counter()
     if cfg.get("plan"):  # what the run (or each member of its preset) will hold and take; nothing is loaded
         from vbon_exp.plan import plan_from_hydra
@@ -71,7 +68,12 @@ def main(cfg: DictConfig) -> float | None:
             sys.exit(2)
         return None
     try:
-        point = run(cfg, skip_finished=_is_multirun())  # a re-run sweep skips its finished members
+        from vbon_exp.config import validate
+
+        settings = validate(cfg)  # torch-free: a bad value is answered before the pipeline loads
+        from vbon_exp.run import run  # the pipeline (torch, transformers)
+
+        point = run(settings, skip_finished=_is_multirun())  # a re-run sweep skips its finished members
     except Exception as err:
         if _is_multirun():  # a sweep member: recorded as failed, the sweep goes on
             _record_failure(cfg, err, t_start)

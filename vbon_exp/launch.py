@@ -120,9 +120,38 @@ def print_sweep_summary(grid: dict[str, list[str]]) -> None:
         print(f"#   {key}: {', '.join(values)}")
 
 
+HELP = """vbon_exp: best-of-N alignment experiments (BoN, vBoN, KL-RL, BoN-SFT, DPO, BoNBoN, BOND, ...).
+
+usage: python -m vbon_exp [key=value ...] [group=option ...] [+experiment=<preset>] [-m] [--cfg job] [plan=true]
+
+  python -m vbon_exp                                  one run of the default config (synthetic task, vBoN)
+  python -m vbon_exp task=imdb objective=vbon         a run on IMDB
+  python -m vbon_exp -m objective=vbon,kl_rl objective.beta=0.333,0.1   a sweep (then `make pareto-plot`)
+  python -m vbon_exp +experiment=imdb_paper plan=true   what a preset will hold and take; nothing loads
+  python -m vbon_exp --cfg job                        the composed config, nothing run
+
+config groups (conf/<group>/<option>.yaml):
+{groups}
+
+Every key, its type, default and meaning: docs/config.md. Hydra's own help: --hydra-help."""
+
+
+def config_groups(conf_dir: Path = CONF_DIR) -> str:
+    """The config groups of conf/ and their options, one line each (read off the directory: no composition)."""
+    lines = []
+    for group in sorted(p for p in conf_dir.iterdir() if p.is_dir()):
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        lines.append(f"  {group.name:<11} {', '.join(options)}")
+    return "\n".join(lines)
+
+
 def run_hydra(hydra_main) -> None:
     """Call a @hydra.main function; a composition error exits with status 2 and one `vbon_exp: error:` line.
-    `-m ... --cfg job` prints the first member's composed config and the sweep's axes (Hydra alone refuses it)."""
+    `-m ... --cfg job` prints the first member's composed config and the sweep's axes (Hydra alone refuses it).
+    `--help` is answered here, from conf/ alone (Hydra's lists every group of its ConfigStore: seconds)."""
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        print(HELP.format(groups=config_groups()))
+        return
     preview = _sweep_preview_argv(sys.argv[1:])
     grid = None
     if preview is not None:

@@ -96,6 +96,8 @@ def base_point(settings: RunSettings) -> dict:
     if settings.objective.trains_with != "algo":
         point["algo"] = None
     point["objective_label"] = settings.objective.legend()
+    if settings.objective.variant() is not None:  # a method of its own beyond name, β, N (declared by the settings)
+        point["variant"] = settings.objective.variant()
     return point
 
 
@@ -112,13 +114,14 @@ def make_accelerator(device: torch.device, mixed_precision: str):
     return Accelerator(cpu=device.type == "cpu", mixed_precision=mixed_precision)
 
 
-def run(cfg: DictConfig, run_dir: Path | None = None, skip_finished: bool = False) -> dict:
+def run(cfg: DictConfig | RunSettings, run_dir: Path | None = None, skip_finished: bool = False) -> dict:
     """Run one experiment and return its reward-vs-KL point (also written to results.jsonl and wandb). With
     `skip_finished` (a sweep member: `python -m vbon_exp -m`), a run dir that already holds this run's results line
     from a complete training (no train.max_updates) returns that line instead (train.resume=false runs it again)."""
     t_start = time.perf_counter()
-    nodes = validate(cfg)  # every node as its dataclass; nothing is built before this passes, nothing reads cfg after
-    del cfg
+    # every node as its dataclass (validated here unless the caller did); nothing is built before this passes
+    nodes = cfg if isinstance(cfg, RunSettings) else validate(cfg)
+    del cfg  # nothing reads the composed config after validation
     threads = apply_threads(nodes.run.threads, parallel_jobs())  # before any tensor work
     sampling = sampling_config(nodes)
     device = resolve_device(nodes.run.device)

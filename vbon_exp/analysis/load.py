@@ -61,7 +61,7 @@ def normalise(points: pd.DataFrame) -> pd.DataFrame:
     points["status"] = points["status"].fillna("ok")
     points["task"] = points["task"].fillna("?")
     points["objective"] = points["objective"].fillna("?")
-    points = split_variants(split_transforms(points))
+    points = split_variants(legacy_variants(points))
     if "eval_temperature" in points:  # results lines from before the column: the sampling temperature
         points["eval_temperature"] = points["eval_temperature"].fillna(points.get("temperature"))
     else:
@@ -74,25 +74,29 @@ def normalise(points: pd.DataFrame) -> pd.DataFrame:
     return points.reset_index(drop=True)
 
 
-def split_transforms(points: pd.DataFrame) -> pd.DataFrame:
-    """KL-RL with a calibrated reward transform Φ other than the identity (objective.transform) is its own method
-    in every table, legend and frontier count: objective `kl_rl[cdf]`, label "KL-regularised RL (cdf)"."""
+def legacy_variants(points: pd.DataFrame) -> pd.DataFrame:
+    """Results lines from before the settings declared every variant carried a reward transform Φ in `transform`
+    (and exp_cdf's t in `transform_t`) but no `variant`: Φ other than the identity is their variant, spelt as the
+    settings spell it now (vbon_exp.settings.objective: "cdf", "exp_cdf t=2")."""
     if "transform" not in points:
         return points
-    other = (points["objective"] == "kl_rl") & points["transform"].notna() & (points["transform"] != "identity")
-    if other.any():
-        points.loc[other, "objective"] = "kl_rl[" + points.loc[other, "transform"].astype(str) + "]"
-        if "objective_label" in points:
-            points.loc[other, "objective_label"] = (points.loc[other, "objective_label"].fillna("KL-RL").astype(str)
-                                                    + " (" + points.loc[other, "transform"].astype(str) + ")")
+    if "variant" not in points:
+        points["variant"] = None
+    old = points["variant"].isna() & points["transform"].notna() & (points["transform"] != "identity")
+    if old.any():
+        t = points["transform_t"] if "transform_t" in points else pd.Series(np.nan, index=points.index)
+        spelt = points["transform"].astype(str)
+        with_t = old & (points["transform"] == "exp_cdf") & t.notna()
+        spelt = spelt.where(~with_t, spelt + " t=" + t.map(lambda v: f"{v:g}" if pd.notna(v) else ""))
+        points.loc[old, "variant"] = spelt[old]
     return points
 
 
 def split_variants(points: pd.DataFrame) -> pd.DataFrame:
-    """An objective run with settings of its own beyond β and N — soft BoN's λ, rejection BoN's threshold, an
-    external policy — says so in its results line's `variant` (e.g. "λ=0.5"): each variant is its own method in
-    every table, legend and frontier count: objective `soft_bon[λ=0.5]`, label "soft BoN (λ=0.5)". An external
-    policy's label is its variant's name already."""
+    """An objective run with settings of its own beyond β and N — soft BoN's λ, KL-RL's Φ, BoN drawn afresh — says
+    so in its results line's `variant` (declared by its settings: vbon_exp.settings.objective, e.g. "λ=0.5"): each
+    variant is its own method in every table, legend and frontier count: objective `soft_bon[λ=0.5]`, label "soft
+    BoN (λ=0.5)". A label that is its variant's name already stays as it is."""
     if "variant" not in points:
         return points
     other = points["variant"].notna() & (points["variant"].astype(str) != "")

@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 COMPARABLE = ("task", "eval_temperature", "reward_output", "m")
 SET_NAMES = {"eval_temperature": "T_eval", "reward_output": "reward", "m": "M"}  # in set labels
 SEED = "seed"
-# Besides the identifying columns, results-line facts that make two runs different configurations (kl_rl's Φ):
-# their seeds are averaged only when all of these agree.
-CONFIG_EXTRAS = ("eval_temperature", "transform", "transform_t", "variant")
+# Besides the identifying columns, what makes two runs different configurations: the evaluation temperature and the
+# method's declared variant (vbon_exp.settings.objective: `variant()`); seeds are averaged only when these agree.
+CONFIG_EXTRAS = ("eval_temperature", "variant")
 CONFIDENCE = 0.95
 
 

@@ -24,8 +24,6 @@ class BoNObjective(Objective):
         ctx.extras["estimate"] = self.cfg.estimate
         if self.cfg.estimate == "cache":
             return PooledBoN(self.cfg.ns(ctx.settings.eval.bon_pool_m))
-        # fresh draws are a check on the pool, and the way to BoN's judge columns: a method of their own in tables
-        ctx.extras["variant"] = "drawn"
         reference = model_policy(ctx, ctx.task.reference)
         return BoNPolicy(reference, int(self.n))
 

@@ -33,7 +33,7 @@ class KLRLObjective(RLObjective):
 
     def fit(self, ctx):
         policy = super().fit(ctx)
-        ctx.extras["transform"] = self.transform  # results column: kl_rl runs with different Φ stay apart
+        ctx.extras["transform"] = self.transform  # a fact of the line; its identity is the settings' variant
         if self.transform == "exp_cdf":
             ctx.extras["transform_t"] = float(self.cfg.t)
         return policy

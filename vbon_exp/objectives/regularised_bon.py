@@ -67,7 +67,7 @@ class RegularisedBoN(SampledPolicy):
         return {"kl": {"k1": log_ratio}, "logp_policy": logp_ref + log_ratio, "logp_ref": logp_ref}
 
     def extra_metrics(self) -> dict:
-        return {"lam": self.lam, "variant": f"λ={self.lam:g}"}
+        return {"lam": self.lam}
 
     def exact_log_probs(self, oracle) -> torch.Tensor:
         return regularised_bon_log_probs(oracle.ref_log_probs, oracle.rewards, self.n, self.lam)

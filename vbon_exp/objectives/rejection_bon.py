@@ -77,9 +77,7 @@ class RejectionBoN(PooledRule):
         self.tau: torch.Tensor | None = None  # [P] the thresholds of this evaluation
 
     def columns(self) -> dict:
-        if self.threshold is not None:
-            return {"threshold": self.threshold, "variant": f"τ={self.threshold:g}"}
-        return {"quantile": self.quantile, "variant": f"τ=q{self.quantile:g}"}
+        return {"threshold": self.threshold} if self.threshold is not None else {"quantile": self.quantile}
 
     def prepare(self, ctx) -> None:
         """τ per prompt: the threshold, or the quantile of the test cache's π_ref rewards (disjoint from the pool)."""

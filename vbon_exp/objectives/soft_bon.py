@@ -80,7 +80,7 @@ class SoftBoN(PooledRule):
         self.lam, self.subsets, self.seed = float(lam), int(subsets), int(seed)
 
     def columns(self) -> dict:
-        return {"lam": self.lam, "variant": f"λ={self.lam:g}"}
+        return {"lam": self.lam}
 
     def weights(self, values: torch.Tensor, n: int, prompt: int) -> torch.Tensor:
         """The average, over `subsets` random N-subsets of the pool's positions (the same subsets in every bootstrap

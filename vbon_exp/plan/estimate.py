@@ -1,8 +1,9 @@
 """The estimates behind `plan=true`: what one run holds per GPU, and how long it takes, before anything loads.
 
 Parameter counts come from each model's `config.json` (a local directory's, the hub cache's, or the copies in
-vbon_exp/model_configs/ of the models the presets name), with the model instantiated on the `meta` device: no weights
-are read. Per process (= per GPU under `accelerate launch`), the plan counts:
+vbon_exp/model_configs/ of the models the presets name), counted per architecture without torch
+(vbon_exp/plan/architectures.py) or, for another architecture, with the model instantiated on the `meta` device: no
+weights are read. Per process (= per GPU under `accelerate launch`), the plan counts:
 - weights: the trained policy in float32 (LoRA: the shared base in `model.dtype` and float32 adapters), the frozen
   reference (`model.dtype`; none with LoRA), the reward model (`reward.dtype`), PPO's value head, iterative BOND's
   anchor;
@@ -26,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from vbon_exp.errors import ConfigError
+from vbon_exp.plan.architectures import count_parameters
 
 BUNDLED = Path(__file__).parents[1] / "model_configs"
 BENCH_SUMMARY = Path("outputs") / "bench" / "summary.json"
@@ -60,52 +60,60 @@ class Shape:
         return ACTIVATION_FLOATS.get(self.model_type, 10 + 4.6 * self.intermediate / self.hidden)
 
 
-def read_config(name_or_path: str, key: str, trust_remote_code: bool = False, made_by: Optional[str] = None):
-    """The transformers config of `name_or_path` without its weights: a local directory's (an adapter's base for a
+def read_config(name_or_path: str, key: str, trust_remote_code: bool = False, made_by: Optional[str] = None) -> dict:
+    """The config.json of `name_or_path` as a dict, without its weights: a local directory's (an adapter's base for a
     LoRA adapter), a bundled copy for the presets' hub models (and for a locally built model not built yet: the
-    architecture its `made_by` script builds by default), else the hub cache."""
-    from transformers import CONFIG_MAPPING, AutoConfig
-
+    architecture its `made_by` script builds by default), else the hub cache (through transformers)."""
     path = Path(str(name_or_path)).expanduser()
     if (path / "adapter_config.json").is_file():
         base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
         return read_config(base, key, trust_remote_code)
     if (path / "config.json").is_file():
-        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        return json.loads((path / "config.json").read_text())
     name = path.name if made_by else str(name_or_path).replace("/", "--")
     bundled = BUNDLED / f"{name}.json"
     if bundled.is_file():
-        data = json.loads(bundled.read_text())
-        return CONFIG_MAPPING[data.pop("model_type")](**data)
+        return json.loads(bundled.read_text())
     try:
-        return AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code).to_dict()
     except Exception as err:  # offline and not cached, or a typo
         raise ConfigError(f"{key}={name_or_path}: no config.json found (local directory, bundled copy in "
                           f"{BUNDLED}, or the hub cache): the plan needs the architecture "
                           f"({type(err).__name__})") from None
 
 
-def shape_of(config, source: str, classifier: bool = False) -> Shape:
-    """Parameter counts of `config`'s model, instantiated on the meta device (no memory, no weights)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    with torch.device("meta"):
-        model = (AutoModelForSequenceClassification if classifier else AutoModelForCausalLM).from_config(config)
-    params = sum(p.numel() for p in model.parameters())
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+def shape_of(config: dict, source: str, classifier: bool = False) -> Shape:
+    """What the plan reads from `config` (a config.json as a dict): parameter counts by architecture
+    (vbon_exp/plan/architectures.py), else of the model instantiated on the meta device (no memory, no weights)."""
+    text = config.get("text_config") or config
     layers = int(_first(text, "num_hidden_layers", "n_layer", "n_layers"))
     hidden = int(_first(text, "hidden_size", "n_embd", "dim"))
     inner = _first(text, "intermediate_size", "n_inner", "hidden_dim", default=None) or 4 * hidden
+    counted = count_parameters(config, classifier) or meta_count(config, classifier, layers)
+    dtype = config.get("torch_dtype") or config.get("dtype")
+    return Shape(source, counted[0], layers, hidden, int(inner), int(text["vocab_size"]), str(config["model_type"]),
+                 str(dtype).replace("torch.", "") if dtype else None, counted[1])
+
+
+def meta_count(config: dict, classifier: bool, layers: int) -> tuple[int, int]:
+    """(parameters, parameters of one block) of the model instantiated on the meta device by transformers."""
+    import torch
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    data = dict(config)
+    hf_config = CONFIG_MAPPING[data.pop("model_type")](**data)
+    with torch.device("meta"):
+        model = (AutoModelForSequenceClassification if classifier else AutoModelForCausalLM).from_config(hf_config)
+    params = sum(p.numel() for p in model.parameters())
     block = next((m for name, m in model.named_modules() if name.endswith((".h.0", ".layers.0", ".layer.0"))), None)
-    block_params = sum(p.numel() for p in block.parameters()) if block is not None else params // max(layers, 1)
-    dtype = getattr(config, "dtype", None)
-    return Shape(source, params, layers, hidden, int(inner), int(text.vocab_size), str(config.model_type),
-                 str(dtype).replace("torch.", "") if dtype else None, block_params)
+    return params, sum(p.numel() for p in block.parameters()) if block is not None else params // max(layers, 1)
 
 
-def _first(config, *names, default=0):
+def _first(config: dict, *names, default=0):
     for name in names:
-        value = getattr(config, name, None)
+        value = config.get(name)
         if value is not None:
             return value
     return default

@@ -42,9 +42,9 @@ def member_step(nodes) -> Step:
 def run_shapes(nodes) -> tuple[Shape, Optional[Shape]]:
     """(policy/reference shape, reward model shape or None) of the run's task, from config files only."""
     if nodes.model is None:  # the synthetic task: its model is defined by the task's own keys
-        from vbon_exp.tasks.synthetic import model_config
+        from vbon_exp.settings.task import synthetic_architecture
 
-        return shape_of(model_config(nodes.task), "synthetic GPT-2"), None
+        return shape_of(synthetic_architecture(nodes.task), "synthetic GPT-2"), None
     model = nodes.model
     policy = cached_shape(model.name_or_path, "model.name_or_path", model.trust_remote_code, model.made_by)
     reward = None

@@ -130,6 +130,11 @@ class ObjectiveConfig:
         """The legend label of this run's points (results column `objective_label`): the method's by default."""
         return self.method_label
 
+    def variant(self) -> Optional[str]:
+        """What makes this run a method of its own beyond its name, β and N (soft BoN's λ, KL-RL's Φ, ...): results
+        column `variant`; the analysis keeps each variant apart (`<name>[<variant>]`). None: the plain method."""
+        return None
+
     def cache_splits(self) -> tuple[str, ...]:
         """The reference reward caches its training reads ("train": the train prompts' F̂); none by default."""
         return ()

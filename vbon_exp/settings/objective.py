@@ -73,6 +73,9 @@ class BoNConfig(PoolNConfig):
     def evaluation_caches(self, eval_settings) -> dict[str, int]:
         return super().evaluation_caches(eval_settings) if self.estimate == "cache" else {}
 
+    def variant(self) -> Optional[str]:
+        return "drawn" if self.estimate == "sample" else None  # fresh draws: the pool's check, with judge columns
+
     def check_run(self, settings) -> None:
         if self.estimate == "cache":
             self.check_pool(settings, " (or set objective.estimate=sample)")
@@ -104,6 +107,9 @@ class RegularisedBoNConfig(NFirstConfig):
         super().check(prefix)
         check_number(f"{prefix}.lam", self.lam, minimum=0)
 
+    def variant(self) -> Optional[str]:
+        return f"λ={self.lam:g}"
+
 
 @dataclass
 class RejectionBoNConfig(PoolNConfig):
@@ -127,6 +133,9 @@ class RejectionBoNConfig(PoolNConfig):
             check_number(f"{prefix}.quantile", self.quantile, exclusive_min=0, maximum=1)
         check_number(f"{prefix}.threshold", self.threshold, allow_none=True)
 
+    def variant(self) -> Optional[str]:
+        return f"τ={self.threshold:g}" if self.threshold is not None else f"τ=q{self.quantile:g}"
+
 
 @dataclass
 class SoftBoNConfig(PoolNConfig):
@@ -145,6 +154,9 @@ class SoftBoNConfig(PoolNConfig):
         super().check(prefix)
         check_number(f"{prefix}.lam", self.lam, exclusive_min=0)
         check_number(f"{prefix}.subsets", self.subsets, integer=True, minimum=1)
+
+    def variant(self) -> Optional[str]:
+        return f"λ={self.lam:g}"
 
 
 @dataclass
@@ -190,6 +202,11 @@ class KLRLConfig(RLSettings, BetaFirstConfig):
     @property
     def reward_transform(self) -> str:
         return self.transform
+
+    def variant(self) -> Optional[str]:
+        if self.transform == "identity":
+            return None
+        return f"{self.transform} t={self.t:g}" if self.transform == "exp_cdf" else self.transform
 
     def check(self, prefix: str = "objective") -> None:
         super().check(prefix)

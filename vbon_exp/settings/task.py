@@ -170,5 +170,14 @@ class TldrTaskConfig:
                 "prompt_tokens": self.max_prompt_tokens, "vocab_size": None}
 
 
+def synthetic_architecture(spec) -> dict:
+    """The synthetic π_ref's GPT-2 config.json (as a dict), from a SyntheticSpec or the task's settings (the same
+    fields): what vbon_exp/tasks/synthetic.py builds and what `plan=true` counts."""
+    return {"model_type": "gpt2", "vocab_size": spec.vocab_size,
+            "n_positions": spec.prompt_length + spec.response_length, "n_embd": spec.n_embd, "n_layer": spec.n_layer,
+            "n_head": spec.n_head, "initializer_range": spec.init_std, "bos_token_id": None, "eos_token_id": None,
+            "pad_token_id": None, "tie_word_embeddings": False}
+
+
 # task.name -> its settings (vbon_exp.tasks.TASKS builds each)
 TASK_SETTINGS = {"synthetic": SyntheticTaskConfig, "imdb": ImdbTaskConfig, "tldr": TldrTaskConfig}

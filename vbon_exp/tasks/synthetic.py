@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from vbon_exp.modeling import Samples, load_causal_lm, load_tokenizer
 from vbon_exp.tasks.base import Task, prompts_digest
 from vbon_exp.tasks.synthetic_oracle import SyntheticOracle
-from vbon_exp.settings.task import SyntheticTaskConfig  # noqa: F401  (its settings; re-exported)
+from vbon_exp.settings.task import SyntheticTaskConfig, synthetic_architecture  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +131,9 @@ def model_config(spec):
     """The synthetic π_ref's GPT2Config, from a SyntheticSpec or the task's config node (the same fields)."""
     from transformers import GPT2Config
 
-    return GPT2Config(
-        vocab_size=spec.vocab_size,
-        n_positions=spec.prompt_length + spec.response_length,
-        n_embd=spec.n_embd,
-        n_layer=spec.n_layer,
-        n_head=spec.n_head,
-        initializer_range=spec.init_std,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-        tie_word_embeddings=False,
-    )
+    settings = synthetic_architecture(spec)
+    settings.pop("model_type")
+    return GPT2Config(**settings)
 
 
 def _make_model(spec: SyntheticSpec):
