@@ -101,3 +101,14 @@ def test_each_variant_is_declared_by_the_settings_and_lands_in_the_results_ident
     assert ident("objective=soft_bon", "objective.lam=0.5")["variant"] == "λ=0.5"
     assert ident("objective=rejection_bon", "objective.quantile=0.8")["variant"] == "τ=q0.8"
     assert ident("objective=regularised_bon", "objective.lam=0.1")["variant"] == "λ=0.1"
+
+
+def test_adapter_dropout_is_refused_by_the_rl_trainers_only(make_config):
+    from vbon_exp.config import validate
+    from vbon_exp.errors import ConfigError
+
+    lora = ("train.lora.rank=4", "train.lora.dropout=0.1")
+    with pytest.raises(ConfigError, match="train.lora.dropout=0.1 with objective=vbon"):
+        validate(make_config("objective=vbon", *lora))
+    for objective in ("bon_sft", "dpo"):  # the offline loops apply it (tests/test_trainers.py)
+        assert validate(make_config(f"objective={objective}", *lora)).train.lora.dropout == 0.1

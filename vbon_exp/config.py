@@ -178,11 +178,10 @@ def check_settings(settings: RunSettings) -> None:
     kind = settings.objective.trains_with  # the trainer node the objective reads (algo | sft | preference)
     if kind is not None:
         getattr(settings, kind).check(kind)
-    if kind is not None and settings.train.lora.enabled and settings.train.lora.dropout > 0:
+    if kind == "algo" and settings.train.lora.enabled and settings.train.lora.dropout > 0:
         raise ConfigError(f"train.lora.dropout={settings.train.lora.dropout} with objective={settings.objective.name}"
-                          ": set it to 0. The RL trainers need the rollout's and the update's log-probs to be one "
-                          "function, and the SFT and preference loops keep the policy in eval mode, where dropout "
-                          "never applies")
+                          ": the RL trainers need dropout 0 (the rollout's and the update's log-probs must be one "
+                          "function); adapter dropout applies in the SFT and preference loops")
     for key in ("task", "objective"):  # rules that tie a node to the rest of the run
         if hasattr(getattr(settings, key), "check_run"):
             getattr(settings, key).check_run(settings)

@@ -14,7 +14,7 @@ from vbon_exp.objectives.base import register_objective
 from vbon_exp.objectives.preference_pairs import PreferenceObjective
 from vbon_exp.preference_losses import bonbon_beta_star, squared_loss_minimiser
 from vbon_exp.trainers.preference_loop import PairLoss
-from vbon_exp.settings.objective import BoNBoNConfig
+from vbon_exp.settings.objective_pairs import BoNBoNConfig
 
 
 @register_objective

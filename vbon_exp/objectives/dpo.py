@@ -12,7 +12,7 @@ from __future__ import annotations
 from vbon_exp.objectives.base import register_objective
 from vbon_exp.objectives.preference_pairs import PreferenceObjective
 from vbon_exp.trainers.preference_loop import PairLoss
-from vbon_exp.settings.objective import DPOConfig
+from vbon_exp.settings.objective_pairs import DPOConfig
 
 
 @register_objective

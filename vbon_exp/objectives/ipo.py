@@ -12,7 +12,7 @@ from vbon_exp.objectives.base import register_objective
 from vbon_exp.objectives.preference_pairs import PreferenceObjective
 from vbon_exp.preference_losses import squared_loss_minimiser
 from vbon_exp.trainers.preference_loop import PairLoss
-from vbon_exp.settings.objective import IPOConfig
+from vbon_exp.settings.objective_pairs import IPOConfig
 
 
 @register_objective

@@ -17,7 +17,7 @@ from vbon_exp.objectives.base import Objective, RunContext, model_policy
 from vbon_exp.objectives.training import record_training, save_policy, train_config, trainable_policy
 from vbon_exp.pairs import build_sample_table, make_pairs
 from vbon_exp.trainers.preference_loop import PairLoss, PreferenceTrainer
-from vbon_exp.settings.objective import PreferenceConfig
+from vbon_exp.settings.objective_pairs import PreferenceConfig
 
 
 class PreferenceObjective(Objective):

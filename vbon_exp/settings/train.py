@@ -19,8 +19,9 @@ class LoraSettings:
     rank: int = 0
     # Scale α: an adapter adds (α/r)·B·A to its layer's weight (null = 2·rank).
     alpha: Optional[float] = None
-    # Dropout on the adapters' input in the supervised loops (SFT, preference); 0 for the RL objectives, whose
-    # importance ratios need the rollout's and the update's policy to be one function.
+    # Dropout on the adapters' input in the supervised loops (SFT, preference; masks drawn from (seed, step), so a
+    # resumed run repeats an uninterrupted one); 0 for the RL objectives, whose importance ratios need the rollout's
+    # and the update's policy to be one function.
     dropout: float = 0.0
     # The layers that get adapters: [all-linear] (every linear layer but the LM head) or module names (GPT-2:
     # [c_attn, c_proj, c_fc]; Llama: [q_proj, k_proj, v_proj, o_proj, ...]).

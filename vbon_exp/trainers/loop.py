@@ -12,11 +12,14 @@ units' metrics are dropped (no trainer averages across units)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
+import torch
+
 from vbon_exp.progress import progress
-from vbon_exp.trainers.shared import CheckpointedTrainer, replica_checksums
+from vbon_exp.trainers.shared import CheckpointedTrainer, derived_seed, replica_checksums
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,8 @@ class TrainingLoop(CheckpointedTrainer):
         bar = progress(total=stop, initial=self.step, desc=self.progress_desc(), unit=self.unit,
                        disable=not self.accelerator.is_main_process)
         while self.step < stop:
-            metrics = self.train_step(self.step)
+            with self.unit_random_draws(self.step):
+                metrics = self.train_step(self.step)
             self.step += 1
             metrics.update(self.unit_done())
             self.log_if_due(metrics, stop)
@@ -70,6 +74,18 @@ class TrainingLoop(CheckpointedTrainer):
         bar.close()
         self.check_replicas()
         return self.accelerator.unwrap_model(self.model).lm  # PolicyWithValue's LM, in every trainer
+
+    @contextlib.contextmanager
+    def unit_random_draws(self, unit: int):
+        """With adapter dropout on (train.lora.dropout in the offline loops), a unit's dropout masks drawn from
+        (seed, unit) alone, so a resumed run draws what the uninterrupted one did; otherwise nothing."""
+        if not getattr(self, "adapter_dropout", False):
+            yield
+            return
+        device = self.accelerator.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(derived_seed(self.seed, "adapter-dropout", unit))
+            yield
 
     def resume_and_stop(self) -> int:
         """Continue from a checkpoint (as `train.resume` says); the unit count to stop at: the full run, or
@@ -92,3 +108,4 @@ class TrainingLoop(CheckpointedTrainer):
         world = self.accelerator.num_processes
         if world > 1:
             log.info("parameters identical on all %d processes (checksum %.12g)", world, self.checksums[0])
+

@@ -69,6 +69,18 @@ def replica_checksums(module: torch.nn.Module, accelerator) -> list[float]:
     return sums
 
 
+def adapter_dropout_on(policy: torch.nn.Module, rate: float) -> bool:
+    """train.lora.dropout in the offline loops (SFT, preference): the LoRA adapters' dropout modules in train mode,
+    the rest of the policy in eval mode (the base model's own dropout stays off, as in every loop here). Returns
+    whether any adapter dropout is on. The RL trainers refuse a rate > 0 (vbon_exp.config.check_settings)."""
+    if rate <= 0:
+        return False
+    modules = [m for name, m in policy.named_modules() if name.split(".")[-1] == "lora_dropout"]  # peft's
+    for module in modules:
+        module.train()
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for module in modules for m in module.modules())
+
+
 class CheckpointedTrainer:
     unit = "update"
     step = 0
@@ -89,6 +101,7 @@ class CheckpointedTrainer:
         if not freezes_base(policy):
             freeze_lower_layers(policy, cfg.trainable_layers)
         policy.eval()
+        self.adapter_dropout = adapter_dropout_on(policy, self.train_cfg.lora.dropout)
         if self.train_cfg.gradient_checkpointing:
             enable_activation_checkpointing(policy)
         self.chunk = self.train_cfg.logits_chunk
