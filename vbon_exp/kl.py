@@ -3,6 +3,8 @@
 Each estimator maps what a sample gives to a per-sample (or per-token) term whose mean estimates
 KL(π_θ ‖ π_ref) = E_{y∼π_θ}[log π_θ(y|x) − log π_ref(y|x)] (Schulman 2020, "Approximating KL divergence"):
 - `k1`: log π_θ(y) − log π_ref(y) (unbiased; can be negative per sample); the trainers' per-token penalty;
+- `k2`: ½(log π_θ(y) − log π_ref(y))² (biased: second order in the log-ratio, non-negative; per token in a loss its
+  gradient on-policy is KL's own, Tang & Munos 2025);
 - `k3`: (ρ − 1) − log ρ, ρ = π_ref(y)/π_θ(y) (unbiased, non-negative per sample, lower variance near π_ref);
 - `full`: Σ_t KL(π_θ(·|x,y<t) ‖ π_ref(·|x,y<t)) over the whole vocabulary (needs token distributions; the lowest
   variance; the seed code's logged KL).
@@ -31,6 +33,12 @@ def register_kl(name: str):
 def k1(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     """log π_θ − log π_ref of the sampled sequence (or token)."""
     return logp - logq
+
+
+@register_kl("k2")
+def k2(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """½(log π_θ − log π_ref)²: non-negative; its mean is KL only to second order (Schulman 2020)."""
+    return 0.5 * (logp - logq) ** 2
 
 
 @register_kl("k3")

@@ -257,6 +257,8 @@ def summary_line(p: dict, tracker: Tracker) -> str:
             f"  exact: reward {p['exact_reward']:.4f}   KL {p['exact_kl']:.4f}   win rate {p['exact_win_rate']:.4f}"
             + (f"   KL to target {p['exact_kl_to_target']:.4g}" if "exact_kl_to_target" in p else "")
             + (f" (π_ref: {p['exact_kl_to_target_init']:.4g})" if "exact_kl_to_target_init" in p else "")
+            + (f"   KL to optimum π* {p['exact_kl_to_optimum']:.4g}" if "exact_kl_to_optimum" in p else "")
+            + (f" (final β {p['final_kl_coef']:.4g})" if "final_kl_coef" in p else "")
         )
     judges = sorted({key.split("/")[1] for key in p if key.startswith("judge/")})
     if judges:

@@ -26,10 +26,24 @@ class KLRLObjective(RLObjective):
         return self.cfg.transform
 
     def target_log_probs(self, oracle):
+        return self.optimum_log_probs(oracle, float(self.beta))
+
+    def optimum_log_probs(self, oracle, beta: float):
+        """π* ∝ π_ref·exp(Φ/β), the optimum of E[Φ] − β·KL(π_θ ‖ π_ref) (§2), exact."""
         if self.transform == "identity":
-            return oracle.optimum_log_probs(float(self.beta))
-        return oracle.transform_optimum_log_probs(self.transform, float(self.beta), n=self.transform_n(),
-                                                  **self.transform_params())
+            return oracle.optimum_log_probs(beta)
+        return oracle.transform_optimum_log_probs(self.transform, beta, n=self.transform_n(), **self.transform_params())
+
+    def record_exact(self, ctx, lm, beta: float) -> None:
+        """`exact_kl_to_optimum`: KL(π_θ ‖ π*) at the β training ended at (β itself unless algo.target_kl moved it),
+        at the sampling temperature, beside its value at π_ref (`exact_kl_to_optimum_init`): whether the trainer's
+        KL choices (algo.kl_in, algo.kl_estimator, the algorithm) reach the KL-regularised optimum."""
+        oracle = ctx.task.oracle
+        if oracle is None:
+            return
+        optimum = self.optimum_log_probs(oracle, beta)
+        ctx.extras["exact_kl_to_optimum"] = float(bon.kl(oracle.model_log_probs(lm), optimum).mean())
+        ctx.extras["exact_kl_to_optimum_init"] = float(bon.kl(oracle.ref_log_probs, optimum).mean())
 
     def fit(self, ctx):
         policy = super().fit(ctx)

@@ -63,6 +63,10 @@ class RLObjective(Objective):
         `update_callbacks`, `state_modules` (none by default: the trainer's own defaults)."""
         return {}
 
+    def record_exact(self, ctx: RunContext, lm, beta: float) -> None:
+        """Exact facts of the trained policy for the results line, on a task with an oracle (none by default);
+        `beta`: the KL coefficient training ended at (the adaptive controller's last, else β)."""
+
     def prepare(self, ctx: RunContext, trainer) -> None:
         """Called with the built trainer just before it trains (e.g. to read its update count); nothing by default."""
 
@@ -78,5 +82,8 @@ class RLObjective(Objective):
         self.prepare(ctx, trainer)
         lm = trainer.train()
         record_training(ctx, trainer)
+        if trainer.kl_controller is not None:  # algo.target_kl: the β the controller ended at
+            ctx.extras["final_kl_coef"] = float(trainer.kl_coef)
+        self.record_exact(ctx, lm, float(trainer.kl_coef))
         save_policy(ctx, lm)
         return model_policy(ctx, lm)

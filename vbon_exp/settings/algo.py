@@ -1,4 +1,4 @@
-"""conf/algo/<name>.yaml: the on-policy RL trainers (vbon_exp/trainers/on_policy.py, ppo.py, rloo.py)."""
+"""conf/algo/<name>.yaml: the on-policy RL trainers (vbon_exp/trainers/on_policy.py, ppo.py, rloo.py, grpo.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from typing import Optional
 from vbon_exp.errors import ConfigError, check_choice, check_number
 
 # the RL algorithms (vbon_exp.trainers.ALGOS registers each under this name)
-ALGO_NAMES = ("ppo", "rloo")
+ALGO_NAMES = ("ppo", "rloo", "grpo", "dr_grpo")
+# where the KL to π_ref enters training, and the per-token estimators a trainer may use for it (vbon_exp/kl.py)
+KL_PLACEMENTS = ("reward", "loss")
+TRAIN_KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
 @dataclass
@@ -16,7 +19,7 @@ class RLConfig:
     """conf/algo/<name>.yaml. Defaults are the paper's (Amini et al. 2025, App. on hyperparameters); conf/algo/ppo.yaml
     takes them as they are, conf/algo/rloo.yaml changes what RLOO needs."""
 
-    # Algorithm: ppo | rloo (vbon_exp.trainers.ALGOS; results column).
+    # Algorithm: ppo | rloo | grpo | dr_grpo (vbon_exp.trainers.ALGOS; results column).
     name: str = "ppo"
     # AdamW learning rate (> 0).
     lr: float = 3e-6
@@ -63,8 +66,21 @@ class RLConfig:
     trainable_layers: Optional[int] = None
     # Responses per prompt (RLOO's leave-one-out group; PPO samples one).
     rloo_k: int = 4
+    # Responses per prompt of GRPO's and Dr.GRPO's group (≥ 2): advantages are relative to the group.
+    group_size: int = 4
     # Value head learning rate = lr × this.
     value_head_lr_scale: float = 1.0
+    # Where the KL to π_ref enters: reward (a per-token penalty −β·k folded into the return, as PPO in Ziegler et al.
+    # 2019 and this project's KL-RL, vBoN, BOND) | loss (β·k added to the loss, differentiated: GRPO).
+    kl_in: str = "reward"
+    # The per-token estimator k of that KL (vbon_exp/kl.py): k1 (log π_θ − log π_ref) | k2 (½ of its square) | k3
+    # ((ρ − 1) − log ρ, ρ = π_ref/π_θ; GRPO's).
+    kl_estimator: str = "k1"
+    # A KL target (nats per response) for the adaptive controller of Ziegler et al. 2019 (trlx, TRL's PPO): β is
+    # multiplied by 1 + clip(KL/target − 1, ±0.2)·batch/kl_horizon after each update. null = a fixed β.
+    target_kl: Optional[float] = None
+    # The controller's horizon in episodes (trlx, TRL: 10000).
+    kl_horizon: int = 10_000
 
     def check(self, prefix: str = "algo") -> None:
         check_choice(f"{prefix}.name", self.name, ALGO_NAMES)
@@ -85,8 +101,13 @@ class RLConfig:
         check_number(f"{prefix}.gamma", self.gamma, minimum=0, maximum=1)
         check_number(f"{prefix}.lam", self.lam, minimum=0, maximum=1)
         check_number(f"{prefix}.trainable_layers", self.trainable_layers, integer=True, minimum=1, allow_none=True)
-        if self.name == "rloo":
-            check_number(f"{prefix}.rloo_k", self.rloo_k, integer=True, minimum=2)
-            if self.batch_size % self.rloo_k:
+        group = {"rloo": "rloo_k", "grpo": "group_size", "dr_grpo": "group_size"}.get(self.name)
+        if group is not None:  # the responses per prompt a group-baselined trainer samples
+            check_number(f"{prefix}.{group}", getattr(self, group), integer=True, minimum=2)
+            if self.batch_size % getattr(self, group):
                 raise ConfigError(f"{prefix}.batch_size={self.batch_size} must be divisible by "
-                                  f"{prefix}.rloo_k={self.rloo_k}")
+                                  f"{prefix}.{group}={getattr(self, group)}")
+        check_choice(f"{prefix}.kl_in", self.kl_in, KL_PLACEMENTS)
+        check_choice(f"{prefix}.kl_estimator", self.kl_estimator, TRAIN_KL_ESTIMATORS)
+        check_number(f"{prefix}.target_kl", self.target_kl, exclusive_min=0, allow_none=True)
+        check_number(f"{prefix}.kl_horizon", self.kl_horizon, integer=True, minimum=1)

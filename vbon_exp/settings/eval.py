@@ -7,8 +7,10 @@ from typing import Optional
 
 from vbon_exp.errors import ConfigError, check_choice, check_number
 
-# the KL estimators (vbon_exp.kl.KL_ESTIMATORS registers each under this name)
-KL_ESTIMATOR_NAMES = ("k1", "k3", "full")
+# the KL estimators (vbon_exp.kl.KL_ESTIMATORS registers each under this name), and those an evaluated policy offers
+# as its results' `kl` column (k2 is a training penalty only: biased as an estimate)
+KL_ESTIMATOR_NAMES = ("k1", "k2", "k3", "full")
+EVAL_KL_ESTIMATORS = ("k1", "k3", "full")
 
 
 @dataclass
@@ -51,7 +53,7 @@ class EvalConfig:
         check_number(f"{prefix}.batch_size", self.batch_size, integer=True, minimum=1)
         check_number(f"{prefix}.score_batch_size", self.score_batch_size, integer=True, minimum=1)
         check_number(f"{prefix}.samples", self.samples, integer=True, minimum=0)
-        check_choice(f"{prefix}.kl_estimator", self.kl_estimator, ("auto", *KL_ESTIMATOR_NAMES))
+        check_choice(f"{prefix}.kl_estimator", self.kl_estimator, ("auto", *EVAL_KL_ESTIMATORS))
         if self.temperatures is not None:
             if not self.temperatures:
                 raise ConfigError(f"{prefix}.temperatures is empty: list one temperature or more, or null (the "

@@ -1,9 +1,12 @@
-"""On-policy RL for causal LMs with a per-token KL penalty: what PPO and RLOO share.
+"""On-policy RL for causal LMs with a KL to π_ref: what PPO, RLOO, GRPO and Dr.GRPO share.
 
 One update: sample a batch of responses from the policy, score them, compute per-token log-probs under the policy
-(old) and the frozen reference, turn the objective's sequence reward and the KL penalty into advantages (the
-subclass's job: GAE for PPO, leave-one-out for RLOO), then a few epochs of clipped policy-gradient steps over
-minibatches. Padding after EOS is masked out of every loss, advantage and KL.
+(old) and the frozen reference, turn the objective's sequence reward (and, with `algo.kl_in=reward`, the per-token
+KL penalty) into advantages (the subclass's job: GAE for PPO, leave-one-out for RLOO, the group's statistics for
+GRPO), then a few epochs of clipped policy-gradient steps over minibatches; with `algo.kl_in=loss` the KL estimate
+is a term of that loss instead. `algo.kl_estimator` picks the per-token estimator (vbon_exp/kl.py) either way, and
+`algo.target_kl` makes β adaptive (Ziegler et al. 2019). Padding after EOS is masked out of every loss, advantage
+and KL.
 
 Every random draw of update u comes from generators seeded by (seed, u, rank, purpose), so a resumed run repeats
 an uninterrupted one exactly."""
@@ -18,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from vbon_exp import kl
 from vbon_exp.logprobs import TokenStats
 from vbon_exp.modeling import Samples
 from vbon_exp.rewards import RewardError, score_samples
@@ -52,6 +56,18 @@ def register_algo(name: str):
         return cls
 
     return add
+
+
+class AdaptiveKL:
+    """The proportional KL controller of Ziegler et al. 2019 (§2.2), as trlx and TRL's PPO implement it: after an
+    update whose responses had KL `kl`, β ← β·(1 + clip(kl/target − 1, −0.2, 0.2)·episodes/horizon)."""
+
+    def __init__(self, target: float, horizon: int):
+        self.target, self.horizon = float(target), int(horizon)
+
+    def update(self, beta: float, kl_value: float, episodes: int) -> float:
+        error = min(max(kl_value / self.target - 1.0, -0.2), 0.2)
+        return beta * (1.0 + error * episodes / self.horizon)
 
 
 class OnPolicyTrainer(TrainingLoop):
@@ -94,6 +110,7 @@ class OnPolicyTrainer(TrainingLoop):
         self.update_callbacks = list(update_callbacks or [])
         self.state_modules = dict(state_modules or {})
         self.sequence_reward, self.kl_coef, self.accelerator = sequence_reward, kl_coef, accelerator
+        self.kl_controller = AdaptiveKL(cfg.target_kl, cfg.kl_horizon) if cfg.target_kl is not None else None
         self.run_dir, self.tracker, self.seed = Path(run_dir), tracker, seed
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
         self.k = self.responses_per_prompt()
@@ -125,6 +142,17 @@ class OnPolicyTrainer(TrainingLoop):
 
     def compute_advantages(self, ro: Rollout) -> None:
         raise NotImplementedError
+
+    def aggregate(self, per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The loss of a minibatch from a per-token loss: the mean over its real tokens (PPO, RLOO)."""
+        return masked_mean(per_token, mask)
+
+    def reward_penalty(self, ro: Rollout) -> torch.Tensor:
+        """[B, Lr] the KL penalty per token folded into the return before the β: algo.kl_estimator's estimate
+        with algo.kl_in=reward, zero with algo.kl_in=loss (the loss carries it)."""
+        if self.cfg.kl_in != "reward":
+            return torch.zeros_like(ro.mask)
+        return ro.penalty_tokens(self.cfg.kl_estimator)
 
     # ------------------------------------------------------------------ shapes and data
     @property
@@ -204,7 +232,7 @@ class OnPolicyTrainer(TrainingLoop):
         logp = stats_t.logp
         ratio = torch.exp(logp - mb.logp_old)
         pg = torch.maximum(-mb.advantages * ratio, -mb.advantages * ratio.clamp(1 - c.clip, 1 + c.clip))
-        pg_loss = masked_mean(pg, mb.mask)
+        pg_loss = self.aggregate(pg, mb.mask)
         stats = {
             "pg_loss": pg_loss.detach(),
             "clipfrac": masked_mean(((ratio - 1).abs() > c.clip).float(), mb.mask).detach(),
@@ -212,6 +240,10 @@ class OnPolicyTrainer(TrainingLoop):
             "entropy": masked_mean(stats_t.entropy, mb.mask).detach(),
         }
         loss = pg_loss if self.pg_coef == 1.0 else self.pg_coef * pg_loss
+        if c.kl_in == "loss":  # β·k(π_θ, π_ref) per token, differentiated through log π_θ (GRPO's placement)
+            kl_loss = self.aggregate(kl.KL_ESTIMATORS[c.kl_estimator](logp, mb.logp_ref), mb.mask)
+            loss = loss + self.kl_coef * kl_loss
+            stats["kl_loss"] = kl_loss.detach()
         if values is not None:
             v_clipped = mb.values + (values - mb.values).clamp(-c.vf_clip, c.vf_clip)
             vf = 0.5 * torch.maximum((values - mb.returns) ** 2, (v_clipped - mb.returns) ** 2)
@@ -281,7 +313,17 @@ class OnPolicyTrainer(TrainingLoop):
         stats.update(lr=self.scheduler.get_last_lr()[0], rollout_s=t1 - t0, update_s=t2 - t1,
                      generation_tok_s=tokens / max(t1 - t0, 1e-9),
                      update_tok_s=tokens * self.cfg.ppo_epochs / max(t2 - t1, 1e-9))
+        if self.kl_controller is not None:  # β for the next update, from this rollout's KL
+            self.kl_coef = self.kl_controller.update(self.kl_coef, stats["kl"], self.cfg.batch_size)
+            stats["kl_coef"] = self.kl_coef
         return stats
+
+    def extra_state(self) -> dict:
+        return {"kl_coef": self.kl_coef} if self.kl_controller is not None else {}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.kl_controller is not None and "kl_coef" in state:
+            self.kl_coef = float(state["kl_coef"])
 
     def unit_done(self) -> dict:
         stats: dict = {}

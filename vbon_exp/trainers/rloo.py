@@ -19,7 +19,7 @@ class RLOOTrainer(OnPolicyTrainer):
 
     def compute_advantages(self, ro: Rollout) -> None:
         k = self.k
-        returns = ro.seq_reward - self.kl_coef * ro.kl_tokens.sum(-1)
+        returns = ro.seq_reward - self.kl_coef * self.reward_penalty(ro).sum(-1)
         grouped = returns.view(-1, k)  # rows come grouped by prompt
         baseline = (grouped.sum(-1, keepdim=True) - grouped) / (k - 1)
         advantages = (grouped - baseline).reshape(-1, 1) * ro.mask

@@ -62,9 +62,14 @@ class Rollout:
 
     @property
     def kl_tokens(self) -> torch.Tensor:
-        """[B, Lr] the per-token KL penalty estimate k1 = log π_old − log π_ref (vbon_exp.kl), zero on padding: the
-        one definition PPO's token rewards, RLOO's returns and the logged KL all use."""
+        """[B, Lr] the per-token KL estimate k1 = log π_old − log π_ref (vbon_exp.kl), zero on padding: the logged
+        KL (its sum is an unbiased estimate of the responses' KL whatever the trainer's penalty)."""
         return kl.k1(self.logp_old, self.logp_ref) * self.mask
+
+    def penalty_tokens(self, estimator: str) -> torch.Tensor:
+        """[B, Lr] the per-token KL penalty folded into the return (algo.kl_in=reward) by `estimator` of
+        vbon_exp.kl (algo.kl_estimator), zero on padding: PPO's token rewards and the group trainers' returns."""
+        return kl.KL_ESTIMATORS[estimator](self.logp_old, self.logp_ref) * self.mask
 
     def minibatch(self, idx: torch.Tensor) -> "Rollout":
         pick = lambda t: None if t is None else t[idx]  # noqa: E731

@@ -149,7 +149,7 @@ class CheckpointedTrainer:
     def save(self) -> None:
         if self.accelerator.is_main_process:
             state = {"update": self.step, "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict()}
+                     "scheduler": self.scheduler.state_dict(), **self.extra_state()}
             path = save_checkpoint(self.checkpoint_root, self.step, self.checkpoint_modules(), state,
                                    trainable_only=self.train_cfg.lora.enabled)
             log.info("checkpoint at %s %d: %s", self.unit, self.step, path)
@@ -175,4 +175,12 @@ class CheckpointedTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["update"])
+        self.load_extra_state(state)
         log.info("resumed from %s (%s %d of %d)", path, self.unit, self.step, total)
+
+    def extra_state(self) -> dict:
+        """More training state saved with each checkpoint (plain values; e.g. an adaptive KL coefficient)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what `extra_state` saved."""
