@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 
 .PHONY: install run test test-all clean pareto-plot bench gpu-check results-synthetic results-imdb-tiny real-model \
-	real-model-weights results-imdb-smollm2 docs
+	real-model-weights results-imdb-smollm2 results-kl-choices docs
 
 install: $(VENV)/.installed
 
@@ -94,6 +94,14 @@ results-imdb-smollm2: real-model
 	$(PY) -m vbon_exp.analysis.curves outputs/results/imdb_smollm2 --out docs/results/imdb_smollm2
 	$(PY) scripts/train_smollm2_reward.py --model $(MODELS)/smollm2_135m --out-dir $(MODELS) \
 		--summary-to docs/results/imdb_smollm2/models.json
+
+# Where the KL goes (docs/results/kl_choices/): KL-RL on the synthetic task with every KL placement × estimator ×
+# algorithm × fixed or adaptive β, at two β and 3 seeds (288 members, 2 joblib jobs), then the table of exact distances
+# to π* and the verdicts (vbon_exp/analysis/kl_choices.py); the README's prose is in docs/results/kl_choices/README.md.
+results-kl-choices: install
+	rm -rf outputs/results/kl_choices
+	$(PY) -m vbon_exp -m +experiment=kl_choices hydra/launcher=joblib hydra.sweep.dir=outputs/results/kl_choices
+	$(PY) -m vbon_exp.analysis.kl_choices outputs/results/kl_choices --out docs/results/kl_choices
 
 # Throughput against transformers.generate and TRL (scripts/bench.py --help): a table, and outputs/bench/summary.json.
 # DEVICE=cuda times the sampler, one PPO step, a reference-cache build (and vLLM when installed) on a GPT-2-small-sized

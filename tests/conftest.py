@@ -187,6 +187,67 @@ def run_cli(*args: str, timeout: float = 300, **env):
                           timeout=timeout, check=False)
 
 
+def run_app(*args: str, **env):
+    """`python -m vbon_exp *args` in this process: the same entry point (vbon_exp/__main__.py run as __main__: Hydra's app, the
+    composition-error handling, validation, the run, the `vbon_exp: error:` line and its exit status), its stdout and
+    stderr captured, `env` set in os.environ for the call. A CompletedProcess like run_cli's: returncode is the
+    SystemExit code (0 when the app returns). No interpreter start and no torch/transformers import per call (what
+    a subprocess costs: seconds); what only a real process shows (a kill, the interpreter's own exit) stays with
+    run_cli. Hydra's logging configuration is undone afterwards, so the test process's logging is as it was."""
+    import contextlib
+    import io
+    import logging
+    import subprocess
+    import sys
+
+    import runpy
+
+    from vbon_exp import launch
+
+    argv = ["vbon_exp", *shift_seed_overrides(args)]
+    env = {"HYDRA_FULL_ERROR": None, "WANDB_API_KEY": None, **env}
+    saved_env = {key: os.environ.get(key) for key in env}
+    loggers = [logging.getLogger()] + [lg for lg in logging.root.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    saved_logging = [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+    saved_argv, saved_state = sys.argv, dict(launch._STATE)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = str(value)
+    try:
+        sys.argv = argv
+        launch._STATE.update(composed=False, recording=None)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:  # as `python -m` runs it (module __main__: Hydra finds conf/ next to the package's file)
+                runpy.run_module("vbon_exp", run_name="__main__", alter_sys=True)
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        launch._STATE.clear()
+        launch._STATE.update(saved_state)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for lg, handlers, level, propagate, disabled in saved_logging:
+            for handler in lg.handlers:
+                if handler not in handlers:  # what Hydra added (its console and run-dir file handlers)
+                    handler.close()
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate, lg.disabled = propagate, disabled
+        from hydra.core.global_hydra import GlobalHydra
+
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now (the OS picks it), for a test's own process group: a fixed port would collide
     with another run of the suite, or anything else, on the same machine."""

@@ -1,7 +1,10 @@
-"""`python -m vbon_exp` end to end (subprocesses) and `vbon_exp.config.validate` on composed configs.
+"""`python -m vbon_exp` end to end and `vbon_exp.config.validate` on composed configs.
 
-Subprocess runs cost seconds each, so there are few: one default run, --help, --cfg job, and the bad-input runs,
-which are started together and checked one per test."""
+A subprocess costs seconds (an interpreter, torch, transformers), so the runs here are in process (conftest.run_app:
+the same entry point, vbon_exp/__main__.py run as __main__ with its argv, output captured) except what only a real
+process shows: a short run of the default config (its environment and output pipe), and two bad inputs (a value
+and a composition error) whose interpreter exits with status 2 and one error line. The full default run (100
+updates, 5-token responses) is marked slow."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, cli_command, cli_env, shifted
+from conftest import REPO_ROOT, cli_command, cli_env, run_app, shifted
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
 from vbon_exp.config import ConfigError, validate
@@ -20,6 +23,9 @@ RESULT_KEYS = {
     "task", "objective", "beta", "n", "temperature", "seed", "reward", "kl", "win_rate", "wall_s",
     "exact_reward", "exact_kl", "exact_kl_to_target",
 }
+# The default config, shortened where its size is not what is checked: 3-token responses (an exact oracle over
+# 6³ = 216 responses, not 6⁵), 5 updates, 64 evaluation samples per prompt.
+SHORT_DEFAULT = ("task.response_length=3", "train.max_updates=5", "eval.samples_per_prompt=64")
 
 
 def _start(output_root: Path, *args: str, **env) -> subprocess.Popen:
@@ -43,7 +49,7 @@ def _run(output_root: Path, *args: str, **env) -> subprocess.CompletedProcess:
 def default_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-default")
     # a fake API key in the environment: the run stays offline (WANDB_MODE) and must not write the key anywhere
-    proc = _run(root, WANDB_API_KEY=FAKE_KEY)
+    proc = _run(root, *SHORT_DEFAULT, WANDB_API_KEY=FAKE_KEY)
     return root, proc
 
 
@@ -56,8 +62,7 @@ def test_default_run_succeeds_and_prints_results(default_run):
     assert "\r" not in proc.stdout + proc.stderr
 
 
-def test_default_run_writes_a_complete_results_line(default_run):
-    root, proc = default_run
+def check_default_results_line(root: Path, proc: subprocess.CompletedProcess) -> None:
     files = list((root / "runs").rglob("results.jsonl"))
     assert len(files) == 1, files
     lines = files[0].read_text().splitlines()
@@ -74,6 +79,18 @@ def test_default_run_writes_a_complete_results_line(default_run):
     assert str(files[0].parent) in proc.stdout  # the printed path is the results file's run dir
 
 
+def test_default_run_writes_a_complete_results_line(default_run):
+    check_default_results_line(*default_run)
+
+
+@pytest.mark.slow  # the default config as it is: 100 updates on 5-token responses (~30 s)
+def test_the_unshortened_default_run_succeeds(tmp_path):
+    proc = _run(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "results:" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    check_default_results_line(tmp_path, proc)
+
+
 def test_default_run_writes_an_offline_wandb_run(default_run):
     root, _ = default_run
     run_dirs = [p.parent for p in (root / "runs").rglob("results.jsonl")]
@@ -88,10 +105,10 @@ def test_default_run_never_writes_the_api_key(default_run):
 
 
 def test_help_and_cfg_job(tmp_path):
-    helped = _run(tmp_path, "--help")
+    helped = run_app(f"paths.output_root={tmp_path}", "--help")
     assert helped.returncode == 0, helped.stderr
     assert "objective" in helped.stdout and "task" in helped.stdout
-    cfg = _run(tmp_path, "--cfg", "job")
+    cfg = run_app(f"paths.output_root={tmp_path}", "--cfg", "job")
     assert cfg.returncode == 0, cfg.stderr
     assert "objective:" in cfg.stdout and "sampling:" in cfg.stdout and f"seed: {shifted(0)}" in cfg.stdout
     assert not (tmp_path / "cache").exists()  # printing the config runs nothing
@@ -122,26 +139,30 @@ BAD_INPUTS = {
     "judges=nope": (["task=imdb", "eval.judges=[nope]"], ["eval.judges", "vader"]),
     "temperatures=0": (["eval.temperatures=[0.5,0]"], ["eval.temperatures"]),
 }
+# Also run as real processes: a value refused by validate and a command line Hydra cannot compose (launch.py turns
+# Hydra's exit status 1 into 2): the interpreter's own exit status and stderr.
+IN_A_PROCESS = ("n=0", "objective.bnd=exact")
+
+
+def _out_root(root: Path, name: str) -> Path:
+    return root / name.replace("=", "_").replace(",", "_")
 
 
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory):
-    """All bad-input runs, started together (two at a time would take twice as long on 2 cores)."""
+    """Every bad input through the app in process; the IN_A_PROCESS ones in subprocesses too, started together."""
     root = tmp_path_factory.mktemp("cli-bad")
-    procs = {name: (_start(root / name.replace("=", "_").replace(",", "_"), *ov)) for name, (ov, _) in BAD_INPUTS.items()}
-    return root, {name: _finish(p) for name, p in procs.items()}
+    procs = {name: _start(_out_root(root / "process", name), *BAD_INPUTS[name][0]) for name in IN_A_PROCESS}
+    results = {name: run_app(f"paths.output_root={_out_root(root, name)}", *ov) for name, (ov, _) in BAD_INPUTS.items()}
+    return root, results, {name: _finish(p) for name, p in procs.items()}
 
 
-@pytest.mark.parametrize("name", list(BAD_INPUTS))
-def test_bad_input_fails_early_with_one_clear_message(bad_runs, name):
-    root, results = bad_runs
-    proc = results[name]
+def _check_bad_run(proc, out_root: Path, name: str) -> None:
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output
     assert "Traceback" not in output, output
     for word in BAD_INPUTS[name][1]:
         assert word in output, output
-    out_root = root / name.replace("=", "_").replace(",", "_")
     assert not (out_root / "cache").exists()  # failed before building the task or any reference cache
     assert not list(out_root.rglob("results.jsonl"))
     if not name.endswith("nope"):
@@ -151,8 +172,20 @@ def test_bad_input_fails_early_with_one_clear_message(bad_runs, name):
         assert BAD_INPUTS[name][1][0] in errors[0]
 
 
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_input_fails_early_with_one_clear_message(bad_runs, name):
+    root, results, _ = bad_runs
+    _check_bad_run(results[name], _out_root(root, name), name)
+
+
+@pytest.mark.parametrize("name", IN_A_PROCESS)
+def test_bad_input_in_a_real_process_exits_2_with_one_line(bad_runs, name):
+    root, _, processes = bad_runs
+    _check_bad_run(processes[name], _out_root(root / "process", name), name)
+
+
 def test_bad_option_lists_the_available_options(bad_runs):
-    _, results = bad_runs
+    _, results, _ = bad_runs
     assert "Available options" in results["task=nope"].stderr + results["task=nope"].stdout
     assert "Available options" in results["objective=nope"].stderr + results["objective=nope"].stdout
 
@@ -243,13 +276,14 @@ def test_composed_config_ties_beta_to_n(make_config):
 
 
 def test_judges_by_name_and_evaluation_temperatures_in_the_cli(tmp_path, artifacts):  # noqa: F811
-    """`python -m vbon_exp eval.judges=[vader] eval.temperatures=[0.5,1.0]` (tiny IMDB models): inside Hydra's app
-    the judge is composed through the app's own config search path; the run writes one line per evaluation
-    temperature, each with the judge's columns, in the Hydra run dir."""
+    """`python -m vbon_exp eval.judges=[vader] eval.temperatures=[0.5,1.0]` (tiny IMDB models; the app in process):
+    inside Hydra's app the judge is composed through the app's own config search path; the run writes one line per
+    evaluation temperature, each with the judge's columns, in the Hydra run dir."""
     from test_tasks import FAST, task_overrides
 
-    proc = _run(tmp_path, *task_overrides("imdb", artifacts), "objective=bon", "objective.n=2",
-                "objective.estimate=sample", "eval.judges=[vader]", "eval.temperatures=[0.5,1.0]", *FAST)
+    proc = run_app(f"paths.output_root={tmp_path}", *task_overrides("imdb", artifacts), "objective=bon",
+                   "objective.n=2", "objective.estimate=sample", "eval.judges=[vader]", "eval.temperatures=[0.5,1.0]",
+                   *FAST)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (results,) = (tmp_path / "runs").rglob("results.jsonl")
     lines = [json.loads(line) for line in results.read_text().splitlines()]

@@ -1,4 +1,7 @@
-"""Reliability under faults, through the real CLI (`python -m vbon_exp` in separate processes).
+"""Reliability under faults, through the CLI (`python -m vbon_exp`): the runs that are killed are real processes; the
+runs that only read what a kill left (the reruns, the uninterrupted reference runs) and the bad inputs go through the
+same entry point in this process (conftest.run_app: no interpreter start per run), with two bad inputs also run as
+real processes (the interpreter's exit status and output).
 
 1. SIGKILL during the reference-cache build and during training, at 5 seeded kill points each (2 in the fast tier,
    all 5 with `make test-all`: only the selected points' scenarios run): every rerun
@@ -9,8 +12,8 @@
    chunks (or the update of the newest checkpoint) and sends SIGKILL as soon as it reaches k. k is drawn (seeded)
    at least MARGIN units below the end of the phase, so the process cannot finish the phase before the counter
    reaches k, and a kill that nevertheless lands after the phase ended (or after the process exited) fails the
-   test with a message saying so. The scenarios run two at a time (they share nothing but read-only artifacts),
-   and each test checks its own scenario's record.
+   test with a message saying so. The killed processes run two at a time (they share nothing but read-only
+   artifacts), then their reruns one after the other, and each test checks its own scenario's record.
 2. A table of bad inputs (configs and data files): each gets one clear message naming the key or file, a non-zero
    exit, and no traceback. (A truncated cache file is the exception by design: it is named and rebuilt.)"""
 
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_command, cli_env
+from conftest import cli_command, cli_env, run_app
 from safetensors.torch import load_file
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
@@ -71,6 +74,16 @@ def run_cli(*args: str, logs: Path, name: str) -> subprocess.CompletedProcess:
     return Run(*args, logs=logs, name=name).result()
 
 
+def run_here(*args: str, logs: Path, name: str) -> subprocess.CompletedProcess:
+    """The same command line through the app in this process (conftest.run_app, ENV's settings), its output also
+    kept in logs/<name>.stdout and .stderr."""
+    done = run_app(*args, WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / f"{name}.stdout").write_text(done.stdout)
+    (logs / f"{name}.stderr").write_text(done.stderr)
+    return done
+
+
 def kill_at(run: Run, counter, k: int, what: str, timeout: float = 300) -> None:
     """SIGKILL the run as soon as `counter()` (an on-disk count of finished units) reaches k.
 
@@ -102,17 +115,21 @@ def results_line(run_dir: Path) -> dict:
     return json.loads(lines[0])
 
 
-def in_parallel(scenario, items) -> dict:
-    """item → scenario(item)'s record, or the exception it raised (re-raised by that item's test alone)."""
+def _guarded(scenario, item):
+    try:
+        return scenario(item)
+    except Exception as err:  # noqa: BLE001  (reported by the test of this item)
+        return err
 
-    def guarded(item):
-        try:
-            return item, scenario(item)
-        except Exception as err:  # noqa: BLE001  (reported by the test of this item)
-            return item, err
 
+def in_parallel(kill, rerun, items) -> dict:
+    """item → its record, or the exception it raised (re-raised by that item's test alone): kill(item) for every item,
+    WORKERS at a time (real processes), then rerun(record) for each one in turn (in this process: the app is not
+    thread-safe)."""
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        return dict(pool.map(guarded, items))
+        records = dict(zip(items, pool.map(lambda item: _guarded(kill, item), items)))
+    return {item: record if isinstance(record, Exception) else _guarded(rerun, record)
+            for item, record in records.items()}
 
 
 def selected_points(request, test_name: str) -> list[int]:
@@ -190,7 +207,7 @@ CACHE_KILLS = random.Random(1000).sample(range(1, CHUNKS - CACHE_MARGIN + 1), le
 @pytest.fixture(scope="module")
 def uninterrupted_cache(tmp_path_factory, shared_cache):
     root = tmp_path_factory.mktemp("cache-ref")
-    proc = run_cli(*cache_args(root, shared_cache), logs=root / "logs", name="uninterrupted")
+    proc = run_here(*cache_args(root, shared_cache), logs=root / "logs", name="uninterrupted")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(chunk_state(root / "cache")) == CHUNKS
     return root
@@ -200,19 +217,22 @@ def uninterrupted_cache(tmp_path_factory, shared_cache):
 def cache_kills(request, tmp_path_factory, shared_cache, uninterrupted_cache):
     """Each kill point: start the run, SIGKILL it once k chunks are finished, record the cache, rerun."""
 
-    def scenario(point):
+    def kill(point):
         root = tmp_path_factory.mktemp(f"cache-kill-{point}")
         cache, args, logs = root / "cache", cache_args(root, shared_cache), root / "logs"
         k = CACHE_KILLS[point]
         kill_at(Run(*args, logs=logs, name="killed"), lambda: finished_chunks(cache), k,
                 "the finished cache chunks")
-        record = {"root": root, "k": k, "finished": chunk_state(cache), "debris": debris(cache),
-                  "meta_after_kill": any(cache.glob("reference/*/meta.json"))}
-        record["rerun"] = run_cli(*args, logs=logs, name="rerun")
-        record.update(after=chunk_state(cache), debris_after=debris(cache))
+        return {"root": root, "k": k, "finished": chunk_state(cache), "debris": debris(cache),
+                "meta_after_kill": any(cache.glob("reference/*/meta.json"))}
+
+    def rerun(record):
+        root = record["root"]
+        record["rerun"] = run_here(*cache_args(root, shared_cache), logs=root / "logs", name="rerun")
+        record.update(after=chunk_state(root / "cache"), debris_after=debris(root / "cache"))
         return record
 
-    return in_parallel(scenario, selected_points(request, "test_kill_during_cache_build_then_rerun"))
+    return in_parallel(kill, rerun, selected_points(request, "test_kill_during_cache_build_then_rerun"))
 
 
 @pytest.mark.parametrize("point", POINT_PARAMS)
@@ -258,7 +278,7 @@ def test_truncated_cache_chunk_is_named_and_rebuilt(tmp_path, shared_cache, unin
     chunk.write_bytes(chunk.read_bytes()[:50])
     untouched = {name: m for name, m in chunk_state(tmp_path / "cache").items() if name != chunk.name}
     assert len(untouched) == CHUNKS - 1
-    second = run_cli(*cache_args(tmp_path, shared_cache), logs=tmp_path / "logs", name="rerun")
+    second = run_here(*cache_args(tmp_path, shared_cache), logs=tmp_path / "logs", name="rerun")
     out = second.stdout + second.stderr
     assert second.returncode == 0, out[-2000:]
     assert f"{chunk.name} fails its checksum" in out or f"{chunk} fails its checksum" in out
@@ -302,7 +322,7 @@ def training_runs(tmp_path_factory, shared_cache):
     """The uninterrupted run. It also builds the reference caches in the shared cache dir, so every later run
     finds them and the kills land in training, not in a cache build."""
     root = tmp_path_factory.mktemp("train-ref")
-    proc = run_cli(*train_args(root, shared_cache), logs=root / "logs", name="uninterrupted")
+    proc = run_here(*train_args(root, shared_cache), logs=root / "logs", name="uninterrupted")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root
 
@@ -312,27 +332,36 @@ def training_kills(request, tmp_path_factory, shared_cache, training_runs):
     """Each kill point: start training, SIGKILL it once the checkpoint at update k is in place, rerun. Plus the
     corrupt-checkpoint scenario (a finished 4-update run whose newest checkpoint is then truncated, rerun)."""
 
-    def scenario(point):
+    def kill(point):
         root = tmp_path_factory.mktemp(f"train-kill-{point}")
         run_dir, args, logs = root / "run", train_args(root, shared_cache), root / "logs"
-        if point == "corrupt":
-            first = run_cli(*args, "train.max_updates=4", logs=logs, name="first")
+        if point == "corrupt":  # no kill: a finished short run (in this process) whose newest checkpoint is cut
+            first = run_here(*args, "train.max_updates=4", logs=logs, name="first")
             assert first.returncode == 0, first.stderr[-2000:]
             newest = run_dir / "checkpoints" / "step-00000004" / "policy.safetensors"
             newest.write_bytes(newest.read_bytes()[:-100])  # truncated
-            return {"root": root, "rerun": run_cli(*args, logs=logs, name="rerun")}
+            return {"root": root}
         k = TRAIN_KILLS[point]
         kill_at(Run(*args, logs=logs, name="killed"), lambda: checkpointed_update(run_dir), k,
                 "the checkpointed update")
         checkpoints = run_dir / "checkpoints"
-        record = {"root": root, "k": k, "killed_at": checkpointed_update(run_dir),
-                  "results_after_kill": (run_dir / "results.jsonl").exists(),
-                  "checkpoints": sorted(p.name for p in checkpoints.iterdir())}
-        record["rerun"] = run_cli(*args, logs=logs, name="rerun")
-        record["checkpoints_after"] = sorted(p.name for p in checkpoints.iterdir())
+        return {"root": root, "k": k, "killed_at": checkpointed_update(run_dir),
+                "results_after_kill": (run_dir / "results.jsonl").exists(),
+                "checkpoints": sorted(p.name for p in checkpoints.iterdir())}
+
+    def rerun(record):
+        root = record["root"]
+        record["rerun"] = run_here(*train_args(root, shared_cache), logs=root / "logs", name="rerun")
+        if "k" in record:
+            record["checkpoints_after"] = sorted(p.name for p in (root / "run" / "checkpoints").iterdir())
         return record
 
-    return in_parallel(scenario, [*selected_points(request, "test_kill_during_training_then_resume"), "corrupt"])
+    # the corrupt scenario's first run is in this process: it goes first, before the kills' threads start
+    points = selected_points(request, "test_kill_during_training_then_resume")
+    corrupt = _guarded(kill, "corrupt")
+    records = in_parallel(kill, rerun, points)
+    records["corrupt"] = corrupt if isinstance(corrupt, Exception) else _guarded(rerun, corrupt)
+    return records
 
 
 def _assert_final_policy_is_the_uninterrupted_one(run_dir: Path, training_runs: Path) -> None:
@@ -446,26 +475,46 @@ BAD_INPUTS = {
 MALFORMED, WRONG_TYPE, NO_FIELD = '{"text": "ok", "label": 1}\n{oops\n', '{"text": 5, "label": 1}\n', '{"label": 1}\n'
 
 
+# Also run as real processes (the interpreter's exit status and output): a value refused before the pipeline loads,
+# and a data file refused by the pipeline.
+IN_A_PROCESS = ("beta-negative", "data-malformed")
+
+
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory, artifacts):  # noqa: F811
-    """name → (the scratch dir its arguments name, the finished CLI run)."""
+    """name → (the scratch dir its arguments name, the finished run through the app in this process, the finished
+    run in a subprocess for the IN_A_PROCESS ones)."""
     tmp = tmp_path_factory.mktemp("bad")
 
-    def one(name):
-        args = BAD_INPUTS[name][0](artifacts, tmp)
-        root = tmp / "out" / name
-        extra = [] if any(a.startswith("paths.output_root") for a in args) else [f"paths.output_root={root}"]
-        return name, (tmp, run_cli(*extra, *args, logs=tmp / "logs", name=name))
+    given = {name: BAD_INPUTS[name][0](artifacts, tmp) for name in BAD_INPUTS}  # (data files written once)
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(pool.map(one, BAD_INPUTS))
+    def arguments(name, where):
+        args, root = given[name], tmp / where / name
+        return [*([] if any(a.startswith("paths.output_root") for a in args) else [f"paths.output_root={root}"]), *args]
+
+    started = {name: Run(*arguments(name, "process"), logs=tmp / "process-logs", name=name) for name in IN_A_PROCESS}
+    here = {name: run_here(*arguments(name, "out"), logs=tmp / "logs", name=name) for name in BAD_INPUTS}
+    processes = {name: run.result() for name, run in started.items()}
+    return {name: (tmp, here[name], processes.get(name)) for name in BAD_INPUTS}
 
 
-@pytest.mark.parametrize("name", BAD_INPUTS)
-def test_bad_input_gets_one_clear_message(bad_runs, name):
-    tmp, proc = bad_runs[name]
+def _check_bad_run(proc, name: str, tmp: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-2000:]
     assert "Traceback" not in out, out[-3000:]
     assert BAD_INPUTS[name][1].replace("{tmp}", str(tmp)) in out, out[-2000:]
     assert "results:" not in proc.stdout  # nothing was reported as a result
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_gets_one_clear_message(bad_runs, name):
+    tmp, proc, _ = bad_runs[name]
+    _check_bad_run(proc, name, tmp)
+
+
+@pytest.mark.parametrize("name", IN_A_PROCESS)
+def test_bad_input_in_a_real_process_gets_one_clear_message(bad_runs, name):
+    tmp, _, proc = bad_runs[name]
+    _check_bad_run(proc, name, tmp)
+    assert proc.returncode == 2, proc.stderr[-2000:]  # a user error: `vbon_exp: error:`, exit status 2
+    assert [line for line in proc.stderr.splitlines() if line.startswith("vbon_exp: error:")], proc.stderr[-2000:]

@@ -66,11 +66,12 @@ def test_gae_matches_a_per_sequence_loop_with_padding():
 
 
 def test_rloo_baseline_is_the_mean_of_the_others():
+    from vbon_exp.settings.algo import RLConfig
     from vbon_exp.trainers.rloo import RLOOTrainer
 
     trainer = RLOOTrainer.__new__(RLOOTrainer)  # only compute_advantages is exercised
     trainer.k, trainer.kl_coef = 3, 0.0
-    trainer.cfg = type("C", (), {"whiten_advantages": False})()
+    trainer.cfg = RLConfig(name="rloo", rloo_k=3, whiten_advantages=False)  # the KL in the reward, k1: the defaults
     mask = torch.ones(6, 2)
     ro = _rollout(mask, torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0]))
     trainer.compute_advantages(ro)

@@ -26,15 +26,19 @@ SAMPLES_FILE = "samples.parquet"
 EXACT_FRONTIER_FILE = "exact_frontier.json"
 
 # The identifying columns of a results line and the config key each comes from: what run.py writes, what a failed
-# member's line keeps and what the analysis reads back from wandb run configs. (`algo` is None for objectives that
-# train without conf/algo; `eval_temperature` is the temperature a line's policy was evaluated at: the sampling
-# temperature unless `eval.temperatures` lists others, then each line sets its own.)
+# member's line keeps and what the analysis reads back from wandb run configs. (`algo` and the RL trainers' KL
+# choices `kl_in`, `kl_penalty`, `target_kl` are None for objectives that train without conf/algo;
+# `eval_temperature` is the temperature a line's policy was evaluated at: the sampling temperature unless
+# `eval.temperatures` lists others, then each line sets its own.)
 ID_COLUMNS = {
     "task": "task.name", "objective": "objective.name", "algo": "algo.name", "bound": "objective.bound",
     "beta": "objective.beta", "n": "objective.n", "temperature": "sampling.temperature", "m": "reference.m",
     "test_m": "reference.test_m", "seed": "seed", "reward_output": "reward.output",
-    "eval_temperature": "sampling.temperature",
+    "eval_temperature": "sampling.temperature", "kl_in": "algo.kl_in", "kl_penalty": "algo.kl_estimator",
+    "target_kl": "algo.target_kl",
 }
+# the columns that belong to the RL trainers' settings (None on a line of an objective that trains without them)
+ALGO_COLUMNS = ("algo", "kl_in", "kl_penalty", "target_kl")
 
 # The metric columns every successful line has (each with `<metric>_se`), and their type.
 METRIC_COLUMNS = {"reward": float, "kl": float, "win_rate": float}

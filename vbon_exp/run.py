@@ -19,7 +19,7 @@ from vbon_exp.evaluation import StageMeter, Target, build_judges, evaluate_polic
 from vbon_exp.modeling import resolve_device
 from vbon_exp.objectives import RunContext, build_objective
 from vbon_exp.reference import task_caches
-from vbon_exp.results import ID_COLUMNS, RESULTS_FILE, finished_lines
+from vbon_exp.results import ALGO_COLUMNS, ID_COLUMNS, RESULTS_FILE, finished_lines
 from vbon_exp.sampling import SamplingConfig, check_backend
 from vbon_exp.settings.run import RunSettings
 from vbon_exp.tasks import build_task
@@ -94,7 +94,7 @@ def base_point(settings: RunSettings) -> dict:
     the objective's legend label. `algo` is None for objectives that do not train with conf/algo."""
     point = {column: settings.select(key) for column, key in ID_COLUMNS.items()}
     if settings.objective.trains_with != "algo":
-        point["algo"] = None
+        point.update(dict.fromkeys(ALGO_COLUMNS))
     point["objective_label"] = settings.objective.legend()
     if settings.objective.variant() is not None:  # a method of its own beyond name, β, N (declared by the settings)
         point["variant"] = settings.objective.variant()
