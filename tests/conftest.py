@@ -283,6 +283,32 @@ def run_point(output_root, run_dir, *overrides) -> dict:
     return run(compose_cfg(output_root, *overrides), run_dir=run_dir)
 
 
+# The synthetic task with 3-token responses: its exact oracle (a forward pass over every response, a few times a run)
+# enumerates 6³ = 216 responses per prompt instead of 6⁵ = 7,776, and every forward pass is shorter. For the tests
+# whose property does not depend on the response length (resuming, bookkeeping, equal code paths, convergence).
+SHORT_RESPONSES = "task.response_length=3"
+
+
+def short_training(updates: int) -> tuple[str, ...]:
+    """The overrides of a convergence check in the fast tier: 3-token responses and `updates` updates of the synthetic
+    task's 64 episodes (conf/scale/synthetic.yaml; 100 updates at full size, run by the slow variants). Each test
+    states the ratios it measured at this size over several seeds (VBON_EXP_TEST_SEED_SHIFT)."""
+    return (SHORT_RESPONSES, f"algo.total_episodes={64 * updates}")
+
+
+# A convergence test's two sizes: the short run in the fast tier, the synthetic task's own scale with `make test-all`.
+def sizes(short: tuple[str, ...]) -> list:
+    return [pytest.param(short, id="short"), pytest.param((), id="full", marks=pytest.mark.slow)]
+
+
+def covering_pairs(first: list, second: list) -> list[tuple]:
+    """max(len(first), len(second)) pairs in which every value of each list appears (a diagonal through the grid, both
+    lists cycled): a preset's objectives × β grid checked in the fast tier with one composition per objective (or per
+    β), every value still composed and validated; the whole grid is checked by a slow test."""
+    size = max(len(first), len(second))
+    return [(first[i % len(first)], second[i % len(second)]) for i in range(size)]
+
+
 @pytest.fixture
 def make_config(tmp_path):
     """`make_config(*overrides)` → composed DictConfig writing under this test's tmp_path."""

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from analysis_helpers import assert_valid_png, brute_force_frontier, frame
-from conftest import run_cli
+from conftest import run_app
 
 from vbon_exp.analysis import cli, frontier
 from vbon_exp.analysis.load import load_points
@@ -155,11 +155,11 @@ BETAS = (1 / 3, 1 / 7)
 @pytest.fixture(scope="module")
 def exact_sweep(tmp_path_factory) -> Path:
     """A real small synthetic sweep: bon, vbon, kl_rl × β = 1/3, 1/7 × seeds 0, 1 (3-token responses, 5 updates:
-    what is tested holds for whatever the trainers reach; ~15 s)."""
+    what is tested holds for whatever the trainers reach), through the app in this process (conftest.run_app)."""
     root = tmp_path_factory.mktemp("exact-sweep")
-    result = run_cli("-m", "objective=bon,vbon,kl_rl", "objective.beta=" + ",".join(repr(b) for b in BETAS),
+    result = run_app("-m", "objective=bon,vbon,kl_rl", "objective.beta=" + ",".join(repr(b) for b in BETAS),
                      "seed=0,1", f"paths.output_root={root}", "task.response_length=3", "train.max_updates=5",
-                     "eval.samples_per_prompt=32", "wandb.mode=disabled", timeout=600)
+                     "eval.samples_per_prompt=32", "wandb.mode=disabled")
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = sorted((root / "multirun").glob("*/*"))
     return sweep

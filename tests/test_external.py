@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import run_point
+from conftest import SHORT_RESPONSES, run_point
 from tiny_artifacts import artifacts  # noqa: F401  (a fixture)
 
 from vbon_exp.errors import ConfigError
 from vbon_exp.results import SAMPLES_FILE
 
-SHORT = ("train.max_updates=3", "eval.samples_per_prompt=16", "train.checkpoint_every=0")
+SHORT = ("train.max_updates=3", "eval.samples_per_prompt=16", "train.checkpoint_every=0", SHORT_RESPONSES)
 # the metrics that describe the policy: the evaluation of the same weights at the same seed must give each of them
 METRICS = ("reward", "reward_se", "kl", "kl_se", "kl_full", "kl_k1", "kl_k3", "win_rate", "win_rate_se",
            "win_rate_first", "response_length", "eval_samples", "exact_reward", "exact_kl", "exact_win_rate",
@@ -23,7 +23,8 @@ def test_a_policy_trained_here_evaluated_as_external_gives_the_same_line(tmp_pat
     trained = run_point(tmp_path, tmp_path / "trained", "objective=vbon", "objective.beta=0.3333333333333333",
                         *SHORT)
     external = run_point(tmp_path, tmp_path / "external", "objective=external",
-                         f"objective.policy={tmp_path / 'trained' / 'policy'}", "eval.samples_per_prompt=16")
+                         f"objective.policy={tmp_path / 'trained' / 'policy'}", "eval.samples_per_prompt=16",
+                         SHORT_RESPONSES)
     assert trained["exact_kl"] > 0.01  # the policy moved: the comparison can fail
     for key in METRICS:
         assert external[key] == pytest.approx(trained[key], abs=1e-6), key

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import shifted
+from conftest import SHORT_RESPONSES, shifted
 
 from vbon_exp import kl
 from vbon_exp.sampling import SamplingConfig
@@ -148,7 +148,8 @@ def test_a_kl_rl_line_carries_the_exact_kl_to_the_optimum(make_config, tmp_path)
     from vbon_exp.config import validate
     from vbon_exp.run import run
 
-    fast = ("train.max_updates=4", "eval.samples_per_prompt=8", "eval.bootstrap=0", "wandb.mode=disabled")
+    fast = ("train.max_updates=4", "eval.samples_per_prompt=8", "eval.bootstrap=0", "wandb.mode=disabled",
+            SHORT_RESPONSES)
     grpo = run(validate(make_config("objective=kl_rl", "algo=grpo", *fast)), run_dir=tmp_path / "grpo")
     assert grpo["algo"] == "grpo" and grpo["exact_kl_to_optimum"] < grpo["exact_kl_to_optimum_init"]
     ppo = run(validate(make_config("objective=kl_rl", *fast)), run_dir=tmp_path / "ppo")

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, cli_env
+from conftest import CONF_DIR, run_app
 
 from vbon_exp.plan import Step, bench_rates, memory, plan_for, shape_of
 from vbon_exp.plan.estimate import BUNDLED
@@ -52,10 +50,11 @@ def test_every_preset_has_a_plan(preset, tmp_path, monkeypatch):
     assert f"peak ≈ {quoted.group(1)} GB per GPU" in text, (quoted.group(1), text.splitlines()[-2])
 
 
-def test_plan_of_the_tldr_preset_from_the_command_line():
-    """`python -m vbon_exp +experiment=tldr_paper plan=true` exits 0 after printing the plan (2.8B models)."""
-    done = subprocess.run([sys.executable, "-m", "vbon_exp", "+experiment=tldr_paper", "plan=true"],
-                          capture_output=True, text=True, env=cli_env(), cwd=Path(__file__).parents[1], timeout=300)
+def test_plan_of_the_tldr_preset_from_the_command_line(tmp_path, monkeypatch):
+    """`python -m vbon_exp +experiment=tldr_paper plan=true` (the app in this process: conftest.run_app) exits 0 after
+    printing the plan (2.8B models)."""
+    monkeypatch.chdir(Path(__file__).parents[1])
+    done = run_app("+experiment=tldr_paper", "plan=true")
     assert done.returncode == 0, done.stderr
     assert "2.78 B parameters" in done.stdout and "vbon (rl;" in done.stdout
 

@@ -7,9 +7,11 @@
   initial exact KL to their exact minimisers; DPO, which has no finite minimiser on such pairs, keeps moving its
   exact reward, KL and population loss the right way (towards the top-reward response).
   These runs use responses of 3 tokens (6³ = 216 per prompt, the minimiser is instant; on the default 7,776 it takes
-  seconds per prompt) and 2,048 pairs per prompt, with conf/scale/synthetic.yaml's steps. Measured at
-  seed 0: bonbon KL to target 0.143 of 1.970 at π_ref (7%), ipo 0.013 of 0.221 (6%); dpo after 2 → 8 epochs:
-  exact reward 1.48 → 1.87 (π_ref: 0.06), KL 1.47 → 2.16.
+  seconds per prompt), with conf/scale/synthetic.yaml's steps, at two sizes: 1,024 pairs per prompt in the fast tier
+  (half the optimizer steps), 2,048 marked slow. Measured at seed 0, 2,048 pairs: bonbon KL to target 0.143 of
+  1.970 at π_ref (7%), ipo 0.013 of 0.221 (6%); dpo after 2 → 8 epochs: exact reward 1.48 → 1.87 (π_ref: 0.06),
+  KL 1.47 → 2.16. 1,024 pairs, over seed shifts 0-3: bonbon 12.5-14.7%, ipo 8.6-9.6% (bar 25%); dpo exact reward
+  1.29-1.32 → 1.63-1.71.
 - Bad input: α outside [0, 1], n < 2, unknown keys, and a prompt whose samples all tie, each one clear message.
 """
 
@@ -38,8 +40,9 @@ from vbon_exp.run import run
 from vbon_exp.trainers.preference_loop import PairLoss
 
 CONF = str(REPO_ROOT / "conf")
-# the exact tests' task: responses of 3 tokens (216 per prompt), 2,048 pairs per prompt, few evaluation samples
-SMALL = ("task.response_length=3", "preference.pairs_per_prompt=2048", "eval.samples_per_prompt=16")
+# the exact tests' task: responses of 3 tokens (216 per prompt), few evaluation samples; pairs per prompt: PAIRS
+SMALL = ("task.response_length=3", "eval.samples_per_prompt=16")
+PAIRS = [pytest.param(1024, id="short"), pytest.param(2048, id="full", marks=pytest.mark.slow)]
 
 
 
@@ -212,11 +215,13 @@ def small_oracle(tmp_path_factory):
     return build_synthetic(tmp_path_factory.mktemp("small-synthetic"), response_length=3, **spec).oracle
 
 
-def test_bonbon_converges_to_its_exact_minimiser(tmp_path, small_oracle):
-    p = run_point(tmp_path, tmp_path / "run", "objective=bonbon", "objective.n=4", *SMALL)
+@pytest.mark.parametrize("pairs", PAIRS)
+def test_bonbon_converges_to_its_exact_minimiser(tmp_path, small_oracle, pairs):
+    p = run_point(tmp_path, tmp_path / "run", "objective=bonbon", "objective.n=4", *SMALL,
+                  f"preference.pairs_per_prompt={pairs}")
     assert p["exact_kl_to_target_init"] > 1.0  # π_ref is far from the target: the bar is not trivial
     assert p["exact_kl_to_target"] <= 0.25 * p["exact_kl_to_target_init"], p
-    assert p["pairs"] == 4 * 2048 and p["pair_n"] == 4 and p["beta_star"] == pytest.approx(1 / 11)
+    assert p["pairs"] == 4 * pairs and p["pair_n"] == 4 and p["beta_star"] == pytest.approx(1 / 11)
     # the target is not π_BoN: the exact minimiser of the population loss is strictly better than π_BoN
     n, tau = 4, 11 / 2
     star = pm.squared_loss_minimiser(small_oracle.ref_log_probs, small_oracle.rewards, n, tau, 0.005)
@@ -228,19 +233,23 @@ def test_bonbon_converges_to_its_exact_minimiser(tmp_path, small_oracle):
     assert (tmp_path / "run" / "policy" / "model.safetensors").exists()
 
 
-def test_ipo_converges_to_its_exact_minimiser(tmp_path):
-    p = run_point(tmp_path, tmp_path / "run", "objective=ipo", *SMALL)
+@pytest.mark.parametrize("pairs", PAIRS)
+def test_ipo_converges_to_its_exact_minimiser(tmp_path, pairs):
+    p = run_point(tmp_path, tmp_path / "run", "objective=ipo", *SMALL, f"preference.pairs_per_prompt={pairs}")
     assert p["exact_kl_to_target_init"] > 0.1
     assert p["exact_kl_to_target"] <= 0.25 * p["exact_kl_to_target_init"], p
 
 
-def test_dpo_moves_towards_the_top_response(tmp_path, small_oracle):
+@pytest.mark.parametrize("pairs", PAIRS)
+def test_dpo_moves_towards_the_top_response(tmp_path, small_oracle, pairs):
     """DPO on (best, worst) pairs has no finite minimiser: its population loss tends to 0 only as π_θ → the point
     mass on each prompt's top-reward response. So longer training keeps raising the exact reward, the exact KL,
     the top response's mass, and lowering the exact population DPO loss, past π_BoN (whose KL it overtakes).
-    Measured at seed 0 (2 → 8 epochs): reward 1.48 → 1.87, KL 1.47 → 2.16, KL to π_BoN 0.57 → 0.99."""
-    short = run_point(tmp_path, tmp_path / "short", "objective=dpo", "preference.epochs=2", *SMALL)
-    long = run_point(tmp_path, tmp_path / "long", "objective=dpo", "preference.epochs=8", *SMALL)
+    Measured at seed 0 (2 → 8 epochs, 2,048 pairs): reward 1.48 → 1.87, KL 1.47 → 2.16, KL to π_BoN 0.57 → 0.99;
+    1,024 pairs, seed shifts 0-3: reward 1.29-1.32 → 1.63-1.71, KL to π_BoN 0.51-0.55 → 0.63-0.69."""
+    size = (*SMALL, f"preference.pairs_per_prompt={pairs}")
+    short = run_point(tmp_path, tmp_path / "short", "objective=dpo", "preference.epochs=2", *size)
+    long = run_point(tmp_path, tmp_path / "long", "objective=dpo", "preference.epochs=8", *size)
     assert "exact_kl_to_target" not in long  # no target to be near
     ref = small_oracle.ref_log_probs
     ref_metrics = small_oracle.metrics(ref)

@@ -1,18 +1,20 @@
 """Sweeps: Hydra multirun over objectives × β (BoN taking β too), failed members recorded while the others go on,
-one shared reference cache, the experiment preset's grid, the joblib launcher, and the Pareto plot on a real sweep."""
+one shared reference cache, the experiment preset's grid, the joblib launcher, and the Pareto plot on a real sweep.
+
+The sweeps run through the app in this process (conftest.run_app: Hydra's basic launcher runs the members one after
+the other there, as it does in `python -m vbon_exp -m`); the joblib sweep is a real process (its members are)."""
 
 from __future__ import annotations
 
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from analysis_helpers import assert_valid_png, brute_force_frontier
-from conftest import run_cli, shifted
+from conftest import run_app, run_cli, shifted
 from hydra import compose, initialize_config_dir
 
 from vbon_exp.config import ConfigError, validate
@@ -26,8 +28,8 @@ BETA_3, BETA_7 = "0.3333333333333333", "0.14285714285714285"  # N = 4 and N = 8
 FAST = ("task.response_length=3", "train.max_updates=5", "eval.samples_per_prompt=32", "wandb.mode=disabled")
 
 
-def vbon_exp(*args, timeout=300) -> subprocess.CompletedProcess:
-    return run_cli(*args, timeout=timeout)
+def vbon_exp(*args) -> subprocess.CompletedProcess:
+    return run_app(*args)
 
 
 def sweep_dirs(output_root: Path) -> list[Path]:
@@ -84,12 +86,14 @@ def test_members_share_the_reference_caches(sweep):
     assert kinds == [("test", ""), ("test", "bon_pool"), ("train", "")], caches
 
 
-def test_pareto_plot_on_the_sweep(sweep):
+def test_pareto_plot_on_the_sweep(sweep, capsys):
+    """scripts/pareto_plot.py's main (vbon_exp.analysis.cli.main), in this process; wandb offline (conftest): logged
+    too."""
+    from vbon_exp.analysis import cli
+
     _, sweep_dir, _ = sweep
-    result = subprocess.run([sys.executable, "scripts/pareto_plot.py", str(sweep_dir)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)  # wandb offline (conftest): logged too
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "frontier frequency" in result.stdout
+    assert cli.main([str(sweep_dir)]) == 0
+    assert "frontier frequency" in capsys.readouterr().out
     out = sweep_dir / "pareto"
     points = pd.read_csv(out / "points.csv")
     assert len(points) == 9  # one row per member
@@ -143,7 +147,13 @@ def compose_config(*overrides, hydra_config=False):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
-def test_synthetic_pareto_preset_grid_is_valid_for_every_objective(tmp_path):
+@pytest.mark.parametrize("whole_grid", [pytest.param(False, id="every-objective-and-beta"),
+                                        pytest.param(True, id="whole-grid", marks=pytest.mark.slow)])
+def test_synthetic_pareto_preset_grid_is_valid_for_every_objective(tmp_path, whole_grid):
+    """Each member's config, as the sweep composes it, validates. Fast tier: every objective and every β (14
+    compositions, conftest.covering_pairs); slow: all 70 members (a composition costs ~0.15 s)."""
+    from conftest import covering_pairs
+
     cfg = compose_config("+experiment=synthetic_pareto", f"paths.output_root={tmp_path}", hydra_config=True)
     params = cfg.hydra.sweeper.params
     objectives = params["objective"].split(",")
@@ -151,16 +161,17 @@ def test_synthetic_pareto_preset_grid_is_valid_for_every_objective(tmp_path):
     assert objectives == ["bon", "bon_sft", "vbon", "kl_rl", "dpo", "bonbon", "bond", "bond_iterative",
                           "kl_rl_cdf", "kl_rl_exp_cdf", "kl_rl_log_cdf", "soft_bon", "rejection_bon",
                           "regularised_bon"] and len(betas) == 5
-    for objective in objectives:
-        for beta in betas:  # each member's config, as the sweep composes it
-            member = compose_config("+experiment=synthetic_pareto", f"objective={objective}",
-                                    f"objective.beta={beta!r}", f"paths.output_root={tmp_path}")
-            validate(member)
-            assert member.objective.beta == beta
-            assert member.objective.n == pytest.approx(1 / beta + 1, rel=1e-9)
-            if objective in ("bon", "bon_sft", "bonbon", "bond", "bond_iterative"):
-                assert isinstance(member.objective.n, int)  # a whole N
-            assert member.task.name == "synthetic" and member.wandb.group == "synthetic_pareto"
+    members = ([(o, b) for o in objectives for b in betas] if whole_grid else covering_pairs(objectives, betas))
+    assert {o for o, _ in members} == set(objectives) and {b for _, b in members} == set(betas)
+    for objective, beta in members:  # each member's config, as the sweep composes it
+        member = compose_config("+experiment=synthetic_pareto", f"objective={objective}",
+                                f"objective.beta={beta!r}", f"paths.output_root={tmp_path}")
+        validate(member)
+        assert member.objective.beta == beta
+        assert member.objective.n == pytest.approx(1 / beta + 1, rel=1e-9)
+        if objective in ("bon", "bon_sft", "bonbon", "bond", "bond_iterative"):
+            assert isinstance(member.objective.n, int)  # a whole N
+        assert member.task.name == "synthetic" and member.wandb.group == "synthetic_pareto"
 
 
 @pytest.mark.parametrize("objective", ["bon", "bon_sft"])

@@ -7,7 +7,8 @@ distance and its share of the initial one (`remaining` = KL(π_θ‖π*) / KL(π
 distance of the reference choice — the per-token k1 in the reward, whose policy gradient is that of
 E[r] − β·KL(π_θ‖π_ref) exactly (Ziegler et al. 2019) — trained by the same algorithm at the same β and adaptivity,
 and a verdict:
-- `reaches π*`: at most REACH (5%) of π_ref's distance to π* is left, in every seed;
+- `reaches π*`: at most REACH (5%) of π_ref's distance to π* is left, in every seed, and the mean distance is at
+  most TWICE the reference choice's (what the same training length reaches with the right gradient);
 - `unstable`: otherwise, when the seeds disagree (a spread over seeds of at least half the mean), or non-finite;
 - `elsewhere`: otherwise: further, consistently over seeds.
 (A failed run has no line and is not counted; `seeds` says how many of the 3 did count.)
@@ -29,7 +30,8 @@ from vbon_exp.storage import atomic_write_text
 
 KEYS = ["algo", "kl_in", "kl_penalty", "adaptive", "beta"]
 REFERENCE = {"kl_in": "reward", "kl_penalty": "k1"}
-REACH = 0.05  # at most this share of KL(π_ref ‖ π*) left, in every seed, counts as reaching π*
+REACH = 0.05  # at most this share of KL(π_ref ‖ π*) left, in every seed, counts as reaching π* ...
+TWICE = 2.0  # ... when also within this factor of the reference choice's distance
 METRICS = ("exact_kl_to_optimum", "exact_kl_to_optimum_init", "exact_reward", "exact_kl", "final_kl_coef")
 
 
@@ -65,7 +67,7 @@ def _verdict(row) -> str:
     mean, sd = row.exact_kl_to_optimum, row.exact_kl_to_optimum_sd
     if not math.isfinite(mean):
         return "unstable"
-    if row.remaining_max <= REACH:
+    if row.remaining_max <= REACH and mean <= TWICE * row.reference_kl_to_optimum:
         return "reaches π*"
     return "unstable" if math.isfinite(sd) and sd >= 0.5 * mean else "elsewhere"
 
