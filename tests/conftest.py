@@ -272,8 +272,9 @@ def compose_config(output_root, overrides=()):
 
 
 def compose_cfg(output_root, *overrides):
-    """A run's config in a test: compose_config with wandb disabled, on the CPU."""
-    return compose_config(output_root, ["wandb.mode=disabled", "device=cpu", *overrides])
+    """A run's config in a test: compose_config with wandb disabled, on the CPU, one torch thread (what `threads: auto`
+    gives with the suite's $OMP_NUM_THREADS=1, without auto's 0.2 s measurement of the other processes' load)."""
+    return compose_config(output_root, ["wandb.mode=disabled", "device=cpu", "threads=1", *overrides])
 
 
 def run_point(output_root, run_dir, *overrides) -> dict:
