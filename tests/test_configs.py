@@ -122,10 +122,13 @@ NODE_OPTIONS = {
     "sampling": [[f"sampler={s}"] for s in sorted(p.stem for p in (CONF / "sampler").glob("*.yaml"))],
     **{node: [[]] for node in ("reference", "eval", "train", "wandb", "paths", "sft", "preference")},
 }
-TYPO_CASES = [(node, options) for node, cases in NODE_OPTIONS.items() for options in cases]
+# every node in the fast tier with its first option; its other options (another schema each) with `make test-all`
+TYPO_CASES = [pytest.param(node, options, id=f"{node}-{'-'.join(options) or 'default'}",
+                           marks=() if i == 0 else pytest.mark.slow)
+              for node, cases in NODE_OPTIONS.items() for i, options in enumerate(cases)]
 
 
-@pytest.mark.parametrize("node,options", TYPO_CASES, ids=[f"{n}-{'-'.join(o) or 'default'}" for n, o in TYPO_CASES])
+@pytest.mark.parametrize("node,options", TYPO_CASES)
 def test_a_typo_in_any_node_is_refused_naming_the_key(tmp_path, node, options):
     """With `+` Hydra adds the key (even to a typed node): validate refuses it. Without `+` Hydra refuses it."""
     from hydra.errors import ConfigCompositionException

@@ -3,7 +3,7 @@ runs that only read what a kill left (the reruns, the uninterrupted reference ru
 same entry point in this process (conftest.run_app: no interpreter start per run), with two bad inputs also run as
 real processes (the interpreter's exit status and output).
 
-1. SIGKILL during the reference-cache build and during training, at 5 seeded kill points each (2 in the fast tier,
+1. SIGKILL during the reference-cache build and during training, at 5 seeded kill points each (1 in the fast tier,
    all 5 with `make test-all`: only the selected points' scenarios run): every rerun
    completes, recomputes no finished chunk (their files are untouched), resumes training from the last checkpoint,
    loses at most the one chunk or the updates since the last checkpoint that were in flight, and ends with exactly
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = cli_env(WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
 POLL_S = 0.01  # between reads of the on-disk counter (the kill follows the read that reaches k at once)
 KILL_POINTS = range(5)
-FAST_POINTS = 2  # kill points in the fast tier; the others are marked slow
+FAST_POINTS = 1  # kill points in the fast tier; the others are marked slow
 POINT_PARAMS = [pytest.param(p, marks=() if p < FAST_POINTS else pytest.mark.slow) for p in KILL_POINTS]
 WORKERS = 2  # scenarios at a time (each is one single-threaded process at a time)
 
