@@ -79,32 +79,6 @@ def shift_seed_overrides(overrides) -> list[str]:
     return [*out[: first + 1], f"seed={SEED_SHIFT}", *out[first + 1:]]
 
 
-# `make test` runs pytest-xdist with --dist loadfile: whole files go, in the order of its queue, to whichever worker is
-# free. The queue is sorted heaviest file first (longest processing time first), so the last files to start are
-# short and both workers stay busy to the end; xdist's own order (most tests first) can leave a long file for last.
-# Seconds per file in the fast tier, as measured on 2 cores (`--durations=0`, rounded); a file not listed counts 1 s.
-FILE_SECONDS = {
-    "test_faults.py": 50, "test_evaluation_estimates.py": 40, "test_sweep.py": 35, "test_objectives.py": 30,
-    "test_adapters.py": 28, "test_configs.py": 25, "test_preference_losses.py": 25, "test_synthetic.py": 24,
-    "test_bond.py": 20, "test_run.py": 18, "test_cli.py": 18, "test_analysis_cli.py": 14, "test_presets.py": 13,
-    "test_storage.py": 12, "test_bootstrap.py": 12, "test_bench.py": 12, "test_analysis_frontier.py": 12,
-    "test_tasks.py": 11, "test_distributed.py": 11, "test_plan.py": 10, "test_reference.py": 10,
-    "test_analysis_figures.py": 8, "test_external.py": 8, "test_real_model.py": 8, "test_gpu_check.py": 8,
-    "test_sampling.py": 7, "test_evaluation_samples.py": 7, "test_inference_relatives.py": 6, "test_trainers.py": 3,
-    "test_grpo.py": 3,
-}
-
-
-def pytest_configure(config):
-    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the queue in the collection order below
-        config.option.loadscopereorder = False
-
-
-def pytest_collection_modifyitems(config, items):
-    """The files heaviest first (FILE_SECONDS); each file's tests keep their order (a stable sort)."""
-    items.sort(key=lambda item: -FILE_SECONDS.get(Path(item.nodeid.split("::")[0]).name, 1))
-
-
 @pytest.fixture(autouse=True)
 def _shifted_global_seed():
     """torch's, numpy's and random's global generators at the shifted seed before every test: draws a test does not
