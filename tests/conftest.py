@@ -193,7 +193,9 @@ def run_app(*args: str, **env):
     stderr captured, `env` set in os.environ for the call. A CompletedProcess like run_cli's: returncode is the
     SystemExit code (0 when the app returns). No interpreter start and no torch/transformers import per call (what
     a subprocess costs: seconds); what only a real process shows (a kill, the interpreter's own exit) stays with
-    run_cli. Hydra's logging configuration is undone afterwards, so the test process's logging is as it was."""
+    run_cli. Hydra's logging configuration is undone afterwards, so the test process's logging is as it was. Hydra
+    re-raises a composition error instead of reporting it when it believes a debugger is attached, which it reads off
+    sys.gettrace() (set under `--cov`): for the call it is told that none is, as in a plain `python -m vbon_exp`."""
     import contextlib
     import io
     import logging
@@ -201,6 +203,8 @@ def run_app(*args: str, **env):
     import sys
 
     import runpy
+
+    import hydra._internal.utils as hydra_utils
 
     from vbon_exp import launch
 
@@ -210,7 +214,7 @@ def run_app(*args: str, **env):
     loggers = [logging.getLogger()] + [lg for lg in logging.root.manager.loggerDict.values()
                                        if isinstance(lg, logging.Logger)]
     saved_logging = [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
-    saved_argv, saved_state = sys.argv, dict(launch._STATE)
+    saved_argv, saved_state, under_debugger = sys.argv, dict(launch._STATE), hydra_utils.is_under_debugger
     out, err = io.StringIO(), io.StringIO()
     code = 0
     for key, value in env.items():
@@ -220,6 +224,7 @@ def run_app(*args: str, **env):
             os.environ[key] = str(value)
     try:
         sys.argv = argv
+        hydra_utils.is_under_debugger = lambda: False
         launch._STATE.update(composed=False, recording=None)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:  # as `python -m` runs it (module __main__: Hydra finds conf/ next to the package's file)
@@ -228,6 +233,7 @@ def run_app(*args: str, **env):
                 code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     finally:
         sys.argv = saved_argv
+        hydra_utils.is_under_debugger = under_debugger
         launch._STATE.clear()
         launch._STATE.update(saved_state)
         for key, value in saved_env.items():

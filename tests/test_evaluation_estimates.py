@@ -48,9 +48,15 @@ def perturbed_metrics(perturbed_policy, flat_synthetic_task, flat_cache):
                    seed=shifted(0), bootstrap=0)[0]
 
 
-def test_exact_metrics_are_the_oracles(perturbed_metrics, perturbed_policy, flat_synthetic_task):
+@pytest.fixture(scope="module")
+def perturbed_log_probs(perturbed_policy, flat_synthetic_task):
+    """The perturbed policy's exact distribution over every response (one forward pass over all 4 × 7,776)."""
+    return flat_synthetic_task.oracle.model_log_probs(perturbed_policy.model)
+
+
+def test_exact_metrics_are_the_oracles(perturbed_metrics, perturbed_log_probs, flat_synthetic_task):
     oracle = flat_synthetic_task.oracle
-    exact = oracle.metrics(oracle.model_log_probs(perturbed_policy.model))
+    exact = oracle.metrics(perturbed_log_probs)
     for key, value in exact.items():
         assert perturbed_metrics[key] == pytest.approx(value, abs=1e-12), key
     assert 0.1 < exact["exact_kl"] < 1.0  # precondition: a policy clearly different from π_ref
@@ -254,7 +260,7 @@ def test_tie_aware_kl_is_the_exact_kl_with_tied_rewards(tied_synthetic_task, tmp
             assert p["kl_analytic"] - p["exact_kl"] > 2 * (4 * p["kl_se"] + 0.005), p
 
 
-def test_win_rate_first_against_the_first_cached_draw(perturbed_metrics, perturbed_policy, flat_synthetic_task,
+def test_win_rate_first_against_the_first_cached_draw(perturbed_metrics, perturbed_log_probs, flat_synthetic_task,
                                                       flat_cache):
     """The seed code's win rate: against each prompt's first cached draw only, ties lose. Its exact value given those
     draws is Σ_y π_θ(y)·1[r(y) > first] averaged over prompts; the estimate is within 4 of its SE (policy samples,
@@ -262,7 +268,7 @@ def test_win_rate_first_against_the_first_cached_draw(perturbed_metrics, perturb
     oracle = flat_synthetic_task.oracle
     first = flat_cache.first_rewards
     assert first is not None and first.shape == (4,)
-    p = oracle.model_log_probs(perturbed_policy.model).exp()
+    p = perturbed_log_probs.exp()
     exact = float((p * (oracle.rewards > first[:, None]).double()).sum(-1).mean())
     m = perturbed_metrics
     assert abs(m["win_rate_first"] - exact) <= 4 * m["win_rate_first_se"], (m["win_rate_first"], exact)
