@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 ARGS   ?=
 
 .PHONY: install run test test-all clean pareto-plot bench gpu-check results-synthetic results-imdb-tiny real-model \
-	real-model-weights results-imdb-smollm2 results-kl-choices docs
+	real-model-weights results-imdb-smollm2 results-kl-choices docs coverage
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,13 @@ test: install real-model-weights
 	$(VENV)/bin/lint-imports
 	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile --durations=25 \
 		$(PYTEST_ARGS)
+
+# The fast tier's line coverage of vbon_exp/ (pytest-cov; the README "Tests" states it): a term table and
+# outputs/coverage.json. Slower than `make test` (the trace function), so not part of it.
+coverage: install real-model-weights
+	$(PY) -m pip install -q 'pytest-cov>=5'
+	WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile --cov=vbon_exp \
+		--cov-report=term:skip-covered --cov-report=json:outputs/coverage.json $(PYTEST_ARGS)
 
 # Everything, slow tests included.
 test-all: install

@@ -26,6 +26,7 @@ from vbon_exp.adapters import (
     save_merged,
     served_weights,
 )
+from vbon_exp.cpu_features import cpu_bf16_native
 from vbon_exp.errors import ConfigError
 from vbon_exp.logprobs import response_token_stats
 from vbon_exp.modeling import Samples
@@ -151,7 +152,10 @@ def test_reference_view_serves_nothing_to_push_and_settings_are_checked(syntheti
 # --------------------------------------------------------------------------- end to end
 
 
-LORA_RUN = ("train.mixed_precision=bf16", "train.gradient_checkpointing=true", "train.lora.rank=8")
+# bf16 autocast where this CPU has bf16 instructions; float32 where it only emulates them (~20× slower, so bf16 is
+# refused there without train.allow_slow_bf16: tests/test_cpu_features.py); adapters and checkpointing train either way
+LORA_RUN = ("train.mixed_precision=" + ("bf16" if cpu_bf16_native() else "no"), "train.gradient_checkpointing=true",
+            "train.lora.rank=8")
 
 
 @pytest.mark.parametrize("size", sizes(short_training(30)))

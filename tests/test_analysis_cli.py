@@ -4,6 +4,7 @@ the errors (exit 2, one message, no traceback)."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import types
@@ -70,9 +71,10 @@ def test_cli_writes_tables_and_plots(temperature_sweep, tmp_path, capsys):
 
 def test_cli_writes_and_prints_the_gap_to_bon(tmp_path, capsys):
     runs = tmp_path / "sweep"
-    for k, n in enumerate((1, 2, 4)):  # BoN from the pool: rewards 0, 1, 3 at N = 1, 2, 4
-        write_results(runs / "bon" / "results.jsonl", point("bon", 1.0, 1.0, float(max(0, 2 ** k - 1)), 0.0, n=n,
-                                                            estimate="cache", kl_analytic=0.0))
+    for k, n in enumerate((1, 2, 4)):  # BoN from the pool: rewards 0, 1, 3 at N = 1, 2, 4, at its own KL
+        write_results(runs / "bon" / "results.jsonl", point("bon", 1.0, 1.0, float(max(0, 2 ** k - 1)),
+                                                            math.log(n) - (n - 1) / n, n=n, estimate="cache",
+                                                            kl_analytic=0.0))
     write_results(runs / "vbon" / "results.jsonl", point("vbon", 1 / 3, 1.0, 1.5, 0.5))
     assert cli.main([str(runs), "--wandb-mode", "disabled"]) == 0
     printed = capsys.readouterr().out

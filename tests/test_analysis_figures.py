@@ -3,6 +3,7 @@ crowded panels, the figure against evaluation temperature, the judges' figures, 
 
 from __future__ import annotations
 
+import math
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,7 +127,8 @@ def test_judge_columns_get_their_own_figures(tmp_path):
 
 
 def test_bon_gap_figure_draws_the_seed_means_and_leaves_out_points_beyond_the_pool():
-    bon = [{"objective": "bon", "estimate": "cache", "n": n, "kl_analytic": 0.0, "reward": r, "kl": 0.0,
+    bon = [{"objective": "bon", "estimate": "cache", "n": n, "kl_analytic": 0.0, "reward": r,
+            "kl": math.log(n) - (n - 1) / n,  # the gap reads BoN's curve at BoN's own KL
             "win_rate": 0.5 + r / 10, "seed": seed} for seed in (0, 1) for n, r in ((1, 0.0), (2, 1.0), (4, 3.0))]
     points = frame(*bon,
                    *({"objective": "vbon", "beta": 0.5, "reward": 1.0 + seed, "kl": 0.5, "seed": seed,

@@ -41,6 +41,39 @@ def test_several_tasks_are_separate_sets_by_default():
     assert labelled["set"].tolist() == ["a · T_eval=1 · M=512", "b · T_eval=1 · M=64"]
 
 
+def test_task_variants_are_separate_sets_and_old_lines_are_one_default_variant():
+    """Runs of two task variants in one directory (the synthetic task with reward_levels=5 beside its defaults) get a
+    frontier and a BoN curve each; lines from before the `task_variant` column and new lines of the defaults (None)
+    are one default variant. The label shows a variant only where its task has several: a directory of one variant
+    keeps its labels."""
+    levels = {"task_variant": "reward_levels=5"}
+
+    def bon(n, reward, **extra):
+        return {"objective": "bon", "estimate": "cache", "n": n, "kl_analytic": 0.0, "kl": 0.4 * (n - 1),
+                "reward": reward, **extra}
+
+    at = 0.4 * (math.log(1.5) - 1 / 3) / (math.log(2) - 1 / 2)  # BoN's KL at N = 1.5 on these curves
+
+    points = frame(bon(1, 0.0), bon(2, 1.0), bon(1, 0.0, **levels), bon(2, 3.0, **levels),  # old lines: no column
+                   {"objective": "vbon", "reward": 0.4, "kl": at},
+                   {"objective": "kl_rl", "reward": 0.3, "kl": at, "task_variant": None},
+                   {"objective": "vbon", "reward": 0.2, "kl": at, **levels})
+    labelled = sets.label_sets(points, sets.set_columns(points, None))
+    default, tied = "synthetic · defaults · T_eval=1 · M=512", "synthetic · reward_levels=5 · T_eval=1 · M=512"
+    assert labelled["set"].tolist() == [default, default, tied, tied, default, default, tied]
+    # each point meets its own variant's BoN curve at N* = 1.5, log2(1.5) of the way to N = 2's reward (pooled, the
+    # curves would average: 2·log2(1.5))
+    gaps = frontier_tables(points, None, None)["bon_gap_points"]
+    share = math.log2(1.5)
+    assert dict(zip(gaps["objective"] + " " + gaps["set"], gaps["bon_reward_at_kl"])) == pytest.approx(
+        {f"vbon {default}": share, f"kl_rl {default}": share, f"vbon {tied}": 3 * share})
+    on = frontier_tables(points, None, None)["points"].set_index(["objective", "reward"])["on_frontier"]
+    assert on[("vbon", 0.2)]  # dominated by the default variant's vBoN point only if the two shared a frontier
+    old = frame({"objective": "vbon", "reward": 1.0, "kl": 1.0}, {"objective": "kl_rl", "reward": 2.0, "kl": 2.0})
+    assert sets.label_sets(old, sets.set_columns(old, None))["set"].tolist() == ["synthetic · T_eval=1 · M=512"] * 2
+    assert sets.label_sets(points, sets.set_columns(points, ["task"]))["set"].nunique() == 1
+
+
 def test_group_by_rejects_unknown_columns():
     with pytest.raises(AnalysisError, match="objective is not one of"):
         sets.set_columns(frame({"objective": "vbon", "reward": 1.0, "kl": 1.0}), ["task", "objective"])
@@ -82,3 +115,28 @@ def test_seed_aggregation_mean_and_interval():
                                                                                           1.5 + Z * 0.1))
     assert (b["kl_ci_low"], b["kl_ci_high"]) == pytest.approx((0.4 - Z * 0.02, 0.4 + Z * 0.02))
     assert b["exact_reward"] == 1.4 and np.isnan(b["exact_reward_ci_low"]) and np.isnan(b["exact_reward_ci_high"])
+
+
+def test_runs_record_their_task_variant(tmp_path):
+    """The column the sets read, as run.py writes it: None for a task's defaults, the task keys off their defaults
+    otherwise, and a language-model task's reference and reward models."""
+    from conftest import compose_cfg
+
+    from vbon_exp.config import validate
+    from vbon_exp.run import base_point
+
+    def variant(*overrides):
+        return base_point(validate(compose_cfg(tmp_path, *overrides)))["task_variant"]
+
+    assert variant() is None and variant("sampling.temperature=0.7") is None
+    assert variant("task.reward_levels=5") == "reward_levels=5"
+    assert variant("task.reward_levels=5", "task.model_seed=3") == "model_seed=3 · reward_levels=5"
+    assert variant("task=imdb") == "reference=gpt2-imdb · reward_model=distilbert-imdb"
+    # a sweep re-run into a directory skips a member only when its variant finished there too
+    from vbon_exp.results import finished_lines, write_result
+
+    ids = base_point(validate(compose_cfg(tmp_path)))
+    write_result(tmp_path / "run", {**{k: v for k, v in ids.items() if k != "task_variant"}, "status": "ok"})  # old
+    assert len(finished_lines(tmp_path / "run", ids)) == 1
+    tied = base_point(validate(compose_cfg(tmp_path, "task.reward_levels=5")))
+    assert finished_lines(tmp_path / "run", tied) == []

@@ -78,6 +78,15 @@ def _win(cache: torch.Tensor, x) -> float:
     return (int((cache < x).sum()) + 0.5 * int((cache == x).sum())) / len(cache)
 
 
+def _k1(cache: torch.Tensor, x, n: int) -> float:
+    """BoN's per-sample log π_BoN/π_ref estimate, counted one by one: log((F^N − F⁻^N)/q) with the cache's F, F⁻, q
+    where it holds x, else log N + (N−1)·log((#< + 1)/(T + 1))."""
+    t, less, equal = len(cache), int((cache < x).sum()), int((cache == x).sum())
+    if equal:
+        return math.log((((less + equal) / t) ** n - (less / t) ** n) / (equal / t))
+    return math.log(n) + (n - 1) * math.log((less + 1) / (t + 1))
+
+
 def _policy_case():
     rewards_rows = _rows([5, 8, 3], seed=4, levels=5)
     cache_rows = _rows([6, 4, 10], seed=5, levels=5)
@@ -100,8 +109,7 @@ def test_policy_replicates_recompute_every_estimate_from_the_resampled_data(reco
             reference = recorded["redraws"][p][r]
             win.append(torch.tensor([_win(cache, x) for x in own], dtype=torch.float64).mean())
             beats.append((own > reference).double().mean())
-            k1.append(torch.tensor([math.log(4) + 3 * math.log((int((cache < x).sum()) + 1) / (len(cache) + 1))
-                                    for x in own], dtype=torch.float64).mean())
+            k1.append(torch.tensor([_k1(cache, x, 4) for x in own], dtype=torch.float64).mean())
         assert reps["win_rate"][r].item() == pytest.approx(float(torch.stack(win).mean()), abs=1e-12)
         assert reps["win_rate_first"][r].item() == pytest.approx(float(torch.stack(beats).mean()), abs=1e-12)
         assert reps["kl_k1"][r].item() == pytest.approx(float(torch.stack(k1).mean()), abs=1e-12)
@@ -130,13 +138,11 @@ def test_bon_pool_replicates_recompute_every_estimate_from_the_resampled_data(re
             values = pools[p][recorded["indices"][2 * p][r]]
             cache = caches[p][recorded["indices"][2 * p + 1][r]]
             win = torch.tensor([_win(cache, x) for x in values], dtype=torch.float64)
-            log_f = torch.tensor([math.log((int((cache < x).sum()) + 1) / (len(cache) + 1)) for x in values],
-                                 dtype=torch.float64)
             expect["reward"].append(w @ values)
             expect["win_rate"].append(w @ win)
             expect["win_rate_first"].append(w @ (values > recorded["redraws"][p][r]).double())
-            expect["kl_k1"].append(torch.tensor([math.log(n) + (n - 1) * float(lf) for n, lf in zip(ns, w @ log_f)],
-                                                dtype=torch.float64))
+            expect["kl_k1"].append(torch.stack([w[j] @ torch.tensor([_k1(cache, x, n) for x in values],
+                                                                    dtype=torch.float64) for j, n in enumerate(ns)]))
             # the pool's levels and which are atoms are the original pool's; their masses are the resample's
             levels, counts = torch.unique(pools[p], return_counts=True)
             mass = torch.stack([(values == v).double().mean() for v in levels])

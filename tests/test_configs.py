@@ -102,6 +102,11 @@ def test_every_combination_composes_validates_and_instantiates(built_tasks, task
     cfg = _compose(f"paths.output_root={tmp}", *overrides, f"objective={objective}", *REQUIRED.get(objective, []),
                    f"algo={algo}")
     OmegaConf.resolve(cfg)  # every interpolation resolves
+    allowed = getattr(OBJECTIVE_SETTINGS[_objective_of(objective)], "algos", None)
+    if allowed is not None and algo not in allowed:  # e.g. bon_aware's group estimator: one clear error instead
+        with pytest.raises(ConfigError, match=r"algo\.name"):
+            config.validate(cfg)
+        return
     nodes = config.validate(cfg)
     obj = build_objective(nodes.objective)
     base = _objective_of(objective)

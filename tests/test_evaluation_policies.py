@@ -11,6 +11,7 @@ from conftest import perturbed, seeded
 
 from vbon_exp.evaluation import BoNPolicy, ModelPolicy, stratified_mean_se
 from vbon_exp.modeling import Samples
+from vbon_exp.reference import ReferenceCache
 from vbon_exp.sampling import SamplingConfig
 
 PAD_GARBAGE = 5  # a real token id in the padding slots: anything that ignores the masks picks it up
@@ -124,14 +125,16 @@ def test_bon_policy_on_the_synthetic_task_keeps_the_best_of_its_pool(synthetic_t
     assert not torch.equal(out.rewards, groups[:, 0])  # precondition: selection is not the identity
 
 
-def test_bon_policy_k1_is_log_n_plus_n_minus_1_log_f():
-    class StubCache:
-        def log_cdf_hat(self, prompt_index, rewards):
-            return torch.tensor([-0.5, 0.0, -2.0], dtype=torch.float64)
-
-    samples = Samples(torch.arange(3), *(torch.zeros(3, 1, dtype=torch.long),) * 4, rewards=torch.zeros(3))
-    k1 = BoNPolicy(StubReference([]), 4).kl_terms(samples, StubCache())["k1"]
-    assert torch.allclose(k1, math.log(4) + 3 * torch.tensor([-0.5, 0.0, -2.0], dtype=torch.float64))
+def test_bon_policy_k1_is_tie_aware():
+    """A reward the cache does not hold: log N + (N−1)·log F̂, F̂ = (#< + 1)/(M + 1); one it holds (a tie):
+    log((F^N − F⁻^N)/q) with the cache's F = #≤/M, F⁻ = #</M, q = F − F⁻, by hand."""
+    cache = ReferenceCache.from_rows([torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([0.0, 1.0, 1.0, 5.0])])
+    samples = Samples(torch.tensor([0, 0, 1, 1]), *(torch.zeros(4, 1, dtype=torch.long),) * 4,
+                      rewards=torch.tensor([2.5, -1.0, 1.0, 5.0]))
+    k1 = BoNPolicy(StubReference([]), 4).kl_terms(samples, cache)["k1"]
+    expected = [math.log(4) + 3 * math.log(4 / 5), math.log(4) + 3 * math.log(1 / 5),
+                math.log((0.75**4 - 0.25**4) / 0.5), math.log((1 - 0.75**4) / 0.25)]
+    assert k1.tolist() == pytest.approx(expected, abs=1e-12)
     assert BoNPolicy(StubReference([]), 1).analytic_kl() == 0.0
 
 

@@ -14,6 +14,7 @@ import torch
 from conftest import run_point, seeded, shifted
 
 from vbon_exp import bon
+from vbon_exp.bootstrap import point_and_se, rule_pool_replicates
 from vbon_exp.evaluation import ModelPolicy, measure
 from vbon_exp.objectives.regularised_bon import RegularisedBoN, regularised_bon_log_probs
 from vbon_exp.objectives.rejection_bon import RejectionBoN, rejection_bon_log_probs
@@ -115,6 +116,62 @@ def test_rejection_pool_weights_are_the_subset_average():
     assert float(got.sum()) == pytest.approx(1.0, abs=1e-12)
 
 
+def _soft_subset_average(pool: torch.Tensor, n: int, lam: float) -> torch.Tensor:
+    """Each member's chance of being kept, averaged over every N-subset of the pool (the complete U-statistic)."""
+    expected, subsets = torch.zeros_like(pool), list(itertools.combinations(range(len(pool)), n))
+    for subset in subsets:
+        expected[list(subset)] += torch.softmax(pool[list(subset)] / lam, 0)
+    return expected / len(subsets)
+
+
+def test_soft_pool_weights_are_the_subset_average():
+    """Where the pool has at most `subsets` N-subsets, the weights are their complete average (no draw; the same in
+    every row), against enumerating them (tolerance 1e-12); at N = 1 any budget gives the pool mean exactly."""
+    pool = torch.tensor([-1.0, 0.2, 0.5, 0.5, 1.3, 2.0, 2.4], dtype=torch.float64)
+    rows = pool.expand(3, -1)
+    complete = SoftBoN([3], lam=0.5, subsets=35, seed=shifted(0)).weights(rows, 3, 0)  # C(7, 3) = 35
+    torch.testing.assert_close(complete, _soft_subset_average(pool, 3, 0.5).expand(3, -1), rtol=0, atol=1e-12)
+    for subsets in (1, 3, 100):
+        single = SoftBoN([1], lam=0.5, subsets=subsets, seed=shifted(0)).weights(rows, 1, 0)
+        torch.testing.assert_close(single, torch.full_like(rows, 1 / 7), rtol=0, atol=1e-15)
+
+
+def test_soft_pool_weights_from_drawn_subsets_are_unbiased_and_redrawn_per_row():
+    """Fewer subsets than the pool has (6 of C(7, 3) = 35): each row draws its own, so rows of one pool differ (a
+    bootstrap replicate's spread includes the draw), and their mean over 4000 rows is the complete average: within
+    5 SE of the rows' mean, per member (a fixed seed: one deterministic number; 5 SE fails < 1e-5 per member)."""
+    pool = torch.tensor([-1.0, 0.2, 0.5, 0.5, 1.3, 2.0, 2.4], dtype=torch.float64)
+    drawn = SoftBoN([3], lam=0.5, subsets=6, seed=shifted(1)).weights(pool.expand(4000, -1), 3, 0)
+    assert not torch.allclose(drawn[0], drawn[1])
+    torch.testing.assert_close(drawn.sum(-1), torch.ones(4000, dtype=torch.float64), rtol=0, atol=1e-12)
+    gap = (drawn.mean(0) - _soft_subset_average(pool, 3, 0.5)).abs()
+    assert (gap <= 5 * drawn.std(0) / math.sqrt(4000)).all(), gap
+
+
+def test_soft_pool_se_covers_the_subset_draw():
+    """The bootstrap SE of soft BoN's pooled reward against the spread of the estimate over independent draws of the
+    pool *and* of the subsets (as tests/test_bootstrap.py checks BoN's): 300 pools of M = 256 from one discrete
+    distribution, 16 subsets each (at N = 16: one permutation), B = 100. With 300 draws the spread is known to ±4%,
+    so the band [0.75, 1.33] is wide; a fixed seed makes it one deterministic number. Measured ratio: 1.02. Before
+    the draw moved inside the replicates, the SE left the subsets' share out (measured ratio then 0.62)."""
+    g = seeded(21)
+    k, m = 3000, 256
+    p = torch.softmax(torch.randn(k, generator=g, dtype=torch.float64) * 0.5, -1)
+    rewards = torch.randn(k, generator=g, dtype=torch.float64)
+    rule = SoftBoN([16], lam=0.3, subsets=16, seed=shifted(2))
+    estimates, ses = [], []
+    for draw in range(300):
+        pool = rewards[torch.multinomial(p, m, True, generator=g)].sort().values
+        rule.seed = shifted(2) + draw  # fresh subsets for every pool
+        reps = rule_pool_replicates([pool], [pool], None, [16], 100, g, rule)
+        point, se = point_and_se(reps["reward"])
+        estimates.append(float(point[0]))
+        ses.append(float(se[0]))
+    ratio = (sum(ses) / len(ses)) / float(torch.tensor(estimates).std())
+    print(f"SE / SD over draws: {ratio:.3f}")
+    assert 0.75 <= ratio <= 1.33
+
+
 # --------------------------------------------------------------------------- estimates against the exact values
 
 SAMPLING = SamplingConfig(temperature=1.0, max_new_tokens=5)
@@ -152,6 +209,15 @@ def test_pooled_relatives_match_their_exact_values(rule, flat_synthetic_task, po
         assert abs(p["kl"] - p["exact_kl"]) <= 0.05, p
         assert p["kl_estimator"] == "plugin" and ("lam" in p or "quantile" in p)  # its setting, a column
     assert points[1]["exact_reward"] > points[0]["exact_reward"] + 10 * points[1]["reward_se"]  # N matters
+
+
+def test_pooled_soft_bon_at_n_1_is_the_pools_mean(flat_synthetic_task, pooled):
+    """N = 1 keeps the one sample drawn: the estimate is the pool's own mean reward, exactly (issue 27: the fixed
+    random subsets gave 0.141 against the pool's 0.213), and it is within 3 SE of π_ref's exact reward."""
+    (p,) = measure(SoftBoN([1], lam=0.5, subsets=64, seed=shifted(0)), flat_synthetic_task, pooled, seed=shifted(0),
+                   bootstrap=100, samples_per_prompt=1)
+    assert p["reward"] == pytest.approx(float(pooled["bon_pool"].mean_reward().mean()), abs=1e-12)
+    assert abs(p["reward"] - p["exact_reward"]) <= 3 * p["reward_se"], p
 
 
 def test_sampled_regularised_bon_matches_its_exact_values(flat_synthetic_task, pooled):

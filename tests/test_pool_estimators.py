@@ -104,3 +104,46 @@ def test_bon_pool_ns_are_powers_of_two_up_to_a_quarter_of_the_pool():
     assert pool_estimators.bon_pool_ns(256) == [1, 2, 4, 8, 16, 32, 64]
     assert pool_estimators.bon_pool_ns(1000) == [1, 2, 4, 8, 16, 32, 64, 128]
     assert pool_estimators.bon_pool_ns(4) == [1]
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 16])
+def test_log_bon_ratio_from_counts_is_bon_on_the_caches_levels(n):
+    """A reward the cache holds: the tie-aware log π_BoN/π_ref of bon.bon_log_probs on the cache's empirical
+    distribution (each cached reward an atom of mass count/M); one it does not hold: log N + (N−1)·log F̂ with
+    F̂ = (#< + 1)/(M + 1) (bon.log_bon_ratio_estimate). Tolerance 1e-10 (the same closed form by two routes)."""
+    g = seeded(40 + n)
+    cache = torch.randint(0, 6, (30,), generator=g).to(torch.float64).sort().values  # ties: 6 levels, 30 draws
+    levels, counts = torch.unique(cache, return_counts=True)
+    log_mass = torch.log(counts.to(torch.float64) / len(cache))
+    exact = bon.bon_log_probs(log_mass, levels, n) - log_mass  # log π_BoN/π_ref of each level
+    less = torch.tensor([int((cache < v).sum()) for v in levels])
+    less_equal = torch.tensor([int((cache <= v).sum()) for v in levels])
+    got = pool_estimators.log_bon_ratio_from_counts(less, less_equal, len(cache), n)
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-10)
+    absent = torch.tensor([-1.0, 2.5, 9.0], dtype=torch.float64)  # below, between and above the cached levels
+    below = torch.tensor([int((cache < v).sum()) for v in absent])
+    continuous = bon.log_bon_ratio_estimate(bon.log_cdf_hat_from_counts(below, len(cache)), n)
+    torch.testing.assert_close(pool_estimators.log_bon_ratio_from_counts(below, below, len(cache), n), continuous,
+                               rtol=0, atol=1e-12)
+    if n > 1:  # the check has power: on the cached levels the continuous formula is another number
+        wrong = bon.log_bon_ratio_estimate(bon.log_cdf_hat_from_counts(less, len(cache)), n)
+        assert (wrong - exact).abs().max() > 0.1
+
+
+def test_subset_positions_enumerate_small_pools_and_draw_blocks_of_permutations_otherwise():
+    """C(M, N) ≤ budget: every N-subset once, the same in every row (no draw). Otherwise ⌈budget/⌊M/N⌋⌉ permutations
+    per row, each cut into ⌊M/N⌋ disjoint blocks: each permutation's blocks hold distinct positions, rows differ
+    (drawn afresh), and at N = 1 each permutation is every position once."""
+    every = pool_estimators.subset_positions(6, 3, 20, 4, seeded(0))
+    assert every.shape == (4, 20, 3) and (every == every[:1]).all()
+    assert sorted(map(tuple, every[0].tolist())) == list(itertools.combinations(range(6), 3))
+    drawn = pool_estimators.subset_positions(10, 3, 7, 5, seeded(1))  # 3 blocks per permutation: 3 permutations
+    assert drawn.shape == (5, 9, 3)
+    for row in drawn:
+        for permutation in row.view(3, 9):
+            assert len(set(permutation.tolist())) == 9
+    assert not (drawn == drawn[:1]).all()
+    singles = pool_estimators.subset_positions(50, 1, 30, 3, seeded(2))  # C(50, 1) > 30: one permutation
+    assert singles.shape == (3, 50, 1) and all(sorted(r.flatten().tolist()) == list(range(50)) for r in singles)
+    with pytest.raises(ValueError, match="1 ≤ N ≤ M"):
+        pool_estimators.subset_positions(5, 6, 10, 1, seeded(0))

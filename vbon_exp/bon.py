@@ -276,17 +276,28 @@ def bon_log_probs(logp_ref: torch.Tensor, rewards: torch.Tensor, n: float) -> to
     level's mass,
         π_BoN(y) = π_ref(y)·(F^N − F⁻^N)/q = π_ref(y)·Σ_{i=1..N} C(N,i) F⁻^(N−i) q^(i−1),
     which for distinct rewards (q = π_ref(y)) is the paper's Σ_{i=1..N} C(N,i) F⁻^(N−i) π_ref(y)^i (§3)."""
-    _, log_lt, log_level = log_reward_cdfs(logp_ref, rewards)
     if int(n) == n:
+        _, log_lt, log_level = log_reward_cdfs(logp_ref, rewards)
         return logp_ref.to(torch.float64) + log_bon_ratio_exact(log_lt, log_level, int(n))
-    # real N (e.g. N = 1/β + 1 for a β whose inverse is not an integer): the closed form (F^N − F⁻^N)/q with
-    # F = F⁻ + q, as N·log F + log(1 − (1 − q/F)^N) − log q, where log(1 − q/F) = log1p(−exp(log q − log F)).
+    return bon_log_probs_closed_form(logp_ref, rewards, n)  # real N (e.g. N = 1/β + 1 for a β not 1/whole)
+
+
+def bon_log_probs_closed_form(logp_ref: torch.Tensor, rewards: torch.Tensor, n: float) -> torch.Tensor:
+    """`bon_log_probs` for any real N ≥ 1 in O(K) memory: the closed form (F^N − F⁻^N)/q with F = F⁻ + q, as
+    N·log F + log(1 − (1 − q/F)^N) − log q, where log(1 − q/F) = log1p(−exp(log q − log F)) (the binomial sum's
+    [..., K, N] table does not fit for large whole N: 4 GB at N = 2^14 on the synthetic task)."""
     if n < 1:
         raise ValueError(f"BoN needs N ≥ 1, got {n}")
+    _, log_lt, log_level = log_reward_cdfs(logp_ref, rewards)
     log_f = torch.logaddexp(log_lt, log_level)
+    return logp_ref.to(torch.float64) + bon_log_ratio_closed_form(log_f, log_level, n)
+
+
+def bon_log_ratio_closed_form(log_f: torch.Tensor, log_level: torch.Tensor, n: float) -> torch.Tensor:
+    """log(π_BoN/π_ref) = log((F^N − F⁻^N)/q) from log F = log P(r ≤ r(y)) and log q = log P(r = r(y))
+    (log_reward_cdfs), for any real N ≥ 1: elementwise, so a curve over N reuses one computation of the CDFs."""
     log_keep = torch.log1p(-torch.exp(log_level - log_f).clamp(max=1.0))
-    log_ratio = n * log_f + torch.log(-torch.expm1(n * log_keep)) - log_level
-    return logp_ref.to(torch.float64) + log_ratio
+    return n * log_f + torch.log(-torch.expm1(n * log_keep)) - log_level
 
 
 def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:

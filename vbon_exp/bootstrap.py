@@ -59,6 +59,12 @@ class ResampledCache:
         less, _ = self.counts(values)
         return bon.log_cdf_hat_from_counts(less, self.size)
 
+    def log_bon_ratio(self, values: torch.Tensor, n: int) -> torch.Tensor:
+        """BoN's per-sample estimate of log π_BoN/π_ref at v, tie-aware (pool_estimators.log_bon_ratio_from_counts),
+        in each resampling: [R, K]."""
+        less, less_equal = self.counts(values)
+        return pool_estimators.log_bon_ratio_from_counts(less, less_equal, self.size, n)
+
     def redraw_one(self, replicates: int, generator: torch.Generator, first: float) -> torch.Tensor:
         """[1 + replicates] single reference rewards: `first` (the cache's first draw), then draws from the cache, for
         estimates against one reference sample per prompt (win_rate_first): what another first draw could have been."""
@@ -86,7 +92,8 @@ def policy_replicates(rewards: torch.Tensor, prompt_index: torch.Tensor, cache_r
 
     `win_rate` (ties ½, against every cached reward), `win_rate_first` (against the cache's first draw, ties lose;
     with `first_rewards`: that one reference draw is redrawn from the cache in each replicate) and, for BoN with
-    `bon_n`, `kl_k1` = log N + (N−1)·log F̂(r), whose F̂ is the cache's. `cache_rows[p]`: prompt p's sorted rewards.
+    `bon_n`, `kl_k1`: the mean of the per-sample estimate of log π_BoN/π_ref from the cache's counts, tie-aware
+    (`ResampledCache.log_bon_ratio`). `cache_rows[p]`: prompt p's sorted rewards.
     The first draws are redrawn after every prompt's resampling, so the resamplings do not depend on whether there
     are first draws: the same generator seed gives the same `win_rate` replicates for the same data."""
     rewards, prompt_index = rewards.cpu().to(torch.float64), prompt_index.cpu()
@@ -98,7 +105,7 @@ def policy_replicates(rewards: torch.Tensor, prompt_index: torch.Tensor, cache_r
         cache = ResampledCache(cache_rows[p], resample_indices(len(cache_rows[p]), replicates, generator))
         out["win_rate"].append(cache.win_prob(values).mean(-1))
         if bon_n is not None:
-            out["kl_k1"].append(bon.log_bon_ratio_estimate(cache.log_cdf_hat(values), bon_n).mean(-1))
+            out["kl_k1"].append(cache.log_bon_ratio(values, bon_n).mean(-1))
         resampled.append((p, values, cache))
     for p, values, cache in resampled if first_rewards is not None else ():
         reference = cache.redraw_one(replicates, generator, float(first_rewards[p]))
@@ -116,7 +123,8 @@ def bon_pool_replicates(pool_rows: list[torch.Tensor], cache_rows: list[torch.Te
     - `win_rate`: the same U-statistic of P(r_(k) beats a reference cache sample), ties ½: the pool and the cache are
       disjoint, so it is unbiased for BoN's win rate against one π_ref sample;
     - `win_rate_first`: of 1[r_(k) > the cache's first draw] (ties lose; the first draw redrawn per replicate);
-    - `kl_k1`: log N + (N−1)·E[log F̂(r(best of N))], F̂ the reference cache's (the sampled path's k1 estimate);
+    - `kl_k1`: the U-statistic of the per-sample estimate of log π_BoN/π_ref from the reference cache's counts
+      (`ResampledCache.log_bon_ratio`, tie-aware: the sampled path's k1 estimate);
     - `kl_tie_aware`: pool_estimators.kl_bon_levels on the pool's reward levels, a level tied in the pool (≥ 2 samples) taken as
       an atom of mass count/M, untied samples as continuous (then log N − (N−1)/N exactly); replicates keep the
       pool's atoms and resample their masses;
@@ -125,8 +133,6 @@ def bon_pool_replicates(pool_rows: list[torch.Tensor], cache_rows: list[torch.Te
     out: dict[str, list[torch.Tensor]] = {k: [] for k in ("reward", "win_rate", "win_rate_first", "kl_k1",
                                                            "kl_tie_aware", "tied_fraction")}
     weights: dict[int, torch.Tensor] = {}
-    log_n = torch.tensor([math.log(n) for n in ns], dtype=torch.float64)
-    n_minus_1 = torch.tensor([n - 1.0 for n in ns], dtype=torch.float64)
     for p, pool in enumerate(pool_rows):
         m = len(pool)
         w = weights.setdefault(m, pool_estimators.bon_order_weights(m, ns))
@@ -135,7 +141,8 @@ def bon_pool_replicates(pool_rows: list[torch.Tensor], cache_rows: list[torch.Te
         cache = ResampledCache(cache_rows[p], resample_indices(len(cache_rows[p]), replicates, generator))
         out["reward"].append(pool_estimators.bon_pool_mean(values, w))
         out["win_rate"].append(pool_estimators.bon_pool_mean(cache.win_prob(values), w))
-        out["kl_k1"].append(log_n + n_minus_1 * pool_estimators.bon_pool_mean(cache.log_cdf_hat(values), w))
+        out["kl_k1"].append(torch.stack([(cache.log_bon_ratio(values, n) * w[j]).sum(-1) for j, n in enumerate(ns)],
+                                        dim=-1))
         if first_rewards is not None:
             reference = cache.redraw_one(replicates, generator, float(first_rewards[p]))
             out["win_rate_first"].append(pool_estimators.bon_pool_mean((values > reference[:, None]).to(torch.float64), w))

@@ -1,13 +1,16 @@
-"""Estimators of BoN and its relatives from a pool of cached π_ref rewards: U-statistics over the pool's N-subsets and
-the tie-aware KL, pure functions of the sorted rewards of one prompt (vbon_exp/evaluation/bon_pool.py and
+"""Estimators of BoN and its relatives from a pool of cached π_ref rewards: U-statistics over the pool's N-subsets (and
+the subsets of the relatives' incomplete ones), the tie-aware KL, and BoN's per-sample log π_BoN/π_ref from a cache's
+counts, pure functions of the sorted rewards of one prompt (vbon_exp/evaluation/bon_pool.py and
 vbon_exp/bootstrap.py read them; the relatives' modules in vbon_exp/objectives/ add theirs)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 
+from vbon_exp import bon
 from vbon_exp.bon import log_binomial
 from vbon_exp.settings.beta_n import bon_pool_ns  # noqa: F401  (re-exported)
 
@@ -71,10 +74,9 @@ def kl_bon_level_terms(q: torch.Tensor, atomic: torch.Tensor, n: float) -> torch
     f = torch.cumsum(q, dim=-1).clamp(max=1.0)
     f_lt = (f - q).clamp(min=0.0)
     log_n = math.log(n)
-    # atomic: log(F^N − F⁻^N) = N·log F + log(1 − (1 − q/F)^N), stable when q ≪ F (as in bon_log_probs)
     pos = q > 0
     safe_q, safe_f = torch.where(pos, q, torch.ones_like(q)), torch.where(pos, f, torch.ones_like(f))
-    log_mass = n * torch.log(safe_f) + torch.log(-torch.expm1(n * torch.log1p(-(safe_q / safe_f).clamp(max=1.0))))
+    log_mass = log_level_mass(safe_f, safe_q, n)
     atom = torch.where(pos, torch.exp(log_mass) * (log_mass - torch.log(safe_q)), torch.zeros_like(q))
 
     def big_g(u: torch.Tensor) -> torch.Tensor:
@@ -86,3 +88,47 @@ def kl_bon_level_terms(q: torch.Tensor, atomic: torch.Tensor, n: float) -> torch
     return torch.where(atomic, atom, continuous)
 
 
+def log_level_mass(f: torch.Tensor, q: torch.Tensor, n: float) -> torch.Tensor:
+    """log(F^N − F⁻^N) with F⁻ = F − q (0 < q ≤ F): the log-probability that the best of N lands on a level of π_ref
+    mass q whose CDF at the level is F, as N·log F + log(1 − (1 − q/F)^N), stable when q ≪ F (as bon_log_probs)."""
+    return n * torch.log(f) + torch.log(-torch.expm1(n * torch.log1p(-(q / f).clamp(max=1.0))))
+
+
+def log_bon_ratio_from_counts(less: torch.Tensor, less_equal: torch.Tensor, m, n: float) -> torch.Tensor:
+    """The per-sample estimate of log π_BoN(y)/π_ref(y) from a cache of M π_ref rewards of y's prompt, by the counts
+    of cached rewards below (<) and at or below (≤) r(y): BoN sampling's k1 term (it has no token probabilities).
+
+    Where r(y) ties with cached rewards (q̂ > 0) y's reward level is an atom: π_BoN/π_ref = (F^N − F⁻^N)/q on it
+    (bon.bon_log_probs), with the plug-ins F̂ = #≤/M, F̂⁻ = #</M, q̂ = F̂ − F̂⁻ of the cache. Elsewhere (no cached
+    reward equals r(y): continuous rewards) it is log N + (N−1)·log F̂(r(y)) with the cache's F̂ = (#< + 1)/(M + 1)
+    (bon.log_bon_ratio_estimate, §3). For a small atom (q ≪ F/N) the two agree to O(N·q/F); on a tied level the
+    continuous formula is wrong by up to N-fold (log N − (N−1)/N exceeds the tie-aware KL)."""
+    less, less_equal = less.to(torch.float64), less_equal.to(torch.float64)
+    m = torch.as_tensor(m, dtype=torch.float64)
+    continuous = bon.log_bon_ratio_estimate(bon.log_cdf_hat_from_counts(less, m), n)
+    tied = less_equal > less
+    f = torch.where(tied, less_equal / m, torch.ones_like(less))
+    q = torch.where(tied, (less_equal - less) / m, torch.ones_like(less))
+    atom = log_level_mass(f, q, n) - torch.log(q)
+    return torch.where(tied, atom, continuous)
+
+
+def subset_positions(m: int, n: int, budget: int, rows: int, generator: torch.Generator) -> torch.Tensor:
+    """[rows, S, N] positions of N-subsets of a pool of M, for a rule's U-statistic over them: the same S subsets
+    in every row where C(M, N) ≤ `budget` (all of them: the complete U-statistic, no draw at all), else drawn afresh
+    for each row (the bootstrap's replicates, so that their spread includes the draw's noise) as ⌈budget/⌊M/N⌋⌉
+    random permutations of the pool, each cut into ⌊M/N⌋ disjoint blocks of N.
+
+    Each block is a uniformly random N-subset, so the mean over blocks is an unbiased (incomplete) U-statistic; a
+    permutation's blocks are Hoeffding's (1948) representation of the complete U-statistic as the average over
+    permutations of the mean over disjoint blocks, so each sample is in as many blocks as any other (at N = 1 one
+    permutation is the pool mean exactly)."""
+    if not 1 <= n <= m:
+        raise ValueError(f"N-subsets of a pool of M = {m} need 1 ≤ N ≤ M, got {n}")
+    if math.comb(m, n) <= budget:
+        every = torch.tensor(list(itertools.combinations(range(m), n)), dtype=torch.long)
+        return every.expand(rows, -1, -1)
+    blocks = m // n
+    permutations = -(-budget // blocks)
+    order = torch.rand(rows, permutations, m, generator=generator, dtype=torch.float64).argsort(dim=-1)
+    return order[..., : blocks * n].reshape(rows, permutations * blocks, n)

@@ -39,11 +39,32 @@ ID_COLUMNS = {
 }
 # the columns that belong to the RL trainers' settings (None on a line of an objective that trains without them)
 ALGO_COLUMNS = ("algo", "kl_in", "kl_penalty", "target_kl")
+# Which variant of its task a line's run ran (run.task_variant: the task keys off their defaults, e.g.
+# "reward_levels=5", and a language-model task's reference and reward models): identifying too, but read off the
+# settings as a whole, not one config key. None for the task's defaults, and on lines written before the column
+# (read as one default variant).
+TASK_VARIANT = "task_variant"
 
 # The metric columns every successful line has (each with `<metric>_se`), and their type.
 METRIC_COLUMNS = {"reward": float, "kl": float, "win_rate": float}
 # Columns of every line besides the identifying ones: status ok | failed, run_dir, wall_s.
 STATUS_OK, STATUS_FAILED = "ok", "failed"
+# Inference-time best-of-N′ of the evaluated policy (eval.inference_n): per N′ the column `inference_<metric>_<N′>`
+# for each metric here, with `<column>_se` and, on a task with an exact oracle, `exact_<column>`
+# (vbon_exp/evaluation/inference_bon.py).
+INFERENCE_METRICS = ("reward", "win_rate", "win_rate_vs_ref", "worst_reward")
+_INFERENCE_COLUMN = re.compile(r"^inference_(" + "|".join(INFERENCE_METRICS) + r")_(\d+)$")
+
+
+def inference_column(metric: str, n: int) -> str:
+    """The results column of inference-time metric `metric` (one of INFERENCE_METRICS) at N′ = `n`."""
+    return f"inference_{metric}_{int(n)}"
+
+
+def parse_inference_column(column: str) -> tuple[str, int] | None:
+    """(metric, N′) of an `inference_<metric>_<N′>` column (not its `_se` or `exact_` twin), else None."""
+    match = _INFERENCE_COLUMN.match(str(column))
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def jsonable(value: Any) -> Any:
@@ -110,7 +131,7 @@ def finished_lines(run_dir: Path, ids: dict) -> list[dict]:
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         return []
-    same = [k for k in ids if k in ID_COLUMNS and k != "eval_temperature"]
+    same = [k for k in ids if (k in ID_COLUMNS or k == TASK_VARIANT) and k != "eval_temperature"]
     return [line for line in read_lines(path)
             if line.get("status") == STATUS_OK and all(jsonable(line.get(k)) == jsonable(ids[k]) for k in same)]
 

@@ -6,7 +6,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import asdict, replace
+from dataclasses import MISSING, asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,9 @@ from vbon_exp.evaluation import StageMeter, Target, build_judges, evaluate_polic
 from vbon_exp.modeling import resolve_device
 from vbon_exp.objectives import RunContext, build_objective
 from vbon_exp.reference import task_caches
-from vbon_exp.results import ALGO_COLUMNS, ID_COLUMNS, RESULTS_FILE, finished_lines
+from vbon_exp.results import (
+    ALGO_COLUMNS, ID_COLUMNS, RESULTS_FILE, TASK_VARIANT, finished_lines, inference_column, parse_inference_column,
+)
 from vbon_exp.sampling import SamplingConfig, check_backend
 from vbon_exp.settings.run import RunSettings
 from vbon_exp.tasks import build_task
@@ -96,9 +98,34 @@ def base_point(settings: RunSettings) -> dict:
     if settings.objective.trains_with != "algo":
         point.update(dict.fromkeys(ALGO_COLUMNS))
     point["objective_label"] = settings.objective.legend()
+    point[TASK_VARIANT] = task_variant(settings)
     if settings.objective.variant() is not None:  # a method of its own beyond name, β, N (declared by the settings)
         point["variant"] = settings.objective.variant()
     return point
+
+
+# task keys that leave a point comparable: π_ref's sampling defaults (the sampling columns say what it used), where
+# the data come from, and what only training reads
+NOT_TASK_VARIANT = ("name", "temperature", "top_k", "top_p", "max_new_tokens", "dataset", "data_dir",
+                    "num_train_prompts", "train_split")
+
+
+def task_variant(settings: RunSettings) -> str | None:
+    """Which variant of its task the run runs (results column `task_variant`: the analysis never puts two variants
+    on one frontier): the task keys off their defaults (e.g. `reward_levels=5`: the synthetic task's reference and
+    reward are task keys), and on a language-model task its reference and reward models (the last part of their
+    names). None for the task's defaults."""
+    task = settings.task
+    parts = [f"{f.name}={getattr(task, f.name)}" for f in fields(task)
+             if f.name not in NOT_TASK_VARIANT and (f.default is MISSING or getattr(task, f.name) != f.default)]
+    if task.uses_model_groups:
+        reward = getattr(settings.reward, "name_or_path", None) or settings.reward.type
+        parts += [f"reference={_last_part(settings.model.name_or_path)}", f"reward_model={_last_part(reward)}"]
+    return " · ".join(parts) or None
+
+
+def _last_part(name_or_path: str) -> str:
+    return str(name_or_path).rstrip("/").rsplit("/", 1)[-1]
 
 
 def make_accelerator(device: torch.device, mixed_precision: str):
@@ -163,6 +190,8 @@ def run(cfg: DictConfig | RunSettings, run_dir: Path | None = None, skip_finishe
             # the models' vocabulary is known now: the memory pre-flight again, with its logits, before any sampling
             check_memory(nodes, vocab_size=getattr(task.reference.config, "vocab_size", None))
             objective.check_task(task)
+            if task.oracle is not None:  # the synthetic task: its exact gold curves of this run's method too
+                task.oracle.method = nodes.objective.name
             cache_meter = StageMeter("cache_build")
             # the training caches, and the evaluation's at the sampling temperature unless no evaluation happens there
             requests = dict.fromkeys(objective.cache_splits)
@@ -244,10 +273,25 @@ def _throughput_line(p: dict) -> str:
     return "  stages: " + "   ".join(parts)
 
 
+def _inference_lines(p: dict) -> list[str]:
+    """With eval.inference_n: per N′ the reward of best-of-N′ of the policy and its win rate against best-of-N′ of
+    π_ref (ties ½), each with its SE and, on the synthetic task, its exact value."""
+    ns = sorted({parsed[1] for parsed in map(parse_inference_column, p) if parsed is not None})
+
+    def value(metric: str, n: int) -> str:
+        column = inference_column(metric, n)
+        exact = p.get(f"exact_{column}")
+        return f"{p[column]:.4f} ± {p[f'{column}_se']:.4f}" + (f" (exact {exact:.4f})" if exact is not None else "")
+
+    return [f"  best-of-{n} at inference: reward {value('reward', n)}   win rate vs best-of-{n} of π_ref "
+            f"{value('win_rate', n)}" for n in ns]
+
+
 def summary_line(p: dict, tracker: Tracker) -> str:
     lines = [
         f"vbon_exp: task={p['task']} objective={p['objective']} N={p['n']} beta={p['beta']} seed={p['seed']} "
-        + f"eval temperature={p['eval_temperature']}" + (f" estimate={p['estimate']}" if "estimate" in p else ""),
+        + f"eval temperature={p['eval_temperature']}" + (f" estimate={p['estimate']}" if "estimate" in p else "")
+        + (f" mu={p['mu']:g} (N = 1 + Poisson(mu))" if "mu" in p else ""),
         f"  reward {p['reward']:.4f} ± {p['reward_se']:.4f}   KL[{p['kl_estimator']}] {p['kl']:.4f} ± {p['kl_se']:.4f}"
         + (f" (analytic {p['kl_analytic']:.4f})" if "kl_analytic" in p else "")
         + f"   win rate {p['win_rate']:.4f} ± {p['win_rate_se']:.4f}   ({p['wall_s']:.1f} s)",
@@ -255,6 +299,8 @@ def summary_line(p: dict, tracker: Tracker) -> str:
     if "exact_reward" in p:
         lines.append(
             f"  exact: reward {p['exact_reward']:.4f}   KL {p['exact_kl']:.4f}   win rate {p['exact_win_rate']:.4f}"
+            + (f"   gold reward {p['exact_gold_reward']:.4f} (win rate {p['exact_gold_win_rate']:.4f})"
+               if "exact_gold_reward" in p else "")
             + (f"   KL to target {p['exact_kl_to_target']:.4g}" if "exact_kl_to_target" in p else "")
             + (f" (π_ref: {p['exact_kl_to_target_init']:.4g})" if "exact_kl_to_target_init" in p else "")
             + (f"   KL to optimum π* {p['exact_kl_to_optimum']:.4g}" if "exact_kl_to_optimum" in p else "")
@@ -265,6 +311,7 @@ def summary_line(p: dict, tracker: Tracker) -> str:
         lines.append("  judges: " + "   ".join(
             f"{name}: reward {p[f'judge/{name}/reward']:.4f} ± {p[f'judge/{name}/reward_se']:.4f}, win rate "
             f"{p[f'judge/{name}/win_rate']:.4f} ± {p[f'judge/{name}/win_rate_se']:.4f}" for name in judges))
+    lines.extend(_inference_lines(p))
     lines.append(_throughput_line(p))
     lines.append(f"  results: {tracker.results_path}")
     if tracker.wandb_dir:

@@ -12,6 +12,9 @@ import-linter contract in pyproject.toml says so): a sweep is analysed without b
     frontier.py      the Pareto frontier (per seed, of the seed means), its frequency, exact regret and curves
     gap_to_bon.py    the gap to BoN (from the pool) at matched KL (the module of `bon_gap` below)
     tables.py        the tables in data-flow order, their CSVs and their terminal form
+    inference_time.py   every method behind best-of-N′ (eval.inference_n): BoN_N′(π) vs N′, the win-rate table
+    gold_exact.py    synthetic task: exact gold vs proxy reward against KL, HedgeTune's gold-optimal N / λ / μ
+    gold_vs_proxy.py the judges as gold: how much of the proxy's gain each judge sees
     drawing.py, figures.py   the figures;  wandb_upload.py   their upload (job type `pareto`)
     cli.py           `python -m vbon_exp.analysis RUNS` = scripts/pareto_plot.py = `make pareto-plot`
     curves.py        `python -m vbon_exp.analysis.curves RUNS`: training curves and whether they flattened
@@ -74,8 +77,9 @@ def frontier_tables(points: pd.DataFrame, group_by: Sequence[str] | None = None,
 
 def bon_gap(points: pd.DataFrame, per_seed: bool = False) -> pd.DataFrame:
     """The gap to BoN at matched KL (bon_gap.csv): for every point but BoN's own, BoN-from-the-pool's reward and
-    win rate at the point's KL (N* with log N* − (N* − 1)/N* = KL, interpolated linearly in N; `beyond_pool` and
-    NaN past the pool's largest N) minus the point's: `reward_gap`, `win_rate_gap` (> 0: BoN is ahead). One row per
+    win rate at the point's KL (BoN's own KL per pool size; N* between two neighbouring sizes from the shape
+    log N − (N − 1)/N rescaled through them, values interpolated linearly in log N*; `beyond_pool` and NaN past the
+    pool's largest N) minus the point's: `reward_gap`, `win_rate_gap` (> 0: BoN is ahead). One row per
     configuration, its seeds averaged with 95% intervals; `per_seed=True`: one row per point (bon_gap_points.csv,
     with `bon_curve`: "same seed" or "seed mean"). `points` as `load_results` gives them (comparable sets are
     labelled here unless a `set` column is there)."""

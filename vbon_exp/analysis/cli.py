@@ -16,7 +16,19 @@ from pathlib import Path
 import pandas as pd
 
 from vbon_exp.analysis.figures import write_figures
+from vbon_exp.analysis.gold_exact import (
+    format_hedgetune,
+    gold_exact_tables,
+    write_gold_exact,
+    write_gold_figure,
+)
 from vbon_exp.analysis.gold_vs_proxy import format_gold_vs_proxy
+from vbon_exp.analysis.inference_time import (
+    format_inference,
+    inference_tables,
+    write_inference_figures,
+    write_inference_tables,
+)
 from vbon_exp.analysis.load import AnalysisError, load_points, load_wandb_points, newest_sweep
 from vbon_exp.analysis.sets import COMPARABLE, plottable
 from vbon_exp.analysis.tables import format_bon_gap, format_frequency, format_regret, frontier_tables, write_tables
@@ -141,13 +153,18 @@ def _main(args) -> int:
     out = frontier_tables(points, group_by, runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = write_tables(out, out_dir)
-    report = _report(out, source)
+    inference = inference_tables(out["points"])  # runs with eval.inference_n: each policy behind BoN_N′
+    written += write_inference_tables(inference, out_dir)
+    gold = gold_exact_tables(out, runs_dir)  # the synthetic task's gold reward: gold vs KL, HedgeTune
+    written += write_gold_exact(gold, out_dir)
+    report = _report(out, source) + format_inference(inference) + format_hedgetune(gold["hedgetune"])
     print(report, end="")
     atomic_write_text(out_dir / "report.txt", report)
     written.append("report.txt")
     if not plottable(out["points"]).any():
         raise AnalysisError(f"none of the {len(points)} results lines from {source} is a successful run with a "
                             f"reward and a KL: nothing to plot (see {out_dir / 'points.csv'})")
-    figures = write_figures(out, out_dir)
+    figures = {**write_figures(out, out_dir), **write_inference_figures(inference, out["points"], out_dir),
+               **write_gold_figure(gold, out, out_dir)}
     print(f"\nwritten to {out_dir}/: {', '.join(written)}, " + ", ".join(f"{stem}.png/.pdf" for stem in figures))
     return _log_to_wandb(args, mode, out, figures, out_dir, source) if mode != "disabled" else 0

@@ -118,7 +118,7 @@ def regret_table(configs: pd.DataFrame) -> pd.DataFrame:
 # with the spec that determines them), and the analysis draws them under the exact points.
 
 
-def _run_dir(row: pd.Series, runs_dir: Path | None) -> Path | None:
+def exact_frontier_dir(row: pd.Series, runs_dir: Path | None) -> Path | None:
     """The run dir of a results line that holds its exact_frontier.json: the results file's dir under `runs_dir`
     (the sweep may have moved since), else the line's own `run_dir`."""
     candidates = []
@@ -149,7 +149,7 @@ def exact_curves(points: pd.DataFrame, runs_dir: Path | None) -> tuple[dict, lis
         rows = points[exact & (points["set"] == set_label)]
         specs, missing = {}, 0
         for _, row in rows.iterrows():
-            run_dir = _run_dir(row, runs_dir)
+            run_dir = exact_frontier_dir(row, runs_dir)
             if run_dir is not None and run_dir not in read:
                 read[run_dir] = read_exact_frontiers(run_dir)
             entry = _entry_at(read[run_dir], float(row["eval_temperature"])) if run_dir is not None else None

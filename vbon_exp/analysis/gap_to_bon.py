@@ -1,17 +1,22 @@
 """The gap to BoN at matched KL: how much reward (and win rate) a method leaves to best-of-N sampling at the KL
 it spent.
 
-BoN from the pool (`objective=bon objective.estimate=cache`) gives, per comparable set, BoN's reward and win rate
-at N = 1, 2, 4, …; BoN's KL at N is the analytic log N − (N − 1)/N (`kl_analytic`; it increases with N, from 0 at
-N = 1, π_ref). For a trained point with KL k, N* solves log N* − (N* − 1)/N* = k (bisection; k ≤ 0 is N* = 1), and
-BoN's values at k are interpolated linearly in N between the pool's two neighbouring N. A point whose KL is beyond
-the analytic KL of the pool's largest N gets no BoN value (`beyond_pool`): BoN is never extrapolated.
+BoN from the pool (`objective=bon objective.estimate=cache`) gives, per comparable set, BoN's reward, win rate and
+KL at N = 1, 2, 4, …: its own KL (`kl`, the pool's tie-aware estimate by default), not the continuous log N −
+(N − 1)/N, which overstates BoN's KL wherever rewards tie (a point that *is* π_BoN(N) then meets BoN at a smaller N:
+a spurious gap below 0). A point with KL k meets BoN's curve at the N* where the curve's KL is k: between two pool
+sizes whose KLs bracket k, BoN's KL runs in N with the shape of log N − (N − 1)/N (exact for continuous rewards),
+scaled to the two KLs; BoN's values at N* are interpolated linearly in log N* (BoN's reward grows about linearly in
+log N; linearly in N it bows below BoN between pool sizes, by up to 0.07 on the synthetic task). A point whose KL is
+beyond the KL of the pool's largest N gets no BoN value (`beyond_pool`): BoN is never extrapolated; nor does a point
+below the KL of the curve's smallest N when the curve has no N = 1.
 
 Each point is paired with the BoN curve of its own seed where that seed has BoN lines in the set, else with the
 curve of BoN's seed means (`bon_curve`). The gap is BoN's value minus the point's: positive where BoN is ahead.
-SEs: the interpolated BoN SE is the same linear interpolation of the neighbours' SEs (an upper bound on the SE of
-the interpolated value whatever their correlation), and a gap's SE adds the two variances (the policy's samples and
-BoN's pool are independent draws; the win rates share the test cache, which only makes the sum conservative)."""
+SEs: the interpolated BoN SE is the same interpolation of the neighbours' SEs (an upper bound on the SE of the
+interpolated value whatever their correlation; the SE of BoN's KL, which moves N*, is left out), and a gap's SE
+adds the two variances (the policy's samples and BoN's pool are independent draws; the win rates share the test
+cache, which only makes the sum conservative)."""
 
 from __future__ import annotations
 
@@ -31,35 +36,12 @@ from vbon_exp.analysis.sets import (
 from vbon_exp.results import natural_key
 
 BON, POOL_ESTIMATE = "bon", "cache"  # BoN from the pool: objective=bon objective.estimate=cache
-CURVE_COLUMNS = ("reward", "win_rate", "reward_se", "win_rate_se")
+CURVE_COLUMNS = ("kl", "reward", "win_rate", "reward_se", "win_rate_se")  # BoN's curve, indexed by N
+INTERPOLATED = CURVE_COLUMNS[1:]  # its values at a point's KL
 SAME_SEED, SEED_MEAN = "same seed", "seed mean"  # `bon_curve`: which BoN curve a point is compared with
 # the seed means of bon_gap.csv, each with `_ci_low` / `_ci_high`
 GAP_METRICS = ("kl", "reward", "win_rate", "bon_n_at_kl", "bon_reward_at_kl", "bon_win_rate_at_kl", "reward_gap",
                "win_rate_gap")
-
-
-def bon_analytic_kl(n):
-    """KL(π_BoN ‖ π_ref) = log N − (N − 1)/N for continuous rewards (real N ≥ 1 too)."""
-    n = np.asarray(n, dtype=float)
-    return np.log(n) - (n - 1) / n
-
-
-def n_at_kl(kl: float, n_max: float) -> float:
-    """The real N* ∈ [1, n_max] whose analytic KL is `kl`, by bisection on log N (the analytic KL increases with
-    N): 1 for kl ≤ 0 (π_ref), inf beyond n_max's analytic KL, NaN for a NaN kl."""
-    if not math.isfinite(kl):
-        return math.nan if math.isnan(kl) else math.inf
-    if kl <= 0:
-        return 1.0
-    if kl > float(bon_analytic_kl(n_max)):
-        return math.inf
-    lo, hi = 0.0, math.log(n_max)
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if bon_analytic_kl(math.exp(mid)) < kl else (lo, mid)
-        if hi - lo <= 1e-15:
-            break
-    return math.exp(0.5 * (lo + hi))
 
 
 # ---------------------------------------------------------------------------------------------------- BoN's curves
@@ -86,14 +68,14 @@ def _seed(value):
 def with_reference_point(bon: pd.DataFrame) -> pd.DataFrame:
     """BoN's lines with, for each seed that has no N = 1 line (a sweep over N = 4, 8, …), π_ref's point N = 1 from the
     lines' `ref_reward` (the test cache's mean reward at their evaluation temperature) and win rate ½ (π_ref
-    against π_ref, ties ½): the curve then starts at KL 0, as BoN's does."""
+    against π_ref, ties ½) at KL 0: the curve then starts at π_ref, as BoN's does."""
     if "ref_reward" not in bon:
         return bon
     extra = []
     for seed, mine in bon.groupby(bon[SEED].map(_seed), dropna=False):
         if (mine["n"] == 1).any() or not mine["ref_reward"].notna().any():
             continue
-        extra.append({**mine.iloc[0].to_dict(), "n": 1.0, "reward": float(mine["ref_reward"].mean()),
+        extra.append({**mine.iloc[0].to_dict(), "n": 1.0, "kl": 0.0, "reward": float(mine["ref_reward"].mean()),
                       "win_rate": 0.5, "reward_se": np.nan, "win_rate_se": np.nan})
     return pd.concat([bon, pd.DataFrame(extra)], ignore_index=True) if extra else bon
 
@@ -108,24 +90,65 @@ def seed_curves(bon: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     curves = {seed: mine.set_index("n")[list(CURVE_COLUMNS)].sort_index()
               for seed, mine in per_seed.groupby("_seed", dropna=False)}
     by_n = per_seed.groupby("n")
-    means = by_n[["reward", "win_rate"]].mean()
+    means = by_n[["kl", "reward", "win_rate"]].mean()
     for column in ("reward_se", "win_rate_se"):
         means[column] = by_n[column].first().where(by_n.size() == 1)
     return {_seed(seed): curve for seed, curve in curves.items()}, means.sort_index()
 
 
 def at_kl(curve: pd.DataFrame, kl: float) -> dict:
-    """BoN's values at analytic KL `kl` on `curve` (indexed by N): N*, and each column interpolated linearly in N
-    between the neighbouring N of the curve; NaN beyond its largest N (`beyond_pool`) or below its smallest (a
-    curve without N = 1)."""
+    """BoN's values on `curve` (indexed by N, sorted; its `kl` BoN's own) at KL `kl`: N*, where the curve's KL is
+    `kl`, and each column there, linear in log N* between the two neighbouring N whose KLs bracket `kl`. Every kl at
+    or below the KL of N = 1 (π_ref) is N* = 1; NaN (no N*) below the smallest N's KL of a curve without N = 1, and
+    beyond its largest N's (`beyond_pool`, N* = inf)."""
     ns = curve.index.to_numpy(dtype=float)
-    n_star = n_at_kl(kl, float(ns.max()))
-    out = {"bon_n_at_kl": n_star, "beyond_pool": n_star == math.inf}
-    inside = math.isfinite(n_star) and n_star >= ns.min() * (1 - 1e-12)
-    for column in CURVE_COLUMNS:
+    kls = np.maximum.accumulate(curve["kl"].to_numpy(dtype=float))  # BoN's KL grows with N: an estimate's dip evened
+    lo, hi, share = _bracket(kls, ns, kl)
+    beyond = not math.isnan(kl) and kl > kls[-1]
+    out = {"bon_n_at_kl": math.inf if beyond else math.nan, "beyond_pool": beyond}
+    frac = math.nan
+    if lo is not None:
+        out["bon_n_at_kl"] = n_star = _n_between(ns[lo], ns[hi], share)
+        frac = math.log(n_star / ns[lo]) / math.log(ns[hi] / ns[lo]) if hi != lo else 0.0
+    for column in INTERPOLATED:
         name = f"bon_{column.removesuffix('_se')}_at_kl" + ("_se" if column.endswith("_se") else "")
-        out[name] = float(np.interp(n_star, ns, curve[column].to_numpy(dtype=float))) if inside else math.nan
+        values = curve[column].to_numpy(dtype=float)
+        out[name] = (1 - frac) * values[lo] + frac * values[hi] if lo is not None else math.nan
     return out
+
+
+def _bracket(kls: np.ndarray, ns: np.ndarray, kl: float) -> tuple[int | None, int | None, float]:
+    """(lo, hi, share): the curve's nodes around `kl` and its share of the way from lo's KL to hi's; (None, None,
+    NaN) outside the curve. Where several N share a KL, the smallest N that reaches it."""
+    if math.isnan(kl) or kl > kls[-1] or (kl < kls[0] and ns[0] != 1):
+        return None, None, math.nan
+    hi = int(np.searchsorted(kls, kl, side="left"))  # kls[hi − 1] < kl ≤ kls[hi]
+    if hi == 0:
+        return 0, 0, 0.0
+    return hi - 1, hi, float((kl - kls[hi - 1]) / (kls[hi] - kls[hi - 1]))
+
+
+def _continuous_kl(n: float) -> float:
+    """log N − (N − 1)/N: BoN's KL for continuous rewards, the shape of BoN's KL between two pool sizes."""
+    return math.log(n) - (n - 1) / n
+
+
+def _n_between(n_lo: float, n_hi: float, share: float) -> float:
+    """The N* between two pool sizes where BoN's KL has come `share` of the way from N_lo's to N_hi's, with the KL's
+    shape in N between them that of continuous rewards, log N − (N − 1)/N (exact there; within ties the nodes' own
+    KLs set its ends): bisection on log N. BoN's KL is far from linear in log N at small N; with this shape the
+    values, linear in log N*, stay within 0.02 of BoN's exact curve between N = 1, 2, 4, …, 64 on the synthetic task,
+    tied or not (tests/test_analysis_bon_gap.py)."""
+    if n_lo == n_hi or share <= 0:
+        return n_lo
+    target = _continuous_kl(n_lo) + share * (_continuous_kl(n_hi) - _continuous_kl(n_lo))
+    lo, hi = math.log(n_lo), math.log(n_hi)
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _continuous_kl(math.exp(mid)) < target else (lo, mid)
+        if hi - lo <= 1e-15:
+            break
+    return math.exp(0.5 * (lo + hi))
 
 
 # ---------------------------------------------------------------------------------------------------- the tables
@@ -168,8 +191,8 @@ def gap_points(points: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         rows += mine
         below = [r for r in mine if not r["beyond_pool"] and math.isnan(r["bon_reward_at_kl"])]
         if below:
-            notes.append(f"{set_label}: {len(below)} point(s) below the analytic KL of the pool's smallest N (no "
-                         "N = 1 line): no BoN value")
+            notes.append(f"{set_label}: {len(below)} point(s) below BoN's KL at the pool's smallest N (no N = 1 "
+                         "line): no BoN value")
     gaps = pd.DataFrame(rows)
     return (_sorted(gaps) if len(gaps) else gaps), notes
 

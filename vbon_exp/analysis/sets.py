@@ -1,10 +1,10 @@
 """Comparable sets and seed statistics: which points may share a frontier, and how a configuration's seeds become
 one point with a 95% interval.
 
-Comparable sets. Rewards, KLs and win rates are comparable only within one task, evaluation temperature, reward
-output and reference cache size M (COMPARABLE). By default every combination of them found is a set of its own,
-with its own frontier and panel (the sets found are logged); `group_by` names the columns that define the sets
-(columns left out are pooled: `--group-by task` pools everything of a task into one frontier)."""
+Comparable sets. Rewards, KLs and win rates are comparable only within one task variant, evaluation temperature,
+reward output and reference cache size M (COMPARABLE). By default every combination of them found is a set of its
+own, with its own frontier, BoN curve and panel (the sets found are logged); `group_by` names the columns that
+define the sets (columns left out are pooled: `--group-by task` pools everything of a task into one frontier)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,17 @@ import numpy as np
 import pandas as pd
 
 from vbon_exp.analysis.load import METRICS, AnalysisError, judge_columns
-from vbon_exp.results import ID_COLUMNS, natural_key
+from vbon_exp.results import ID_COLUMNS, TASK_VARIANT, natural_key
 
 log = logging.getLogger(__name__)
 
-# What makes two points comparable: a reward–KL frontier compares points of one task, one evaluation temperature
-# (`eval_temperature`; the sampling temperature where a results line has none), one reward output (prob / logit /
-# margin) and one reference cache size M (its F̂ is the trained objectives' reward).
-COMPARABLE = ("task", "eval_temperature", "reward_output", "m")
+# What makes two points comparable: a reward–KL frontier compares points of one task and its variant (`task_variant`:
+# e.g. the synthetic task's reward_levels, a language-model task's reference and reward models; missing on results
+# lines from before the column: one default variant), one evaluation temperature (`eval_temperature`; the sampling
+# temperature where a results line has none), one reward output (prob / logit / margin) and one reference cache
+# size M (its F̂ is the trained objectives' reward).
+COMPARABLE = ("task", TASK_VARIANT, "eval_temperature", "reward_output", "m")
+DEFAULT_VARIANT = "defaults"  # a set label's name for a task's default variant, where the task has others
 SET_NAMES = {"eval_temperature": "T_eval", "reward_output": "reward", "m": "M"}  # in set labels
 SEED = "seed"
 # Besides the identifying columns, what makes two runs different configurations: the evaluation temperature and the
@@ -67,10 +70,10 @@ def _values(frame: pd.DataFrame, column: str) -> list:
 def set_columns(points: pd.DataFrame, group_by: Sequence[str] | None = None) -> list[str]:
     """The columns whose values define the comparable sets, one frontier each.
 
-    `group_by` None: all of COMPARABLE, so points that differ in any of them (evaluation temperature, reward output,
-    M) are never on one frontier: each set gets its own frontier and panel (the sets found are logged). Otherwise the
-    columns named (a subset of COMPARABLE; `task` is always one): the comparable columns left out are pooled into one
-    frontier, as the user asked (e.g. `--group-by task`)."""
+    `group_by` None: all of COMPARABLE, so points that differ in any of them (task variant, evaluation temperature,
+    reward output, M) are never on one frontier: each set gets its own frontier and panel (the sets found are
+    logged). Otherwise the columns named (a subset of COMPARABLE; `task` is always one): the comparable columns left
+    out are pooled into one frontier, as the user asked (e.g. `--group-by task`)."""
     if group_by is not None:
         unknown = [c for c in group_by if c not in COMPARABLE]
         if unknown:
@@ -80,7 +83,7 @@ def set_columns(points: pd.DataFrame, group_by: Sequence[str] | None = None) -> 
     ok = points[plottable(points)]
     for task, mine in ok.groupby("task"):
         for column in COMPARABLE[1:]:
-            if len(values := _values(mine, column)) > 1:
+            if column in mine and len(values := _values(mine, column)) > 1:
                 log.info("%s: %s takes %d values (%s): one frontier per value (--group-by task pools them)", task,
                          column, len(values), ", ".join(map(text_or_dash, values)))
     return list(COMPARABLE)
@@ -95,12 +98,23 @@ def text_or_dash(value) -> str:
 
 def label_sets(points: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """`set`: the label of each point's comparable set, e.g. `synthetic · T_eval=1 · M=512` (columns without a value
-    are left out; pooled columns are not part of it)."""
+    are left out; pooled columns are not part of it). A task variant shows only where its task has several, e.g.
+    `synthetic · reward_levels=5 · T_eval=1 · M=512` beside `synthetic · defaults · T_eval=1 · M=512`."""
     points = points.copy()
+    for column in columns:
+        if column not in points:  # results lines from before the column (task_variant): one default variant
+            points[column] = None
+    varied = {task for task, mine in points.groupby("task") if len(_values(mine, TASK_VARIANT)) > 1} \
+        if TASK_VARIANT in columns else set()
     labels = []
     for values in points[list(columns)].itertuples(index=False):
-        parts = [text_or_dash(values[0])] + [f"{SET_NAMES.get(c, c)}={text_or_dash(v)}"
-                                            for c, v in zip(columns[1:], values[1:]) if not pd.isna(v)]
+        parts = [text_or_dash(values[0])]
+        for column, value in zip(columns[1:], values[1:]):
+            if column == TASK_VARIANT:
+                if values[0] in varied:
+                    parts.append(DEFAULT_VARIANT if pd.isna(value) else str(value))
+            elif not pd.isna(value):
+                parts.append(f"{SET_NAMES.get(column, column)}={text_or_dash(value)}")
         labels.append(" · ".join(parts))
     points["set"] = labels
     return points

@@ -64,7 +64,9 @@ def training_overrides(art: dict, root: Path, device: str, toy: bool) -> list[st
             "task.num_test_prompts=32", f"model.name_or_path={art['policy']}", "reward=imdb_tiny",
             f"reward.name_or_path={art['reward']}", "reward.made_by=null", "model.made_by=null",
             "train.mixed_precision=bf16", "train.gradient_checkpointing=true", "train.lora.rank=16",
-            f"device={device}", "wandb.mode=disabled", f"paths.output_root={root / 'out'}", *size]
+            f"device={device}", "wandb.mode=disabled", f"paths.output_root={root / 'out'}", *size,
+            # the CPU smoke test keeps the GPU recipe's bf16 even where the CPU only emulates it (toy sizes: seconds)
+            *(["train.allow_slow_bf16=true"] if device == "cpu" else [])]
 
 
 def run_pipeline(overrides: list[str], run_dir: Path) -> dict:

@@ -1,12 +1,14 @@
 """Best-of-N by sampling (`objective=bon objective.estimate=sample`, and BoN-SFT's and BOND's training samples): N
 fresh reference samples per output, the highest reward kept (the first on ties). BoN has no token probabilities: its
-KL is the k1 estimate log N + (N−1)·log F̂(r(y)) with the test cache's F̂, beside the analytic log N − (N−1)/N."""
+KL is the k1 estimate, the mean of a per-sample estimate of log π_BoN/π_ref from the test cache, tie-aware
+(pool_estimators.log_bon_ratio_from_counts: log((F̂^N − F̂⁻^N)/q̂) on a reward the cache holds, log N + (N−1)·log F̂
+on one it does not), beside the analytic log N − (N−1)/N of continuous rewards."""
 
 from __future__ import annotations
 
 import torch
 
-from vbon_exp import bon
+from vbon_exp import bon, pool_estimators
 from vbon_exp.evaluation.model import ModelPolicy
 from vbon_exp.evaluation.policy import EvalContext
 from vbon_exp.evaluation.sampled import SampledPolicy
@@ -36,10 +38,13 @@ class BoNPolicy(SampledPolicy):
         return BoNPolicy(self.reference.at_temperature(temperature), self.n)
 
     def kl_terms(self, samples: Samples, cache, batch_size: int = 64) -> dict[str, torch.Tensor]:
-        """k1 with log π_BoN/π_ref ≈ log N + (N−1)·log F̂(r(y)) from the reference cache (BoN has no token
-        probabilities)."""
-        log_f = cache.log_cdf_hat(samples.prompt_index, samples.rewards)
-        return {"k1": bon.log_bon_ratio_estimate(log_f, self.n)}
+        """k1: each sample's estimate of log π_BoN/π_ref from the reference cache's counts below and at its reward,
+        tie-aware (pool_estimators.log_bon_ratio_from_counts; BoN has no token probabilities)."""
+        prompts, rewards = samples.prompt_index.cpu().long(), samples.rewards.cpu()
+        less = bon.count_less(cache.sorted_rewards, prompts, rewards)
+        less_equal = bon.count_less_equal(cache.sorted_rewards, prompts, rewards)
+        m = cache.lengths.index_select(0, prompts)
+        return {"k1": pool_estimators.log_bon_ratio_from_counts(less, less_equal, m, self.n)}
 
     def measure(self, samples: Samples, ctx: EvalContext) -> dict:
         terms = self.kl_terms(samples, ctx.test_cache)

@@ -3,7 +3,8 @@
 
 Reward and the model's KL estimates have the stratified SE over prompts; win rates (and BoN's k1 KL, whose F̂ is
 the cache's) have bootstrap SEs that cover the cache too (vbon_exp/evaluation/statistics.py). On a task with an
-exact oracle, the policy's exact distribution gives the exact values beside the estimates."""
+exact oracle, the policy's exact distribution gives the exact values beside the estimates. With eval.inference_n,
+the same samples give the policy under inference-time best-of-N′ (vbon_exp/evaluation/inference_bon.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 import torch
 
 from vbon_exp.errors import ConfigError
+from vbon_exp.evaluation.inference_bon import inference_bon_metrics, inference_caches
 from vbon_exp.evaluation.judges import judge_metrics
 from vbon_exp.evaluation.policy import EvalContext, EvaluatedPolicy, PolicyPoint
 from vbon_exp.evaluation.samples_table import sample_rows
@@ -41,6 +43,10 @@ class SampledPolicy(EvaluatedPolicy):
 
     def exact_log_probs(self, oracle) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def eval_caches(cls, settings) -> dict[str, int]:
+        return inference_caches(settings)  # π_ref's BoN pool where eval.inference_n is on
 
     def evaluate(self, ctx: EvalContext) -> list[PolicyPoint]:
         return [evaluate_sampled(self, ctx)]
@@ -78,11 +84,16 @@ def evaluate_sampled(policy: SampledPolicy, ctx: EvalContext) -> PolicyPoint:
     out.update(judged)
     out["se_covers"] = {**se_covers, **judge_covers}
     oracle = task.oracle
+    exact_log_probs = policy.exact_log_probs(oracle) if oracle is not None else None  # computed once
     if oracle is not None:
         target = ctx.target_log_probs(oracle) if ctx.target_log_probs is not None else None
-        out.update(oracle.metrics(policy.exact_log_probs(oracle), target))
+        out.update(oracle.metrics(exact_log_probs, target))
         if target is not None:
             out["exact_kl_to_target_init"] = oracle.metrics(oracle.ref_log_probs, target)["exact_kl_to_target"]
+    if settings.inference_ns():  # the policy behind best-of-N′ at inference, from the same samples
+        inference, inference_covers = inference_bon_metrics(samples, ctx, exact_log_probs)
+        out.update(inference)
+        out["se_covers"].update(inference_covers)
     out["eval_wall_s"] = time.perf_counter() - t0
     rows = sample_rows(task, samples, kl_term=terms[primary], kl_estimator=primary,
                        logp_policy=measured.get("logp_policy"), logp_ref=measured.get("logp_ref"),

@@ -4,7 +4,8 @@ and `datasets.load_dataset("parquet", ...)`), and the same rows as a wandb Table
 One row per evaluation sample of the first `eval.samples` test prompts (all of each prompt's samples), at each
 evaluation temperature: `prompt_index`, `prompt`, `sample` (its index within the prompt), `response`,
 `response_tokens`, `reward`, `judge/<name>` (each judge's score), `logp_policy` and `logp_ref` (log π(y|x) and
-log π_ref(y|x) at the evaluation temperature; BoN's log π_BoN is its k1 estimate log π_ref + log N + (N−1)·log F̂),
+log π_ref(y|x) at the evaluation temperature; BoN's log π_BoN is log π_ref plus its k1 term, the tie-aware
+estimate of log π_BoN/π_ref from the test cache: vbon_exp/pool_estimators.py `log_bon_ratio_from_counts`),
 `kl_term` (the sample's term of the results line's `kl` estimator, `kl_estimator`: its mean over a prompt's samples,
 then over prompts, is the line's `kl`), `eval_temperature`, `seed`, `objective`, and for BoN `bon_n` and `bon_kept`
 (which of its N candidates it kept). About 0.2–0.4 kB a row on disk for 16–48-token responses (snappy-compressed

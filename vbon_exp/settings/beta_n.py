@@ -140,9 +140,10 @@ class ObjectiveConfig:
         return ()
 
     def evaluation_caches(self, eval_settings) -> dict[str, int]:
-        """The extra evaluation caches of the test prompts its policy reads, name -> M (none by default), built
-        with the test cache and counted by the memory pre-flight."""
-        return {}
+        """The extra evaluation caches of the test prompts its policy reads, name -> M, built with the test cache
+        and counted by the memory pre-flight and the plan: by default π_ref's BoN pool where `eval.inference_n` puts
+        the (sampled) policy under inference-time best-of-N′ (vbon_exp/evaluation/inference_bon.py), else none."""
+        return {BON_POOL: eval_settings.bon_pool_m} if eval_settings.inference_ns() else {}
 
     def check_run(self, settings) -> None:
         """Rules that tie the objective to the rest of the run (`settings`: the RunSettings); none by default."""

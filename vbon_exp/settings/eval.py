@@ -45,6 +45,15 @@ class EvalConfig:
     # each prompt's samples: the first `samples` prompts (≥ 0; 512 = every test prompt of the paper's IMDB and
     # TL;DR tasks). About 0.2–0.4 kB a sample on disk.
     samples: int = 512
+    # Inference-time best-of-N′ of the evaluated policy (InfAlign's inference-time view): N′ values, positive
+    # integers in increasing order, each ≤ eval.samples_per_prompt (the policy's pool: its evaluation samples) and ≤
+    # eval.bon_pool_m (π_ref's: the BoN pool). Per N′ the results columns inference_reward_<N′> (reward of the best
+    # of N′ policy samples), inference_win_rate_<N′> (it against the best of N′ π_ref samples, ties ½),
+    # inference_win_rate_vs_ref_<N′> (against one π_ref sample) and inference_worst_reward_<N′> (the worst of N′),
+    # each with _se and exact_ twins on the synthetic task: unbiased U-statistics over the pools
+    # (vbon_exp/evaluation/inference_bon.py). Policies that sample only (BoN from the pool and its pooled relatives
+    # get none). null or [] = off.
+    inference_n: Optional[list[int]] = None
 
     def check(self, prefix: str = "eval") -> None:
         check_number(f"{prefix}.samples_per_prompt", self.samples_per_prompt, integer=True, minimum=1)
@@ -62,6 +71,25 @@ class EvalConfig:
                 check_number(f"{prefix}.temperatures[{i}]", t, exclusive_min=0)
             _no_repeats(f"{prefix}.temperatures", self.temperatures)
         _no_repeats(f"{prefix}.judges", self.judges)
+        self._check_inference_n(prefix)
+
+    def _check_inference_n(self, prefix: str) -> None:
+        """Positive integers in increasing order, none beyond either pool they are estimated from."""
+        ns = self.inference_n or []
+        for i, n in enumerate(ns):
+            check_number(f"{prefix}.inference_n[{i}]", n, integer=True, minimum=1)
+        _no_repeats(f"{prefix}.inference_n", ns)
+        if list(ns) != sorted(ns):
+            raise ConfigError(f"{prefix}.inference_n must list N′ in increasing order, got {list(ns)}")
+        for key, pool, what in (("samples_per_prompt", self.samples_per_prompt, "the policy's evaluation samples"),
+                                ("bon_pool_m", self.bon_pool_m, "π_ref's BoN pool")):
+            if ns and max(ns) > pool:
+                raise ConfigError(f"{prefix}.inference_n={list(ns)}: N′ = {max(ns)} exceeds {prefix}.{key}={pool} "
+                                  f"({what}, from which best-of-N′ is estimated): raise {prefix}.{key} or lower N′")
+
+    def inference_ns(self) -> list[int]:
+        """The inference-time N′ values (`inference_n`), [] when off."""
+        return [int(n) for n in self.inference_n or []]
 
     def temperatures_at(self, sampling_temperature: float) -> list[float]:
         """The evaluation temperatures: `temperatures`, or the sampling temperature alone (null). The one rule."""

@@ -16,6 +16,8 @@ from omegaconf import MISSING
 from vbon_exp.errors import ConfigError, check_choice, check_number
 from vbon_exp.settings.beta_n import BetaFirstConfig, NFirstConfig, ObjectiveConfig, PoolNConfig
 from vbon_exp.settings.objective_pairs import BoNBoNConfig, DPOConfig, IPOConfig
+from vbon_exp.settings.objective_poisson import BestOfPoissonConfig
+from vbon_exp.settings.objective_inference import BoNAwareConfig
 
 # The sequence rewards Φ an RL objective may train on (vbon_exp.bon.REWARD_TRANSFORMS implements each), and those
 # that read the reference cache's F̂ (the objective then needs the train prompts' cache).
@@ -65,7 +67,9 @@ class BoNConfig(PoolNConfig):
         super().check(prefix)
 
     def evaluation_caches(self, eval_settings) -> dict[str, int]:
-        return super().evaluation_caches(eval_settings) if self.estimate == "cache" else {}
+        if self.estimate == "cache":
+            return super().evaluation_caches(eval_settings)
+        return ObjectiveConfig.evaluation_caches(self, eval_settings)  # drawn BoN: the pool only for eval.inference_n
 
     def variant(self) -> Optional[str]:
         return "drawn" if self.estimate == "sample" else None  # fresh draws: the pool's check, with judge columns
@@ -141,7 +145,8 @@ class SoftBoNConfig(PoolNConfig):
     name: str = "soft_bon"
     # λ (> 0, reward units): the softmax temperature of the choice among the N samples (λ → 0: BoN, λ → ∞: π_ref).
     lam: float = 0.1
-    # Random N-subsets of each prompt's BoN pool behind each N's estimates (the incomplete U-statistic; ≥ 1).
+    # The subset budget per N (≥ 1): every N-subset of each prompt's BoN pool where C(M, N) fits in it (the complete
+    # U-statistic), else this many random ones, redrawn in every bootstrap replicate (the incomplete U-statistic).
     subsets: int = 256
 
     def check(self, prefix: str = "objective") -> None:
@@ -299,5 +304,5 @@ class ExternalConfig(ObjectiveConfig):
 OBJECTIVE_SETTINGS: dict[str, type[ObjectiveConfig]] = {
     cls.name: cls for cls in (BoNConfig, BoNSFTConfig, RegularisedBoNConfig, RejectionBoNConfig, SoftBoNConfig,
                               VBoNConfig, KLRLConfig, BONDConfig, BONDIterativeConfig, DPOConfig, IPOConfig,
-                              BoNBoNConfig, ExternalConfig)
+                              BoNBoNConfig, ExternalConfig, BoNAwareConfig, BestOfPoissonConfig)
 }

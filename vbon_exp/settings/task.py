@@ -42,6 +42,13 @@ class SyntheticTaskConfig:
     # Reward levels: 0 = the continuous table reward (distinct values); L ≥ 2 rounds it to the nearest of L equally
     # spaced values in [−2, 2] (clamped), so many responses tie (discrete rewards: BoN's tie-aware KL).
     reward_levels: int = 0
+    # The size s ≥ 0 of the proxy's error: beside the proxy r (the reward every method optimises, every estimate
+    # reads) the oracle knows a gold reward gold = r + s·(P − max(r, 0)²/2), P a random table reward of r's form
+    # (std ≈ 1, from gold_seed), the square an over-reward of high proxy values: gold falls past r = 1/s. 0: gold = r.
+    # Only the exact oracle reads it (results columns exact_gold_reward, exact_gold_win_rate; hedgetune.csv).
+    gold: float = 0.5
+    # Seed of the gold perturbation P's table (≠ reward_seed: P must not be r's own table).
+    gold_seed: int = 1
     # Default sampling temperature (sampling.* follows these unless overridden).
     temperature: float = 1.0
     # Default top-k (0 = off; the synthetic task's exact values need 0).
@@ -56,6 +63,11 @@ class SyntheticTaskConfig:
             check_number(f"{prefix}.{key}", getattr(self, key), integer=True, minimum=1)
         check_number(f"{prefix}.init_std", self.init_std, exclusive_min=0)
         check_number(f"{prefix}.reward_levels", self.reward_levels, integer=True, minimum=0)
+        check_number(f"{prefix}.gold", self.gold, minimum=0)
+        check_number(f"{prefix}.gold_seed", self.gold_seed, integer=True)
+        if self.gold > 0 and self.gold_seed == self.reward_seed:
+            raise ConfigError(f"{prefix}.gold_seed={self.gold_seed} equals {prefix}.reward_seed: the gold perturbation "
+                              "P would be the proxy's own table; choose another gold_seed")
         if self.reward_levels == 1:
             raise ConfigError(f"{prefix}.reward_levels must be 0 (continuous) or ≥ 2, got 1")
         if self.vocab_size ** self.response_length > 10**7:

@@ -5,6 +5,9 @@ A tiny GPT-2 (random weights from a fixed seed) over a vocabulary of V symbols w
 random function of (last prompt token, response) with (almost surely) distinct values, or, with `reward_levels`, that
 function rounded to a few levels (many responses tie: the discrete-reward case of BoN). Everything the paper
 defines is then computable exactly: π_ref(y|x), F_x, π_BoN for any N, π* ∝ π_ref·exp(r/β), and KLs of any policy.
+That reward is the proxy every method optimises; beside it the oracle knows a gold reward (`task.gold`: the proxy
+plus a fixed perturbation, vbon_exp/tasks/synthetic_gold.py), so each policy's gold reward, and where optimising the
+proxy stops paying in gold, are exact too.
 
 The model, tokenizer and reward table are written with `save_pretrained` / safetensors and read back with
 `from_pretrained`, like any real model, so the synthetic task runs the same loading code as the real tasks.
@@ -19,7 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -105,6 +108,14 @@ class TabularReward:
     def __call__(self, samples: Samples) -> torch.Tensor:
         # rewards are float32 everywhere in the pipeline (cache, comparisons), as a neural reward model's would be
         return self.score_ids(samples.prompt_ids[:, -1], samples.response_ids).float()
+
+
+def gold_perturbation(spec: SyntheticSpec, gold_seed: int) -> TabularReward:
+    """P of the gold reward gold = r + task.gold·(P − max(r, 0)²/2) (vbon_exp/tasks/synthetic_gold.py): a table reward
+    of the proxy's form (std ≈ 1) drawn from its own seed, the proxy's random error (built in memory: only the oracle
+    reads it)."""
+    tables = TabularReward.random(replace(spec, reward_seed=gold_seed))
+    return TabularReward(tables, fingerprint=f"synthetic-gold-perturbation:seed{gold_seed}")
 
 
 def quantise(rewards: torch.Tensor, levels: int) -> torch.Tensor:
@@ -203,7 +214,8 @@ def build(cfg: SyntheticTaskConfig, *, device: torch.device, cache_dir: str, tem
     reference = load_causal_lm(str(directory), device).eval().requires_grad_(False)
     reward = TabularReward.from_pretrained(directory, levels=cfg.reward_levels)
     prompts = _choose_prompts(spec)
-    oracle = SyntheticOracle(spec, prompts, reward, temperature)
+    gold = (cfg.gold, gold_perturbation(spec, cfg.gold_seed)) if cfg.gold > 0 else None
+    oracle = SyntheticOracle(spec, prompts, reward, temperature, gold=gold)
     oracle.set_reference(reference)
     return Task(
         name="synthetic",

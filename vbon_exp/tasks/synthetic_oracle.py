@@ -1,6 +1,9 @@
 """The synthetic task's exact oracle: every response of every prompt enumerated, so π_ref(y|x), the reward CDF F,
 π_BoN for any N, the KL-regularised optimum π* ∝ π_ref·exp(r/β), the KL of any policy to each, and the exact
-reward–KL and win-rate–KL Pareto frontiers are known exactly (vbon_exp/tasks/synthetic.py builds the task)."""
+reward–KL and win-rate–KL Pareto frontiers are known exactly (vbon_exp/tasks/synthetic.py builds the task). Beside the
+proxy reward r that methods optimise, a gold reward (task.gold) is known exactly too: every policy's exact gold reward
+and gold win rate, and the gold curves of BoN, soft BoN and Best-of-Poisson over their parameter
+(vbon_exp/tasks/synthetic_gold.py), from which the analysis finds the gold-optimal N, λ and μ (HedgeTune)."""
 
 from __future__ import annotations
 
@@ -13,13 +16,16 @@ import torch
 from vbon_exp import bon
 from vbon_exp.logprobs import sequence_log_probs
 from vbon_exp.modeling import Samples
+from vbon_exp.tasks.synthetic_gold import gold_curves, gold_rewards
 
 
 class SyntheticOracle:
     """Exact distributions over all V^L responses of each prompt, at the task's sampling temperature."""
 
-    def __init__(self, spec, prompts: list[list[int]], reward, temperature: float):
-        """`spec`: the task's SyntheticSpec (vocabulary, response length); `reward`: its TabularReward."""
+    def __init__(self, spec, prompts: list[list[int]], reward, temperature: float, gold=None):
+        """`spec`: the task's SyntheticSpec (vocabulary, response length); `reward`: its TabularReward (the proxy);
+        `gold`: (size s, perturbation P) with gold = r + s·(P − max(r, 0)²/2) (synthetic_gold.gold_rewards), or
+        None: gold = r."""
         self.spec, self.prompts, self.temperature = spec, prompts, temperature
         self.responses = torch.tensor(
             list(itertools.product(range(spec.vocab_size), repeat=spec.response_length)), dtype=torch.long
@@ -29,6 +35,14 @@ class SyntheticOracle:
         self.rewards = torch.stack(
             [reward.score_ids(prompt_ids[i].expand(k, -1)[:, -1], self.responses).float().double() for i in range(p)]
         )  # [P, K], float32 values (as the pipeline sees them), held in float64
+        self.gold_rewards = self.rewards  # [P, K] the gold reward (task.gold)
+        if gold is not None:
+            size, perturbation = gold
+            scores = torch.stack([perturbation.score_ids(prompt_ids[i].expand(k, -1)[:, -1], self.responses)
+                                  for i in range(p)])
+            self.gold_rewards = gold_rewards(self.rewards, scores, size)
+        # the run's objective: its own costly gold curves are written too (synthetic_gold.METHOD_CURVES; run.py)
+        self.method: str | None = None
         self._ref_logp = None
 
     @property
@@ -99,14 +113,16 @@ class SyntheticOracle:
         return (samples.response_ids.cpu() * weights).sum(-1)
 
     def metrics(self, logp: torch.Tensor, target_logp: torch.Tensor | None = None) -> dict[str, float]:
-        """Exact reward, KL to π_ref, win rate vs one reference sample (ties ½) and KL to a target, averaged over
-        prompts."""
+        """Exact reward, KL to π_ref, win rate vs one reference sample (ties ½), the same two under the gold reward
+        (`exact_gold_reward`, `exact_gold_win_rate`: against one π_ref sample judged by gold) and KL to a target,
+        averaged over prompts."""
         p = logp.exp()
-        f_le, f_lt = bon.reward_cdfs(self.ref_log_probs, self.rewards)
         out = {
             "exact_reward": float((p * self.rewards).sum(-1).mean()),
             "exact_kl": float(bon.kl(logp, self.ref_log_probs).mean()),
-            "exact_win_rate": float((p * 0.5 * (f_le + f_lt)).sum(-1).mean()),
+            "exact_win_rate": float((p * self.win_probability(self.rewards)).sum(-1).mean()),
+            "exact_gold_reward": float((p * self.gold_rewards).sum(-1).mean()),
+            "exact_gold_win_rate": float((p * self.win_probability(self.gold_rewards)).sum(-1).mean()),
         }
         if target_logp is not None:
             out["exact_kl_to_target"] = float(bon.kl(logp, target_logp).mean())
@@ -124,13 +140,17 @@ class SyntheticOracle:
 
     FRONTIER_UTILITIES = ("reward", "win_rate")
 
+    def win_probability(self, rewards: torch.Tensor) -> torch.Tensor:
+        """[P, K]: P(y beats one π_ref sample) under `rewards` (the proxy or the gold), ties ½."""
+        f_le, f_lt = bon.reward_cdfs(self.ref_log_probs, rewards)
+        return 0.5 * (f_le + f_lt)
+
     def frontier_utility(self, utility: str) -> torch.Tensor:
         """u(x, y) [P, K]: the reward, or the win probability against a π_ref sample, ties ½ (`exact_win_rate`)."""
         if utility == "reward":
             return self.rewards
         if utility == "win_rate":
-            f_le, f_lt = bon.reward_cdfs(self.ref_log_probs, self.rewards)
-            return 0.5 * (f_le + f_lt)
+            return self.win_probability(self.rewards)
         raise ValueError(f"frontier utility must be one of {self.FRONTIER_UTILITIES}, got {utility!r}")
 
     def _optimum_points(self, u: torch.Tensor, log_betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +209,7 @@ class SyntheticOracle:
         """The curves the Pareto plot draws under the exact points: the reward and win-rate frontiers (π*_β of each
         utility over a log-spaced β grid, from near π_ref to near greedy, then the greedy point) and π_BoN over
         real N from 1 to max_n. Each: {"kl": [...], "reward" or "win_rate": [...]}, by increasing KL; π_BoN's
-        carries both metrics."""
+        carries both metrics. Then the gold curves (`gold_*`: synthetic_gold.gold_curves)."""
         utilities = {name: self.frontier_utility(name) for name in self.FRONTIER_UTILITIES}
         curves = {}
         for name, u in utilities.items():
@@ -206,4 +226,5 @@ class SyntheticOracle:
             for name, u in utilities.items():
                 bon_curve[name].append(float((logp.exp() * u).sum(-1).mean()))
         curves["bon"] = bon_curve
+        curves.update(gold_curves(self, self.method))  # the gold curves HedgeTune searches (synthetic_gold.py)
         return curves

@@ -44,6 +44,11 @@ UpdateCallback = Callable[["OnPolicyTrainer"], dict | None]
 # term with `needs_reference_kl = True` gets the stats' full-vocabulary KL to π_ref (`stats.kl`), computed in the
 # policy's chunked pass.
 LossTerm = Callable[["OnPolicyTrainer", "Rollout", TokenStats], tuple[torch.Tensor, dict]]
+# An objective's group transform: [G, k] sequence rewards, one row per prompt's group -> [G, k] advantages, each
+# already baselined by a value that does not depend on its own sample (e.g. BoN-aware RL's max@N′ estimator,
+# vbon_exp/objectives/bon_aware.py). A trainer with `applies_group_transform` adds it to its own advantages of the
+# KL penalty alone: a second baseline over these values would depend on each sample and bias the gradient.
+GroupTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 # RL algorithms by `algo.name`: each trainer module registers its class (vbon_exp.trainers imports them all).
@@ -77,10 +82,13 @@ class OnPolicyTrainer(TrainingLoop):
     What an objective may change besides its sequence reward (all off by default, leaving the loss as it was):
     `loss_terms` (added to every minibatch loss), `pg_coef` (the weight of the clipped policy-gradient loss),
     `reference` (the model the per-token KL penalty is taken against, π_ref unless given: a moving anchor),
-    `update_callbacks` (after every update) and `state_modules` (more modules saved with each checkpoint and
-    restored on resume, e.g. that anchor)."""
+    `update_callbacks` (after every update), `state_modules` (more modules saved with each checkpoint and
+    restored on resume, e.g. that anchor) and `group_transform` (the advantages of each prompt's group of
+    rewards; only trainers with `applies_group_transform`: RLOO)."""
 
     uses_value_head = True
+    applies_group_transform = False  # whether compute_advantages applies an objective's GroupTransform
+    group_transform: GroupTransform | None = None  # the objective's (set per instance by __init__)
     pg_coef = 1.0  # the weight of the clipped policy-gradient loss (set per instance by __init__)
 
     def __init__(
@@ -102,7 +110,11 @@ class OnPolicyTrainer(TrainingLoop):
         reference: nn.Module | None = None,
         update_callbacks: list[UpdateCallback] | None = None,
         state_modules: dict[str, nn.Module] | None = None,
+        group_transform: GroupTransform | None = None,
     ):
+        if group_transform is not None and not self.applies_group_transform:
+            raise ValueError(f"algo.name={cfg.name} cannot apply the objective's group transform (RLOO can)")
+        self.group_transform = group_transform
         self.cfg, self.train_cfg, self.task, self.sampling = cfg, train_cfg, task, sampling
         self.loss_terms = list(loss_terms or [])
         self.pg_coef = float(pg_coef)
