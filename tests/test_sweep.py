@@ -150,8 +150,8 @@ def compose_config(*overrides, hydra_config=False):
 @pytest.mark.parametrize("whole_grid", [pytest.param(False, id="every-objective-and-beta"),
                                         pytest.param(True, id="whole-grid", marks=pytest.mark.slow)])
 def test_synthetic_pareto_preset_grid_is_valid_for_every_objective(tmp_path, whole_grid):
-    """Each member's config, as the sweep composes it, validates. Fast tier: every objective and every β (14
-    compositions, conftest.covering_pairs); slow: all 70 members (a composition costs ~0.15 s)."""
+    """Each member's config, as the sweep composes it, validates. Fast tier: every objective and every β (16
+    compositions, conftest.covering_pairs); slow: all 80 members (a composition costs ~0.15 s)."""
     from conftest import covering_pairs
 
     cfg = compose_config("+experiment=synthetic_pareto", f"paths.output_root={tmp_path}", hydra_config=True)
@@ -160,7 +160,7 @@ def test_synthetic_pareto_preset_grid_is_valid_for_every_objective(tmp_path, who
     betas = [float(b) for b in params["objective.beta"].split(",")]
     assert objectives == ["bon", "bon_sft", "vbon", "kl_rl", "dpo", "bonbon", "bond", "bond_iterative",
                           "kl_rl_cdf", "kl_rl_exp_cdf", "kl_rl_log_cdf", "soft_bon", "rejection_bon",
-                          "regularised_bon"] and len(betas) == 5
+                          "regularised_bon", "best_of_poisson", "bon_aware"] and len(betas) == 5
     members = ([(o, b) for o in objectives for b in betas] if whole_grid else covering_pairs(objectives, betas))
     assert {o for o, _ in members} == set(objectives) and {b for _, b in members} == set(betas)
     for objective, beta in members:  # each member's config, as the sweep composes it

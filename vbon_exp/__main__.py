@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from vbon_exp import config as _config  # noqa: F401  (registers the schemas and the n_from_beta / beta_from_n resolvers)
 from vbon_exp.errors import USER_ERRORS
 from vbon_exp.launch import run_hydra
-from vbon_exp.results import ID_COLUMNS, failed_line, write_result
+from vbon_exp.results import ID_COLUMNS, TASK_VARIANT, failed_line, write_result
 
 log = logging.getLogger("vbon_exp")
 
@@ -29,8 +29,8 @@ def _is_multirun() -> bool:
 def _failed_point(cfg: DictConfig, err: Exception, t_start: float) -> dict:
     """The results line of a sweep member that failed: its identifying columns, status failed and the error. Read
     off its settings when they validate (the failure came later), else off the composed config, key by key."""
-    from vbon_exp.config import validate
-    from vbon_exp.run import base_point, hydra_run_dir
+    from vbon_exp.config import task_nodes, validate
+    from vbon_exp.run import base_point, hydra_run_dir, task_variant
 
     try:
         point = base_point(validate(cfg))
@@ -41,6 +41,10 @@ def _failed_point(cfg: DictConfig, err: Exception, t_start: float) -> dict:
                 point[column] = OmegaConf.select(cfg, key)
             except Exception:
                 point[column] = None
+        try:  # the task variant too, so the failure is counted in its set (`make pareto-plot`)
+            point[TASK_VARIANT] = task_variant(*task_nodes(cfg))
+        except Exception:
+            point[TASK_VARIANT] = None
     return failed_line(point, err, time.perf_counter() - t_start, hydra_run_dir())
 
 

@@ -167,6 +167,17 @@ def validate(cfg: DictConfig) -> RunSettings:
     return settings
 
 
+def task_nodes(cfg: DictConfig) -> tuple:
+    """(task, model, reward) as their dataclasses, validated alone (model and reward None on tasks that do not read
+    them): what identifies a run's task variant when another node of its config is bad (a failed sweep member)."""
+    task_schema = _choose(cfg, "task.name", TASK_SETTINGS, "conf/task/<name>.yaml")
+    task = typed_node(cfg, "task", task_schema)
+    if not task_schema.uses_model_groups:
+        return task, None, None
+    reward_schema = _choose(cfg, "reward.type", REWARD_SETTINGS, "conf/reward/<name>.yaml")
+    return task, typed_node(cfg, "model", ModelConfig), typed_node(cfg, "reward", reward_schema)
+
+
 def check_settings(settings: RunSettings) -> None:
     """Every node's value checks, the trainer node the objective reads, and the rules that tie nodes together."""
     for key in ("sampling", "reference", "eval", "train", "wandb", "task", "objective", "model", "reward"):

@@ -98,7 +98,7 @@ def base_point(settings: RunSettings) -> dict:
     if settings.objective.trains_with != "algo":
         point.update(dict.fromkeys(ALGO_COLUMNS))
     point["objective_label"] = settings.objective.legend()
-    point[TASK_VARIANT] = task_variant(settings)
+    point[TASK_VARIANT] = task_variant(settings.task, settings.model, settings.reward)
     if settings.objective.variant() is not None:  # a method of its own beyond name, β, N (declared by the settings)
         point["variant"] = settings.objective.variant()
     return point
@@ -110,17 +110,16 @@ NOT_TASK_VARIANT = ("name", "temperature", "top_k", "top_p", "max_new_tokens", "
                     "num_train_prompts", "train_split")
 
 
-def task_variant(settings: RunSettings) -> str | None:
+def task_variant(task, model=None, reward=None) -> str | None:
     """Which variant of its task the run runs (results column `task_variant`: the analysis never puts two variants
-    on one frontier): the task keys off their defaults (e.g. `reward_levels=5`: the synthetic task's reference and
-    reward are task keys), and on a language-model task its reference and reward models (the last part of their
-    names). None for the task's defaults."""
-    task = settings.task
+    on one frontier), from the settings' task, model and reward nodes: the task keys off their defaults (e.g.
+    `reward_levels=5`: the synthetic task's reference and reward are task keys), and on a language-model task its
+    reference and reward models (the last part of their names). None for the task's defaults."""
     parts = [f"{f.name}={getattr(task, f.name)}" for f in fields(task)
              if f.name not in NOT_TASK_VARIANT and (f.default is MISSING or getattr(task, f.name) != f.default)]
     if task.uses_model_groups:
-        reward = getattr(settings.reward, "name_or_path", None) or settings.reward.type
-        parts += [f"reference={_last_part(settings.model.name_or_path)}", f"reward_model={_last_part(reward)}"]
+        reward_name = getattr(reward, "name_or_path", None) or reward.type
+        parts += [f"reference={_last_part(model.name_or_path)}", f"reward_model={_last_part(reward_name)}"]
     return " · ".join(parts) or None
 
 
