@@ -39,7 +39,7 @@ real-model: real-model-weights
 	test -f $(MODELS)/smollm2_imdb_gold/metrics.json || $(PY) scripts/train_smollm2_reward.py --model \
 		$(MODELS)/smollm2_135m --out-dir $(MODELS)
 
-# Fast suite (8 min 13 s of pytest on this 2-core AVX-512 machine, README "Tests"): one pytest worker per core (pytest-xdist), a test file per worker at a time (its
+# Fast suite (about 5 min of pytest on this 2-core AVX-512 machine alone, README "Tests"): one pytest worker per core (pytest-xdist), a test file per worker at a time (its
 # module fixtures are built once); each worker and the runs it starts use one torch thread (tests/conftest.py).
 # wandb never needs a server in tests. lint-imports first: the one-way layers of pyproject.toml's contracts.
 # VBON_EXP_TEST_SEED_SHIFT=k moves every test seed by k (tests/conftest.py): the suite holds for any draw.
