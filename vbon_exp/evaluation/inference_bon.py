@@ -52,11 +52,6 @@ from vbon_exp.results import INFERENCE_METRICS, inference_column
 SOURCES = {"reward": (), "worst_reward": (), "win_rate": ("BoN pool",), "win_rate_vs_ref": ("reference cache",)}
 
 
-def inference_caches(settings) -> dict[str, int]:
-    """The evaluation caches of inference-time BoN: π_ref's BoN pool, where `eval.inference_n` is on."""
-    return {BON_POOL: settings.bon_pool_m} if settings.inference_ns() else {}
-
-
 # ---------------------------------------------------------------------------------------------------- pool estimators
 
 

@@ -13,7 +13,7 @@ import time
 import torch
 
 from vbon_exp.errors import ConfigError
-from vbon_exp.evaluation.inference_bon import inference_bon_metrics, inference_caches
+from vbon_exp.evaluation.inference_bon import inference_bon_metrics
 from vbon_exp.evaluation.judges import judge_metrics
 from vbon_exp.evaluation.policy import EvalContext, EvaluatedPolicy, PolicyPoint
 from vbon_exp.evaluation.samples_table import sample_rows
@@ -46,7 +46,7 @@ class SampledPolicy(EvaluatedPolicy):
 
     @classmethod
     def eval_caches(cls, settings) -> dict[str, int]:
-        return inference_caches(settings)  # π_ref's BoN pool where eval.inference_n is on
+        return settings.inference_caches()  # π_ref's BoN pool where eval.inference_n is on
 
     def evaluate(self, ctx: EvalContext) -> list[PolicyPoint]:
         return [evaluate_sampled(self, ctx)]

@@ -143,7 +143,7 @@ class ObjectiveConfig:
         """The extra evaluation caches of the test prompts its policy reads, name -> M, built with the test cache
         and counted by the memory pre-flight and the plan: by default π_ref's BoN pool where `eval.inference_n` puts
         the (sampled) policy under inference-time best-of-N′ (vbon_exp/evaluation/inference_bon.py), else none."""
-        return {BON_POOL: eval_settings.bon_pool_m} if eval_settings.inference_ns() else {}
+        return eval_settings.inference_caches()
 
     def check_run(self, settings) -> None:
         """Rules that tie the objective to the rest of the run (`settings`: the RunSettings); none by default."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from vbon_exp.errors import ConfigError, check_choice, check_number
+from vbon_exp.settings.beta_n import BON_POOL
 
 # the KL estimators (vbon_exp.kl.KL_ESTIMATORS registers each under this name), and those an evaluated policy offers
 # as its results' `kl` column (k2 is a training penalty only: biased as an estimate)
@@ -90,6 +91,11 @@ class EvalConfig:
     def inference_ns(self) -> list[int]:
         """The inference-time N′ values (`inference_n`), [] when off."""
         return [int(n) for n in self.inference_n or []]
+
+    def inference_caches(self) -> dict[str, int]:
+        """The evaluation caches inference-time best-of-N′ reads: π_ref's BoN pool where `inference_n` is on (the one
+        rule: the objectives' declarations and the sampled policies' caches both ask here)."""
+        return {BON_POOL: self.bon_pool_m} if self.inference_ns() else {}
 
     def temperatures_at(self, sampling_temperature: float) -> list[float]:
         """The evaluation temperatures: `temperatures`, or the sampling temperature alone (null). The one rule."""
